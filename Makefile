@@ -1,0 +1,49 @@
+# Build, train and deploy BERT review-sentiment classifiers on Kubeflow Pipelines v2.
+# `make run` and `make test` bootstrap .venv by themselves.
+
+PYTHON   ?= python3.11
+VENV     := .venv
+BIN      := $(VENV)/bin
+STAMP    := $(VENV)/.installed
+DATA     ?=
+OUTPUT   ?=
+PROFILE  ?= onprem
+TARGET   ?= kfp
+PYTEST_ARGS ?=
+
+.DEFAULT_GOAL := help
+.PHONY: help install run test test-all compile lint bench clean
+
+help: ## List the targets
+	@grep -E '^[a-zA-Z_-]+:.*?## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*?## "}; {printf "  %-12s %s\n", $$1, $$2}'
+
+# The virtualenv is rebuilt when pyproject.toml is newer than the last install.
+$(STAMP): pyproject.toml
+	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet -e '.[dev]'
+	@touch $(STAMP)
+
+install: $(STAMP) ## Create .venv and install the project with its dev tools
+
+run: $(STAMP) ## Run the whole pipeline locally (DATA=file.csv to use your own data, OUTPUT=dir)
+	$(BIN)/python -m pipelines run $(if $(DATA),--data $(DATA)) $(if $(OUTPUT),--output $(OUTPUT))
+
+test: $(STAMP) ## Run the default test suite (fast; skips `slow`)
+	$(BIN)/python -m pytest $(PYTEST_ARGS)
+
+test-all: $(STAMP) ## Run every test, the slow ones too
+	$(BIN)/python -m pytest -m '' $(PYTEST_ARGS)
+
+compile: $(STAMP) ## Compile the pipeline YAML under build/ (PROFILE=onprem|eks|cpu, TARGET=kfp|sagemaker)
+	$(BIN)/python -m pipelines compile --target $(TARGET) --profile $(PROFILE) --output build/pipeline-$(TARGET)-$(PROFILE).yaml
+
+lint: $(STAMP) ## Lint and check formatting
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+
+bench: $(STAMP) ## Run the benchmarks (NAME=bias to run one)
+	$(BIN)/python -m bench $(or $(NAME),all)
+
+clean: ## Remove build outputs and local runs (keeps .venv)
+	rm -rf build runs .pytest_cache

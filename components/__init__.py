@@ -1,0 +1,1 @@
+"""Pipeline steps: one package per step, each with a pure ``core`` and a thin KFP ``component``."""

@@ -1,0 +1,1 @@
+"""Pre-training bias check (SageMaker Clarify metrics)."""

@@ -1,0 +1,1 @@
+"""Pieces shared by two or more steps: schema, IO, configuration."""

@@ -1,0 +1,25 @@
+"""Column names of the data handed from step to step.
+
+`prepare_data` maps whatever columns the user's file has onto these names, so every later step
+reads one schema.  The names follow the course (`review_body`, `star_rating`, `sentiment`,
+`product_category`).
+"""
+
+from __future__ import annotations
+
+REVIEW_ID = "review_id"
+TEXT = "review_body"
+RATING = "star_rating"
+LABEL = "sentiment"
+FACET = "product_category"
+
+#: Sentiment classes: value used in the data (and by Clarify) -> class name.
+SENTIMENTS: dict[int, str] = {-1: "negative", 0: "neutral", 1: "positive"}
+#: Model class ids 0..2 (what a classifier predicts) <-> sentiment values -1..1.
+LABEL_TO_ID: dict[int, int] = {-1: 0, 0: 1, 1: 2}
+ID_TO_LABEL: dict[int, int] = {v: k for k, v in LABEL_TO_ID.items()}
+#: The positive label value for the bias check (positive sentiment, as in the course).
+POSITIVE_LABEL = 1
+
+#: Columns of the prepared-reviews Parquet written by `prepare_data`, in order.
+PREPARED_COLUMNS = (REVIEW_ID, TEXT, RATING, LABEL, FACET)

@@ -1,0 +1,1 @@
+"""Prepare product reviews for the pipeline."""
