@@ -92,7 +92,9 @@ def _batches(path: str, columns: list[str], batch_rows: int) -> Iterator[pa.Reco
 
     name = path.lower()
     with fsspec.open(path, "rb") as fh:
-        if name.endswith((".parquet", ".pq")):
+        is_parquet = fh.read(4) == b"PAR1"  # KFP artifact paths carry no suffix: look at the bytes
+        fh.seek(0)
+        if is_parquet:
             parquet = pq.ParquetFile(fh)
             missing = [c for c in columns if c not in parquet.schema_arrow.names]
             if missing:
@@ -108,6 +110,15 @@ def _batches(path: str, columns: list[str], batch_rows: int) -> Iterator[pa.Reco
                                                  column_types=dict.fromkeys(columns, pa.string())),
         )
         yield from reader
+
+
+def columns_of(path: str) -> list[str]:
+    """Column names of a Parquet file, read from its footer."""
+    import fsspec
+    import pyarrow.parquet as pq
+
+    with fsspec.open(path, "rb") as fh:
+        return list(pq.ParquetFile(fh).schema_arrow.names)
 
 
 def _count_table(table: pa.Table, facet: str, label: str, positive_label: object, group: str | None,

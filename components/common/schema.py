@@ -12,6 +12,8 @@ TEXT = "review_body"
 RATING = "star_rating"
 LABEL = "sentiment"
 FACET = "product_category"
+#: Optional grouping column for the conditional metric CDDL (e.g. age band, department).
+GROUP = "group_variable"
 
 #: Sentiment classes: value used in the data (and by Clarify) -> class name.
 SENTIMENTS: dict[int, str] = {-1: "negative", 0: "neutral", 1: "positive"}

@@ -28,6 +28,8 @@ class PrepareConfig:
     text_column: str = "Review Text"
     rating_column: str = "Rating"
     facet_column: str = "Class Name"
+    #: Optional column that groups reviews for the conditional bias metric CDDL.
+    group_column: str | None = None
     #: Set to use an already-categorical label (negative/neutral/positive or -1/0/1) instead of ratings.
     label_column: str | None = None
     #: Facet values with fewer rows than this are dropped (the course dropped values with <= 10 rows).
@@ -209,8 +211,10 @@ def clean_reviews(raw: pd.DataFrame, config: PrepareConfig, source: str = "input
     label_flag, label_col = (
         ("--label-column", config.label_column) if config.label_column else ("--rating-column", config.rating_column)
     )
-    _require_columns(raw, {"--text-column": config.text_column, label_flag: label_col,
-                           "--facet-column": config.facet_column}, source)
+    wanted = {"--text-column": config.text_column, label_flag: label_col, "--facet-column": config.facet_column}
+    if config.group_column:
+        wanted["--group-column"] = config.group_column
+    _require_columns(raw, wanted, source)
 
     text = raw[config.text_column].astype("string")
     text = text.where(text.str.strip().str.len() > 0)
@@ -224,7 +228,9 @@ def clean_reviews(raw: pd.DataFrame, config: PrepareConfig, source: str = "input
         rating = pd.to_numeric(raw[config.rating_column], errors="coerce").astype("Int8")
 
     frame = pd.DataFrame({schema.TEXT: text, schema.RATING: rating, schema.LABEL: sentiment, schema.FACET: facet})
-    frame = frame.dropna(subset=[schema.TEXT, schema.LABEL, schema.FACET])
+    if config.group_column:
+        frame[schema.GROUP] = raw[config.group_column].astype("string")
+    frame = frame.dropna(subset=[c for c in (schema.TEXT, schema.LABEL, schema.FACET, schema.GROUP) if c in frame])
     dropped_missing = len(raw) - len(frame)
     if frame.empty:
         raise ValueError(
@@ -256,7 +262,8 @@ def clean_reviews(raw: pd.DataFrame, config: PrepareConfig, source: str = "input
 
     frame = frame.astype({schema.LABEL: "int8"})
     frame.insert(0, schema.REVIEW_ID, review_ids(frame))
-    frame = frame.reset_index(drop=True)[list(schema.PREPARED_COLUMNS)]
+    columns = list(schema.PREPARED_COLUMNS) + ([schema.GROUP] if config.group_column else [])
+    frame = frame.reset_index(drop=True)[columns]
     return frame, {"dropped_missing": dropped_missing, "dropped_rare_facet": int(sizes[rare].sum()),
                    "rare_facet_values": rare}
 
@@ -304,7 +311,7 @@ def prepare(raw: pd.DataFrame, config: PrepareConfig, source: str = "input") -> 
         class_counts_out=_class_counts(prepared[schema.LABEL]),
         balanced=config.balance,
         columns={"text": config.text_column, "rating": None if config.label_column else config.rating_column,
-                 "label": config.label_column, "facet": config.facet_column},
+                 "label": config.label_column, "facet": config.facet_column, "group": config.group_column},
         **dropped,
     )
     return cleaned, prepared, report

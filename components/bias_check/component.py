@@ -1,0 +1,39 @@
+"""KFP component: pre-training bias of the sentiment label across facet values (Clarify metrics)."""
+
+from kfp import dsl
+from kfp.dsl import HTML, Artifact, Dataset, Input, Metrics, Output
+
+from components.common.image import COMPONENTS_IMAGE
+
+
+@dsl.component(base_image=COMPONENTS_IMAGE, install_kfp_package=False)
+def check_bias(
+    cleaned_reviews: Input[Dataset],
+    max_abs_ci: float,
+    max_abs_dpl: float,
+    report_json: Output[Artifact],
+    report_html: Output[HTML],
+    metrics: Output[Metrics],
+) -> None:
+    """Measure CI, DPL, KL, JS, LP, TVD, KS of each facet value against the rest.
+
+    CDDL is added when prepare_reviews carried a group column along.
+
+    Args:
+        cleaned_reviews: Cleaned reviews (Parquet) before balancing, from prepare_reviews.
+        max_abs_ci: Fail when a facet value's |CI| exceeds this (1.0: never).
+        max_abs_dpl: Fail when a facet value's |DPL| exceeds this (1.0: never).
+        report_json: Per-facet-value metrics, machine-readable.
+        report_html: The same as a table and chart for the dashboard.
+        metrics: Headline figures (largest |CI|, |DPL|) and the row count.
+    """
+    from components.bias_check import core
+    from components.common import schema
+
+    group = schema.GROUP if schema.GROUP in core.columns_of(cleaned_reviews.path) else None
+    report = core.run(cleaned_reviews.path, schema.FACET, schema.LABEL, schema.POSITIVE_LABEL, group,
+                      max_abs_ci, max_abs_dpl)
+    core.write_outputs(report, report_json.path, report_html.path)
+    metrics.log_metric("rows", report.rows)
+    for name, value in report.headline().items():
+        metrics.log_metric(name, value)

@@ -1,0 +1,53 @@
+"""KFP component: read, clean, label and balance the reviews."""
+
+from kfp import dsl
+from kfp.dsl import Artifact, Dataset, Metrics, Output
+
+from components.common.image import COMPONENTS_IMAGE
+
+
+@dsl.component(base_image=COMPONENTS_IMAGE, install_kfp_package=False)
+def prepare_reviews(
+    data: str,
+    text_column: str,
+    rating_column: str,
+    label_column: str,
+    facet_column: str,
+    group_column: str,
+    min_facet_rows: int,
+    balance: bool,
+    max_rows: int,
+    seed: int,
+    cleaned_reviews: Output[Dataset],
+    reviews: Output[Dataset],
+    report: Output[Artifact],
+    metrics: Output[Metrics],
+) -> None:
+    """Read reviews (CSV/TSV/Parquet, local path or fsspec URI), derive sentiment, clean and balance them.
+
+    Args:
+        data: Path or URI of the reviews file.
+        text_column: Column with the review text.
+        rating_column: Column with 1–5 star ratings (used when label_column is empty).
+        label_column: Column with categorical labels (negative/neutral/positive or -1/0/1); empty to use ratings.
+        facet_column: Column whose values the bias check compares (e.g. product category).
+        group_column: Optional column for the conditional bias metric CDDL; empty for none.
+        min_facet_rows: Facet values with fewer rows are dropped.
+        balance: Down-sample every sentiment class to the smallest one.
+        max_rows: Seeded cap on the rows passed on to featurization (0: no cap).
+        seed: Seed for balancing and the cap.
+        cleaned_reviews: Every usable row, before balancing (what the bias check reads).
+        reviews: Balanced and capped rows for featurization.
+        report: Row and class counts as JSON.
+        metrics: Row and class counts.
+    """
+    from components.prepare_data import core
+
+    config = core.PrepareConfig(
+        text_column=text_column, rating_column=rating_column, label_column=label_column or None,
+        facet_column=facet_column, group_column=group_column or None, min_facet_rows=min_facet_rows,
+        balance=balance, max_rows=max_rows or None, seed=seed,
+    )
+    result = core.run(data, config, cleaned_reviews.path, reviews.path, report.path)
+    for name, value in core.metric_items(result):
+        metrics.log_metric(name, value)

@@ -1,0 +1,136 @@
+"""Run the pipeline on this machine with `kfp.local` and write `summary.json`.
+
+The very same components as on a cluster run, each in a subprocess of this virtualenv
+(`SubprocessRunner(use_venv=False)`); their artifacts land under ``<output>/artifacts``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import json
+import re
+import sys
+import time
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from components.common import schema
+from components.prepare_data import core as prepare_core
+
+_ERROR_LINE = re.compile(r"^(?:[\w.]+\.)?(\w*(?:Error|Exception)): (.+)$")
+
+
+@dataclass
+class RunOptions:
+    """What `python -m pipelines run` was asked to do; pipeline arguments come from here."""
+
+    data: str
+    output: Path
+    prepare: prepare_core.PrepareConfig = field(default_factory=prepare_core.PrepareConfig)
+    max_abs_ci: float = 1.0
+    max_abs_dpl: float = 1.0
+
+    def pipeline_arguments(self) -> dict[str, Any]:
+        p = self.prepare
+        return {
+            "data": self.data, "text_column": p.text_column, "rating_column": p.rating_column,
+            "label_column": p.label_column or "", "facet_column": p.facet_column,
+            "group_column": p.group_column or "", "min_facet_rows": p.min_facet_rows, "balance": p.balance,
+            "max_rows": p.max_rows or 0, "seed": p.seed, "max_abs_ci": self.max_abs_ci,
+            "max_abs_dpl": self.max_abs_dpl,
+        }
+
+
+class PipelineFailed(RuntimeError):
+    """A step of the local run failed; the message is the step's own error."""
+
+
+class _Tee(io.TextIOBase):
+    """Passes the steps' log through to the terminal and remembers the last error line in it."""
+
+    def __init__(self, target: io.TextIOBase) -> None:
+        self.target = target
+        self.last_error: str | None = None
+        self._partial = ""
+
+    def write(self, text: str) -> int:
+        self.target.write(text)
+        lines = (self._partial + text).split("\n")
+        self._partial = lines.pop()
+        for line in lines:
+            match = _ERROR_LINE.match(line.strip())
+            if match:
+                self.last_error = f"{match.group(1)}: {match.group(2)}"
+        return len(text)
+
+    def flush(self) -> None:
+        self.target.flush()
+
+
+def _read_json(artifact: Any) -> dict:
+    return json.loads(Path(artifact.path).read_text())
+
+
+def build_summary(options: RunOptions, outputs: Any, started: float) -> dict[str, Any]:
+    """`summary.json` (DESIGN §4) from the pipeline's output artifacts."""
+    data = _read_json(outputs["data_report"])
+    bias = _read_json(outputs["bias_report"])
+    return {
+        "status": "succeeded",
+        "finished_at": datetime.now(UTC).isoformat(timespec="seconds"),
+        "duration_s": round(time.time() - started, 1),
+        "output_dir": str(options.output.resolve()),
+        "parameters": options.pipeline_arguments(),
+        "data": data,
+        "bias": {
+            "facet": options.prepare.facet_column,
+            "label": bias["label"],
+            "positive_label": schema.SENTIMENTS[schema.POSITIVE_LABEL],
+            "positive_label_value": schema.POSITIVE_LABEL,
+            "group": bias["group"] and options.prepare.group_column,
+            "rows": bias["rows"],
+            "facet_rows": bias["facet_rows"],
+            "metrics": bias["metrics"],
+            "report_html": str(Path(outputs["bias_report"].path).with_name("report_html")),
+        },
+    }
+
+
+def write_summary(output: Path, summary: dict[str, Any]) -> Path:
+    """Write ``summary.json`` atomically, so a reader never sees half of it."""
+    path = output / "summary.json"
+    tmp = path.with_suffix(".json.tmp")
+    tmp.write_text(json.dumps(summary, indent=2, default=str))
+    tmp.replace(path)
+    return path
+
+
+def run_pipeline(options: RunOptions) -> Path:
+    """Validate, run every step locally, write `summary.json`; return its path.
+
+    Raises:
+        ValueError: bad input, found before anything is written.
+        PipelineFailed: a step failed; `summary.json` then says ``"status": "failed"``.
+    """
+    from kfp import local
+
+    from pipelines.pipeline import review_sentiment_pipeline
+
+    started = time.time()
+    prepare_core.validate(options.data, options.prepare)  # fail fast, before any output exists
+    options.output.mkdir(parents=True, exist_ok=True)
+    local.init(runner=local.SubprocessRunner(use_venv=False), pipeline_root=str(options.output / "artifacts"))
+    tee = _Tee(sys.stdout)
+    try:
+        with contextlib.redirect_stdout(tee):
+            task = review_sentiment_pipeline(**options.pipeline_arguments())
+    except RuntimeError as err:
+        message = tee.last_error or str(err)
+        write_summary(options.output, {"status": "failed", "error": message,
+                                       "output_dir": str(options.output.resolve()),
+                                       "parameters": options.pipeline_arguments()})
+        raise PipelineFailed(message) from err
+    return write_summary(options.output, build_summary(options, task.outputs, started))
