@@ -140,7 +140,7 @@ def ratings_to_sentiment(ratings: pd.Series, column: str) -> pd.Series:
     present = numbers.dropna()
     bad = present[(present < 1) | (present > 5) | (present != present.round())]
     if len(bad):
-        examples = ", ".join(repr(v) for v in sorted(bad.unique())[:5])
+        examples = ", ".join(f"{float(v):g}" for v in sorted(bad.unique())[:5])
         raise ValueError(
             f"Column {column!r} must hold whole star ratings from 1 to 5, but {len(bad)} value(s) are "
             f"outside that (e.g. {examples}). Fix the data or choose another --rating-column."
