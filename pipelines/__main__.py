@@ -17,8 +17,11 @@ def _parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True)
 
     run = sub.add_parser("run", help="run the whole pipeline on this machine (kfp.local)")
-    run.add_argument("--data", help="CSV, TSV or Parquet file of reviews, local path or fsspec URI "
-                     "(default: synthetic sample reviews generated into the output directory)")
+    run.add_argument(
+        "--data",
+        help="CSV, TSV or Parquet file of reviews, local path or fsspec URI "
+        "(default: synthetic sample reviews generated into the output directory)",
+    )
     run.add_argument("--output", type=Path, help="run directory (default: runs/<UTC timestamp>)")
     run.add_argument("--text-column", default=_DEFAULTS.text_column)
     labels = run.add_mutually_exclusive_group()
@@ -26,8 +29,9 @@ def _parser() -> argparse.ArgumentParser:
     labels.add_argument("--label-column", help="categorical labels: negative/neutral/positive or -1/0/1")
     run.add_argument("--facet-column", default=_DEFAULTS.facet_column, help="column the bias check compares across")
     run.add_argument("--group-column", help="optional group column for the conditional bias metric CDDL")
-    run.add_argument("--min-facet-rows", type=int, default=_DEFAULTS.min_facet_rows,
-                     help="drop facet values with fewer rows")
+    run.add_argument(
+        "--min-facet-rows", type=int, default=_DEFAULTS.min_facet_rows, help="drop facet values with fewer rows"
+    )
     run.add_argument("--no-balance", action="store_true", help="keep the class imbalance (default: balance)")
     run.add_argument("--max-rows", type=int, help="seeded cap on the rows passed on after the bias check")
     run.add_argument("--seed", type=int, default=_DEFAULTS.seed)
@@ -35,10 +39,10 @@ def _parser() -> argparse.ArgumentParser:
     run.add_argument("--max-abs-dpl", type=float, default=1.0, help="bias gate on |DPL| (default 1.0: off)")
 
     comp = sub.add_parser("compile", help="compile the pipeline to KFP IR YAML")
-    comp.add_argument("--target", choices=["kfp"], default="kfp",
-                      help="kfp: every step on Kubeflow")
-    comp.add_argument("--profile", choices=["onprem", "eks", "cpu"], default="onprem",
-                      help="cluster profile (placement of GPU steps)")
+    comp.add_argument("--target", choices=["kfp"], default="kfp", help="kfp: every step on Kubeflow")
+    comp.add_argument(
+        "--profile", choices=["onprem", "eks", "cpu"], default="onprem", help="cluster profile (placement of GPU steps)"
+    )
     comp.add_argument("--output", type=Path, help="YAML file (default: build/pipeline-<target>-<profile>.yaml)")
     return parser
 
@@ -56,9 +60,15 @@ def _run(args: argparse.Namespace) -> int:
         data=data,
         output=output,
         prepare=PrepareConfig(
-            text_column=args.text_column, rating_column=args.rating_column, label_column=args.label_column,
-            facet_column=args.facet_column, group_column=args.group_column, min_facet_rows=args.min_facet_rows,
-            balance=not args.no_balance, max_rows=args.max_rows, seed=args.seed,
+            text_column=args.text_column,
+            rating_column=args.rating_column,
+            label_column=args.label_column,
+            facet_column=args.facet_column,
+            group_column=args.group_column,
+            min_facet_rows=args.min_facet_rows,
+            balance=not args.no_balance,
+            max_rows=args.max_rows,
+            seed=args.seed,
         ),
         max_abs_ci=args.max_abs_ci,
         max_abs_dpl=args.max_abs_dpl,
@@ -69,8 +79,10 @@ def _run(args: argparse.Namespace) -> int:
         print(f"error: {err}", file=sys.stderr)
         return 2
     except local.PipelineFailed as err:
-        print(f"error: the pipeline failed: {err}\n(summary with status 'failed': {output / 'summary.json'})",
-              file=sys.stderr)
+        print(
+            f"error: the pipeline failed: {err}\n(summary with status 'failed': {output / 'summary.json'})",
+            file=sys.stderr,
+        )
         return 1
     print(f"Pipeline succeeded. Summary: {summary}")
     return 0

@@ -27,6 +27,5 @@ def compile_pipeline(output: str | Path, target: str = "kfp", profile: str = "on
         raise ValueError(f"Unknown --profile {profile!r}; choose one of {', '.join(PROFILES)}.")
     output = Path(output)
     output.parent.mkdir(parents=True, exist_ok=True)
-    compiler.Compiler().compile(review_sentiment_pipeline, package_path=str(output),
-                                pipeline_parameters=None)
+    compiler.Compiler().compile(review_sentiment_pipeline, package_path=str(output), pipeline_parameters=None)
     return output

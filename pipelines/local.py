@@ -12,6 +12,7 @@ import json
 import re
 import sys
 import time
+import warnings
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -36,10 +37,17 @@ class RunOptions:
     def pipeline_arguments(self) -> dict[str, Any]:
         p = self.prepare
         return {
-            "data": self.data, "text_column": p.text_column, "rating_column": p.rating_column,
-            "label_column": p.label_column or "", "facet_column": p.facet_column,
-            "group_column": p.group_column or "", "min_facet_rows": p.min_facet_rows, "balance": p.balance,
-            "max_rows": p.max_rows or 0, "seed": p.seed, "max_abs_ci": self.max_abs_ci,
+            "data": self.data,
+            "text_column": p.text_column,
+            "rating_column": p.rating_column,
+            "label_column": p.label_column or "",
+            "facet_column": p.facet_column,
+            "group_column": p.group_column or "",
+            "min_facet_rows": p.min_facet_rows,
+            "balance": p.balance,
+            "max_rows": p.max_rows or 0,
+            "seed": p.seed,
+            "max_abs_ci": self.max_abs_ci,
             "max_abs_dpl": self.max_abs_dpl,
         }
 
@@ -125,12 +133,21 @@ def run_pipeline(options: RunOptions) -> Path:
     local.init(runner=local.SubprocessRunner(use_venv=False), pipeline_root=str(options.output / "artifacts"))
     tee = _Tee(sys.stdout)
     try:
-        with contextlib.redirect_stdout(tee):
+        with contextlib.redirect_stdout(tee), warnings.catch_warnings():
+            # The components' base image is this very virtualenv's code, and display names are cluster-only.
+            warnings.filterwarnings("ignore", message=".*non-Python base image.*")
+            warnings.filterwarnings("ignore", message=".*have no effect in the current local runner.*")
             task = review_sentiment_pipeline(**options.pipeline_arguments())
     except RuntimeError as err:
         message = tee.last_error or str(err)
-        write_summary(options.output, {"status": "failed", "error": message,
-                                       "output_dir": str(options.output.resolve()),
-                                       "parameters": options.pipeline_arguments()})
+        write_summary(
+            options.output,
+            {
+                "status": "failed",
+                "error": message,
+                "output_dir": str(options.output.resolve()),
+                "parameters": options.pipeline_arguments(),
+            },
+        )
         raise PipelineFailed(message) from err
     return write_summary(options.output, build_summary(options, task.outputs, started))

@@ -54,9 +54,16 @@ def review_sentiment_pipeline(
         max_abs_dpl: Bias gate: fail when a facet value's |DPL| exceeds this (1.0: off).
     """
     prepared = prepare_reviews(
-        data=data, text_column=text_column, rating_column=rating_column, label_column=label_column,
-        facet_column=facet_column, group_column=group_column, min_facet_rows=min_facet_rows, balance=balance,
-        max_rows=max_rows, seed=seed,
+        data=data,
+        text_column=text_column,
+        rating_column=rating_column,
+        label_column=label_column,
+        facet_column=facet_column,
+        group_column=group_column,
+        min_facet_rows=min_facet_rows,
+        balance=balance,
+        max_rows=max_rows,
+        seed=seed,
     ).set_display_name("prepare data")
     bias = check_bias(
         cleaned_reviews=prepared.outputs["cleaned_reviews"], max_abs_ci=max_abs_ci, max_abs_dpl=max_abs_dpl

@@ -37,12 +37,14 @@ def make_reviews(rows: int = 60, seed: int = 0) -> pd.DataFrame:
     import numpy as np
 
     rng = np.random.default_rng(seed)
-    return pd.DataFrame({
-        "Review Text": [f"review number {i} is {'good' if i % 3 else 'bad'}" for i in range(rows)],
-        "Rating": rng.integers(1, 6, size=rows),
-        "Class Name": rng.choice(["Dresses", "Knits", "Blouses"], size=rows),
-        "Age": rng.integers(18, 80, size=rows),
-    })
+    return pd.DataFrame(
+        {
+            "Review Text": [f"review number {i} is {'good' if i % 3 else 'bad'}" for i in range(rows)],
+            "Rating": rng.integers(1, 6, size=rows),
+            "Class Name": rng.choice(["Dresses", "Knits", "Blouses"], size=rows),
+            "Age": rng.integers(18, 80, size=rows),
+        }
+    )
 
 
 @pytest.fixture

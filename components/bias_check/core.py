@@ -106,8 +106,9 @@ def _batches(path: str, columns: list[str], batch_rows: int) -> Iterator[pa.Reco
             fh,
             read_options=pacsv.ReadOptions(block_size=64 << 20),
             parse_options=pacsv.ParseOptions(delimiter=delimiter, newlines_in_values=True),
-            convert_options=pacsv.ConvertOptions(include_columns=columns,
-                                                 column_types=dict.fromkeys(columns, pa.string())),
+            convert_options=pacsv.ConvertOptions(
+                include_columns=columns, column_types=dict.fromkeys(columns, pa.string())
+            ),
         )
         yield from reader
 
@@ -121,8 +122,14 @@ def columns_of(path: str) -> list[str]:
         return list(pq.ParquetFile(fh).schema_arrow.names)
 
 
-def _count_table(table: pa.Table, facet: str, label: str, positive_label: object, group: str | None,
-                 totals: dict[tuple[str, str, bool], int]) -> None:
+def _count_table(
+    table: pa.Table,
+    facet: str,
+    label: str,
+    positive_label: object,
+    group: str | None,
+    totals: dict[tuple[str, str, bool], int],
+) -> None:
     """Add the (facet value, group, positive?) row counts of ``table`` to ``totals``."""
     table = table.drop_null()
     if table.num_rows == 0:
@@ -134,11 +141,13 @@ def _count_table(table: pa.Table, facet: str, label: str, positive_label: object
         is_pos = pc.equal(labels, pa.scalar(str(positive_label)))
     else:
         is_pos = pc.equal(labels, pa.scalar(positive_label).cast(labels.type))
-    keyed = pa.table({
-        "f": pc.cast(table.column(facet), pa.string()),
-        "g": pc.cast(table.column(group), pa.string()) if group else pa.nulls(table.num_rows, pa.string()),
-        "p": is_pos,
-    })
+    keyed = pa.table(
+        {
+            "f": pc.cast(table.column(facet), pa.string()),
+            "g": pc.cast(table.column(group), pa.string()) if group else pa.nulls(table.num_rows, pa.string()),
+            "p": is_pos,
+        }
+    )
     agg = keyed.group_by(["f", "g", "p"]).aggregate([([], "count_all")]).to_pydict()
     for f, g, p, n in zip(agg["f"], agg["g"], agg["p"], agg["count_all"], strict=True):
         key = (f, g or "", bool(p))
@@ -157,8 +166,14 @@ def _to_counts(totals: dict[tuple[str, str, bool], int], facet: str, group: str 
     return LabelCounts(facet, facet_values, positive, negative, groups if group else None)
 
 
-def count_labels(path: str, facet: str, label: str, positive_label: object = 1, group: str | None = None,
-                 batch_rows: int = DEFAULT_BATCH_ROWS) -> LabelCounts:
+def count_labels(
+    path: str,
+    facet: str,
+    label: str,
+    positive_label: object = 1,
+    group: str | None = None,
+    batch_rows: int = DEFAULT_BATCH_ROWS,
+) -> LabelCounts:
     """Stream ``path`` and count rows per facet value (and group) with and without the positive label.
 
     Only one batch of rows is in memory at a time. Rows with a missing facet, label or group are not
@@ -171,13 +186,15 @@ def count_labels(path: str, facet: str, label: str, positive_label: object = 1, 
     return _to_counts(totals, facet, group)
 
 
-def counts_from_frame(frame: pd.DataFrame, facet: str, label: str, positive_label: object = 1,
-                      group: str | None = None) -> LabelCounts:
+def counts_from_frame(
+    frame: pd.DataFrame, facet: str, label: str, positive_label: object = 1, group: str | None = None
+) -> LabelCounts:
     """`count_labels` for a frame already in memory (tests, small data)."""
     columns = [facet, label] + ([group] if group else [])
     totals: dict[tuple[str, str, bool], int] = {}
-    _count_table(pa.Table.from_pandas(frame[columns], preserve_index=False), facet, label, positive_label, group,
-                 totals)
+    _count_table(
+        pa.Table.from_pandas(frame[columns], preserve_index=False), facet, label, positive_label, group, totals
+    )
     return _to_counts(totals, facet, group)
 
 
@@ -192,8 +209,10 @@ def _aligned_metrics(pa_: np.ndarray, pd_: np.ndarray) -> dict[str, np.ndarray]:
     mix = 0.5 * (safe_a + safe_d)
     with np.errstate(divide="ignore", invalid="ignore"):
         kl = np.where(keep, safe_a * np.log(safe_a / safe_d), 0.0).sum(axis=1)
-        js = 0.5 * (np.where(keep, safe_a * np.log(safe_a / mix), 0.0).sum(axis=1)
-                    + np.where(keep, safe_d * np.log(safe_d / mix), 0.0).sum(axis=1))
+        js = 0.5 * (
+            np.where(keep, safe_a * np.log(safe_a / mix), 0.0).sum(axis=1)
+            + np.where(keep, safe_d * np.log(safe_d / mix), 0.0).sum(axis=1)
+        )
     diff = np.where(keep, safe_a - safe_d, 0.0)
     out = {
         "KL": kl,
@@ -280,7 +299,8 @@ def check_gates(report: BiasReport, max_abs_ci: float = 1.0, max_abs_dpl: float 
             problems.append(f"|{name}| > {limit} ({flag}) for {listed}")
     if problems:
         raise ValueError(
-            f"Bias gate failed on facet {report.facet!r}: " + "; ".join(problems)
+            f"Bias gate failed on facet {report.facet!r}: "
+            + "; ".join(problems)
             + ". Rebalance or collect more data for those values, or relax the limit."
         )
 
@@ -291,25 +311,31 @@ def render_html(report: BiasReport) -> str:
     names = [m for m in (*METRICS, "CDDL") if any(m in report.metrics[v] for v in values)]
     bar_h, gap, label_w, half = 16, 10, 170, 230
     height = len(values) * (2 * bar_h + gap) + 40
-    svg = [f'<svg xmlns="http://www.w3.org/2000/svg" width="{label_w + 2 * half + 20}" height="{height}" '
-           'font-family="sans-serif" font-size="12">',
-           f'<line x1="{label_w + half}" y1="20" x2="{label_w + half}" y2="{height - 10}" stroke="#444"/>',
-           f'<text x="{label_w}" y="14">-1</text><text x="{label_w + half - 4}" y="14">0</text>'
-           f'<text x="{label_w + 2 * half - 8}" y="14">+1</text>']
+    svg = [
+        f'<svg xmlns="http://www.w3.org/2000/svg" width="{label_w + 2 * half + 20}" height="{height}" '
+        'font-family="sans-serif" font-size="12">',
+        f'<line x1="{label_w + half}" y1="20" x2="{label_w + half}" y2="{height - 10}" stroke="#444"/>',
+        f'<text x="{label_w}" y="14">-1</text><text x="{label_w + half - 4}" y="14">0</text>'
+        f'<text x="{label_w + 2 * half - 8}" y="14">+1</text>',
+    ]
     for i, value in enumerate(values):
         y = 24 + i * (2 * bar_h + gap)
         svg.append(f'<text x="{label_w - 6}" y="{y + bar_h + 4}" text-anchor="end">{html.escape(value)}</text>')
         for j, (name, colour) in enumerate((("CI", "#4e79a7"), ("DPL", "#e15759"))):
             x = report.metrics[value][name] or 0.0
             left = label_w + half + min(0.0, x) * half
-            svg.append(f'<rect x="{left:.1f}" y="{y + j * bar_h}" width="{abs(x) * half:.1f}" '
-                       f'height="{bar_h - 2}" fill="{colour}"><title>{name} {x:+.4f}</title></rect>')
+            svg.append(
+                f'<rect x="{left:.1f}" y="{y + j * bar_h}" width="{abs(x) * half:.1f}" '
+                f'height="{bar_h - 2}" fill="{colour}"><title>{name} {x:+.4f}</title></rect>'
+            )
     svg.append("</svg>")
     head = "".join(f"<th>{n}</th>" for n in names)
     rows = "".join(
         f"<tr><td>{html.escape(v)}</td><td>{report.facet_rows[v]}</td><td>{report.positive_rate[v]:.3f}</td>"
-        + "".join("<td>—</td>" if report.metrics[v].get(n) is None else f"<td>{report.metrics[v][n]:+.5f}</td>"
-                  for n in names) + "</tr>"
+        + "".join(
+            "<td>—</td>" if report.metrics[v].get(n) is None else f"<td>{report.metrics[v][n]:+.5f}</td>" for n in names
+        )
+        + "</tr>"
         for v in values
     )
     legend = "".join(f"<li><b>{n}</b>: {DESCRIPTIONS[n]}</li>" for n in names)
@@ -337,8 +363,15 @@ def write_outputs(report: BiasReport, json_path: str, html_path: str) -> None:
     Path(html_path).write_text(render_html(report))
 
 
-def run(path: str, facet: str, label: str, positive_label: object = 1, group: str | None = None,
-        max_abs_ci: float = 1.0, max_abs_dpl: float = 1.0) -> BiasReport:
+def run(
+    path: str,
+    facet: str,
+    label: str,
+    positive_label: object = 1,
+    group: str | None = None,
+    max_abs_ci: float = 1.0,
+    max_abs_dpl: float = 1.0,
+) -> BiasReport:
     """Count, compute and gate: what the component calls."""
     report = bias_report(count_labels(path, facet, label, positive_label, group), label, positive_label)
     if group:

@@ -44,9 +44,15 @@ def prepare_reviews(
     from components.prepare_data import core
 
     config = core.PrepareConfig(
-        text_column=text_column, rating_column=rating_column, label_column=label_column or None,
-        facet_column=facet_column, group_column=group_column or None, min_facet_rows=min_facet_rows,
-        balance=balance, max_rows=max_rows or None, seed=seed,
+        text_column=text_column,
+        rating_column=rating_column,
+        label_column=label_column or None,
+        facet_column=facet_column,
+        group_column=group_column or None,
+        min_facet_rows=min_facet_rows,
+        balance=balance,
+        max_rows=max_rows or None,
+        seed=seed,
     )
     result = core.run(data, config, cleaned_reviews.path, reviews.path, report.path)
     for name, value in core.metric_items(result):

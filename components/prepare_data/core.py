@@ -86,8 +86,9 @@ def read_reviews(path: str) -> pd.DataFrame:
     fmt = detect_format(path)
     fs, fs_path = fsspec.core.url_to_fs(path)
     if not fs.exists(fs_path):
-        raise ValueError(f"Input file {path!r} does not exist. Pass --data with the path of a CSV, TSV or "
-                         "Parquet file of reviews.")
+        raise ValueError(
+            f"Input file {path!r} does not exist. Pass --data with the path of a CSV, TSV or Parquet file of reviews."
+        )
     if fs.isdir(fs_path):
         raise ValueError(f"Input {path!r} is a directory. Pass --data with the path of one file.")
     if fs.size(fs_path) == 0:
@@ -182,7 +183,10 @@ def review_ids(frame: pd.DataFrame) -> pd.Series:
     (identical duplicate reviews are told apart by their order of appearance).
     """
     keys = (
-        frame[schema.TEXT].astype(str) + "\x1f" + frame[schema.FACET].astype(str) + "\x1f"
+        frame[schema.TEXT].astype(str)
+        + "\x1f"
+        + frame[schema.FACET].astype(str)
+        + "\x1f"
         + frame[schema.LABEL].astype(str)
     )
     occurrence = keys.groupby(keys).cumcount()
@@ -264,8 +268,11 @@ def clean_reviews(raw: pd.DataFrame, config: PrepareConfig, source: str = "input
     frame.insert(0, schema.REVIEW_ID, review_ids(frame))
     columns = list(schema.PREPARED_COLUMNS) + ([schema.GROUP] if config.group_column else [])
     frame = frame.reset_index(drop=True)[columns]
-    return frame, {"dropped_missing": dropped_missing, "dropped_rare_facet": int(sizes[rare].sum()),
-                   "rare_facet_values": rare}
+    return frame, {
+        "dropped_missing": dropped_missing,
+        "dropped_rare_facet": int(sizes[rare].sum()),
+        "rare_facet_values": rare,
+    }
 
 
 def balance_classes(frame: pd.DataFrame, seed: int) -> pd.DataFrame:
@@ -284,8 +291,9 @@ def cap_rows(frame: pd.DataFrame, max_rows: int | None, seed: int) -> pd.DataFra
     return frame.sample(n=max_rows, random_state=seed).sort_index().reset_index(drop=True)
 
 
-def prepare(raw: pd.DataFrame, config: PrepareConfig, source: str = "input") -> tuple[pd.DataFrame, pd.DataFrame,
-                                                                                    PrepareReport]:
+def prepare(
+    raw: pd.DataFrame, config: PrepareConfig, source: str = "input"
+) -> tuple[pd.DataFrame, pd.DataFrame, PrepareReport]:
     """Clean, then balance and cap: returns (cleaned, prepared, report).
 
     ``cleaned`` is every usable row (what the bias check sees); ``prepared`` is what featurization gets.
@@ -298,9 +306,7 @@ def prepare(raw: pd.DataFrame, config: PrepareConfig, source: str = "input") -> 
     prepared = balance_classes(cleaned, config.seed) if config.balance else cleaned
     prepared = cap_rows(prepared, config.max_rows, config.seed)
     if prepared[schema.LABEL].nunique() < 2:
-        raise ValueError(
-            f"--max-rows={config.max_rows} leaves a single sentiment class; raise --max-rows."
-        )
+        raise ValueError(f"--max-rows={config.max_rows} leaves a single sentiment class; raise --max-rows.")
     report = PrepareReport(
         source=source,
         rows_in=len(raw),
@@ -310,8 +316,13 @@ def prepare(raw: pd.DataFrame, config: PrepareConfig, source: str = "input") -> 
         class_counts_clean=_class_counts(cleaned[schema.LABEL]),
         class_counts_out=_class_counts(prepared[schema.LABEL]),
         balanced=config.balance,
-        columns={"text": config.text_column, "rating": None if config.label_column else config.rating_column,
-                 "label": config.label_column, "facet": config.facet_column, "group": config.group_column},
+        columns={
+            "text": config.text_column,
+            "rating": None if config.label_column else config.rating_column,
+            "label": config.label_column,
+            "facet": config.facet_column,
+            "group": config.group_column,
+        },
         **dropped,
     )
     return cleaned, prepared, report
@@ -323,8 +334,9 @@ def write_parquet(frame: pd.DataFrame, path: str | Path) -> None:
     frame.to_parquet(path, index=False)
 
 
-def run(data: str, config: PrepareConfig, cleaned_path: str, prepared_path: str,
-        report_path: str | None = None) -> PrepareReport:
+def run(
+    data: str, config: PrepareConfig, cleaned_path: str, prepared_path: str, report_path: str | None = None
+) -> PrepareReport:
     """Read ``data``, prepare it and write both Parquet outputs (and the report as JSON)."""
     cleaned, prepared, report = prepare(read_reviews(data), config, source=data)
     write_parquet(cleaned, cleaned_path)
@@ -341,7 +353,11 @@ def validate(data: str, config: PrepareConfig) -> PrepareReport:
 
 def metric_items(report: PrepareReport) -> Sequence[tuple[str, float]]:
     """Headline numbers for the step's KFP Metrics."""
-    items = [("rows_in", report.rows_in), ("rows_clean", report.rows_clean), ("rows_out", report.rows_out),
-             ("facet_values", report.facet_values)]
+    items = [
+        ("rows_in", report.rows_in),
+        ("rows_clean", report.rows_clean),
+        ("rows_out", report.rows_out),
+        ("facet_values", report.facet_values),
+    ]
     items += [(f"class_{name}", n) for name, n in report.class_counts_out.items()]
     return items

@@ -14,9 +14,7 @@ from tests.conftest import make_reviews
 CONFIG = core.PrepareConfig(min_facet_rows=1)
 
 
-@pytest.mark.parametrize(
-    ("stars", "expected"), [(1, -1), (2, -1), (3, 0), (4, 1), (5, 1), (4.0, 1), ("5", 1)]
-)
+@pytest.mark.parametrize(("stars", "expected"), [(1, -1), (2, -1), (3, 0), (4, 1), (5, 1), (4.0, 1), ("5", 1)])
 def test_ratings_map_to_sentiment(stars: object, expected: int) -> None:
     assert core.ratings_to_sentiment(pd.Series([stars]), "Rating").iloc[0] == expected
 
@@ -34,12 +32,15 @@ def test_unknown_labels_are_listed() -> None:
         core.labels_to_sentiment(pd.Series(["positive", "meh", "great", "meh"]), "label")
 
 
-@pytest.mark.parametrize(("ratings", "message"), [
-    (["5", "five", "3"], r"not numbers \(e\.g\. 'five'\)"),
-    ([5, 0, 3], r"outside that \(e\.g\. 0"),
-    ([5, 6, 3], r"outside that \(e\.g\. 6"),
-    ([5, 3.5, 3], r"outside that \(e\.g\. 3\.5"),
-])
+@pytest.mark.parametrize(
+    ("ratings", "message"),
+    [
+        (["5", "five", "3"], r"not numbers \(e\.g\. 'five'\)"),
+        ([5, 0, 3], r"outside that \(e\.g\. 0"),
+        ([5, 6, 3], r"outside that \(e\.g\. 6"),
+        ([5, 3.5, 3], r"outside that \(e\.g\. 3\.5"),
+    ],
+)
 def test_bad_ratings_are_rejected(ratings: list, message: str) -> None:
     with pytest.raises(ValueError, match=message):
         core.ratings_to_sentiment(pd.Series(ratings, dtype=object), "Rating")
@@ -91,8 +92,7 @@ def test_no_balance_and_max_rows_cap() -> None:
 
 def test_label_column_and_group_column(small_reviews: pd.DataFrame) -> None:
     raw = small_reviews.assign(label=["negative", "neutral", "positive"] * 20).drop(columns="Rating")
-    cleaned, _ = core.clean_reviews(raw, core.PrepareConfig(label_column="label", group_column="Age",
-                                                            min_facet_rows=1))
+    cleaned, _ = core.clean_reviews(raw, core.PrepareConfig(label_column="label", group_column="Age", min_facet_rows=1))
     assert cleaned[schema.LABEL].tolist()[:3] == [-1, 0, 1]
     assert cleaned[schema.RATING].isna().all()
     assert schema.GROUP in cleaned.columns
@@ -130,25 +130,37 @@ def _write(tmp_path: Path, name: str, content: bytes) -> str:
 HEADER = b"Review Text,Rating,Class Name\n"
 
 
-@pytest.mark.parametrize(("name", "content", "config", "message"), [
-    ("missing.csv", None, CONFIG, r"does not exist"),
-    ("latin1.csv", HEADER + b"caf\xe9 dress,5,Dresses\n", CONFIG, r"not valid UTF-8"),
-    ("empty.csv", b"", CONFIG, r"is empty \(0 bytes\)"),
-    ("header.csv", HEADER, CONFIG, r"has a header but no rows"),
-    ("reviews.json", b"{}", CONFIG, r"Cannot tell the format"),
-    ("nocol.csv", b"Text,Rating,Class Name\nnice,5,Dresses\n", CONFIG,
-     r"no column --text-column 'Review Text'\. Columns present: 'Text', 'Rating', 'Class Name'"),
-    ("stars.csv", HEADER + b"nice,five,Dresses\nbad,1,Knits\n", CONFIG, r"'Rating' must hold star ratings"),
-    ("range.csv", HEADER + b"nice,7,Dresses\nbad,1,Knits\n", CONFIG, r"whole star ratings from 1 to 5"),
-    ("labels.csv", b"Review Text,label,Class Name\nnice,good,Dresses\nbad,negative,Knits\n",
-     core.PrepareConfig(label_column="label", min_facet_rows=1), r"unknown label value\(s\): 'good'"),
-    ("alldropped.csv", HEADER + b",5,Dresses\n,1,Knits\n", CONFIG, r"Every row of .* was dropped"),
-    ("oneclass.csv", HEADER + b"nice,5,Dresses\ngreat,4,Knits\n", CONFIG, r"single sentiment class \('positive'"),
-    ("onefacet.csv", HEADER + b"nice,5,Dresses\nbad,1,Dresses\n", CONFIG, r"single value \('Dresses'\)"),
-    ("rare.csv", HEADER + b"nice,5,Dresses\nbad,1,Knits\n", core.PrepareConfig(), r"fewer than --min-facet-rows"),
-])
-def test_bad_input_gets_one_clear_error(tmp_path: Path, name: str, content: bytes | None,
-                                        config: core.PrepareConfig, message: str) -> None:
+@pytest.mark.parametrize(
+    ("name", "content", "config", "message"),
+    [
+        ("missing.csv", None, CONFIG, r"does not exist"),
+        ("latin1.csv", HEADER + b"caf\xe9 dress,5,Dresses\n", CONFIG, r"not valid UTF-8"),
+        ("empty.csv", b"", CONFIG, r"is empty \(0 bytes\)"),
+        ("header.csv", HEADER, CONFIG, r"has a header but no rows"),
+        ("reviews.json", b"{}", CONFIG, r"Cannot tell the format"),
+        (
+            "nocol.csv",
+            b"Text,Rating,Class Name\nnice,5,Dresses\n",
+            CONFIG,
+            r"no column --text-column 'Review Text'\. Columns present: 'Text', 'Rating', 'Class Name'",
+        ),
+        ("stars.csv", HEADER + b"nice,five,Dresses\nbad,1,Knits\n", CONFIG, r"'Rating' must hold star ratings"),
+        ("range.csv", HEADER + b"nice,7,Dresses\nbad,1,Knits\n", CONFIG, r"whole star ratings from 1 to 5"),
+        (
+            "labels.csv",
+            b"Review Text,label,Class Name\nnice,good,Dresses\nbad,negative,Knits\n",
+            core.PrepareConfig(label_column="label", min_facet_rows=1),
+            r"unknown label value\(s\): 'good'",
+        ),
+        ("alldropped.csv", HEADER + b",5,Dresses\n,1,Knits\n", CONFIG, r"Every row of .* was dropped"),
+        ("oneclass.csv", HEADER + b"nice,5,Dresses\ngreat,4,Knits\n", CONFIG, r"single sentiment class \('positive'"),
+        ("onefacet.csv", HEADER + b"nice,5,Dresses\nbad,1,Dresses\n", CONFIG, r"single value \('Dresses'\)"),
+        ("rare.csv", HEADER + b"nice,5,Dresses\nbad,1,Knits\n", core.PrepareConfig(), r"fewer than --min-facet-rows"),
+    ],
+)
+def test_bad_input_gets_one_clear_error(
+    tmp_path: Path, name: str, content: bytes | None, config: core.PrepareConfig, message: str
+) -> None:
     path = str(tmp_path / name) if content is None else _write(tmp_path, name, content)
     with pytest.raises(ValueError, match=message):
         core.validate(path, config)
@@ -156,7 +168,7 @@ def test_bad_input_gets_one_clear_error(tmp_path: Path, name: str, content: byte
 
 def test_course_csv_cleans_to_the_clarify_rows(reviews_csv: Path) -> None:
     """The transform in ../shared/data/README.md: 22,626 rows, 17,433 / 2,823 / 2,370."""
-    cleaned, prepared, report = core.prepare(core.read_reviews(str(reviews_csv)), core.PrepareConfig())
+    _, _, report = core.prepare(core.read_reviews(str(reviews_csv)), core.PrepareConfig())
     assert report.rows_in == 23486
     assert report.rows_clean == 22626
     assert report.class_counts_clean == {"negative": 2370, "neutral": 2823, "positive": 17433}

@@ -1,0 +1,117 @@
+"""`python -m pipelines run`: the real pipeline under kfp.local, on synthetic and on the course data."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from pipelines.__main__ import main
+from pipelines.sample_data import generate_reviews, write_sample_csv
+
+pytestmark = pytest.mark.integration
+
+
+def test_default_run_on_the_synthetic_sample(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["run", "--output", str(tmp_path)]) == 0
+    summary_path = tmp_path / "summary.json"
+    assert str(summary_path) in capsys.readouterr().out
+    summary = json.loads(summary_path.read_text())
+    assert summary["status"] == "succeeded"
+    data = summary["data"]
+    assert data["rows_in"] == 2000 and data["rare_facet_values"] == ["Casual bottoms"]
+    assert len(set(data["class_counts_out"].values())) == 1  # balanced
+    bias = summary["bias"]
+    assert bias["facet"] == "Class Name" and bias["positive_label"] == "positive"
+    assert set(bias["metrics"]) == set(bias["facet_rows"]) and len(bias["metrics"]) == data["facet_values"]
+    assert all(set(m) == {"CI", "DPL", "KL", "JS", "LP", "TVD", "KS"} for m in bias["metrics"].values())
+    assert Path(bias["report_html"]).read_text().startswith("<!doctype html>")
+
+
+def test_summary_bias_matches_clarify_on_the_course_data(
+    tmp_path: Path, reviews_csv: Path, clarify_unbalanced: Path
+) -> None:
+    assert main(["run", "--data", str(reviews_csv), "--output", str(tmp_path)]) == 0
+    summary = json.loads((tmp_path / "summary.json").read_text())
+    assert summary["data"]["rows_clean"] == 22626
+    expected = json.loads(clarify_unbalanced.read_text())["pre_training_bias_metrics"]["facets"]["product_category"]
+    for facet in expected:
+        for metric in facet["metrics"]:
+            got = summary["bias"]["metrics"][facet["value_or_threshold"]][metric["name"]]
+            assert got == pytest.approx(metric["value"], abs=1e-12)
+
+
+def test_group_column_adds_cddl(tmp_path: Path) -> None:
+    assert main(["run", "--output", str(tmp_path), "--group-column", "Department Name", "--no-balance"]) == 0
+    summary = json.loads((tmp_path / "summary.json").read_text())
+    assert summary["bias"]["group"] == "Department Name"
+    assert all("CDDL" in m for m in summary["bias"]["metrics"].values())
+    assert summary["data"]["balanced"] is False
+
+
+def test_bias_gate_fails_the_run_with_the_steps_message(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["run", "--output", str(tmp_path), "--max-abs-ci", "0.5"]) == 1
+    err = capsys.readouterr().err
+    assert "Bias gate failed on facet 'product_category'" in err and "--max-abs-ci" in err
+    summary = json.loads((tmp_path / "summary.json").read_text())
+    assert summary["status"] == "failed" and "Bias gate failed" in summary["error"]
+
+
+def _csv(tmp_path: Path, name: str, text: bytes) -> str:
+    path = tmp_path / name
+    path.write_bytes(text)
+    return str(path)
+
+
+HEADER = b"Review Text,Rating,Class Name\n"
+GOOD_ROWS = b"".join(b"text %d,%d,%s\n" % (i, i % 5 + 1, b"AB"[i % 2 : i % 2 + 1]) for i in range(30))
+
+
+@pytest.mark.parametrize(
+    ("name", "content", "extra", "message"),
+    [
+        ("missing.csv", None, [], "does not exist"),
+        ("latin1.csv", HEADER + b"caf\xe9,5,A\n", [], "not valid UTF-8"),
+        ("empty.csv", b"", [], "is empty"),
+        ("header.csv", HEADER, [], "header but no rows"),
+        ("nocol.csv", HEADER + GOOD_ROWS, ["--facet-column", "Category"], "Columns present: 'Review Text', 'Rating'"),
+        ("stars.csv", HEADER + GOOD_ROWS + b"x,five,A\n", [], "not numbers"),
+        ("range.csv", HEADER + GOOD_ROWS + b"x,9,A\n", [], "from 1 to 5"),
+        (
+            "labels.csv",
+            b"Review Text,label,Class Name\n" + b"x,positive,A\ny,great,B\n" * 20,
+            ["--label-column", "label"],
+            "unknown label value(s): 'great'",
+        ),
+        ("dropped.csv", HEADER + b",5,A\n,1,B\n", [], "was dropped"),
+        ("oneclass.csv", HEADER + b"x,5,A\ny,4,B\n" * 20, [], "single sentiment class"),
+        ("onefacet.csv", HEADER + b"x,5,A\ny,1,A\n" * 20, [], "single value ('A')"),
+    ],
+)
+def test_bad_input_exits_non_zero_with_one_error_and_no_summary(
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+    name: str,
+    content: bytes | None,
+    extra: list[str],
+    message: str,
+) -> None:
+    data = str(tmp_path / name) if content is None else _csv(tmp_path, name, content)
+    out = tmp_path / "run"
+    assert main(["run", "--data", data, "--output", str(out), "--min-facet-rows", "1", *extra]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("error: ") and message in err[0]
+    assert not (out / "summary.json").exists()
+
+
+def test_sample_generator_is_deterministic_and_realistic(tmp_path: Path) -> None:
+    first = write_sample_csv(tmp_path / "a.csv")
+    second = write_sample_csv(tmp_path / "b.csv")
+    assert first.read_bytes() == second.read_bytes()
+    rows = generate_reviews()
+    texts = [r["Review Text"] for r in rows]
+    assert sum(1 for t in texts if not t) > 20  # some reviews without text, as in the real data
+    assert any("not" in str(t) for t, r in zip(texts, rows, strict=True) if r["Rating"] >= 4)  # negation
+    categories = {r["Class Name"] for r in rows}
+    assert len(categories) >= 10

@@ -1,0 +1,52 @@
+"""The compiled pipeline is valid KFP IR and round-trips through the kfp SDK."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import yaml
+from google.protobuf import json_format
+from kfp.pipeline_spec import pipeline_spec_pb2
+
+from pipelines.__main__ import main
+from pipelines.compile import PROFILES, compile_pipeline
+
+
+def _spec(path: Path) -> pipeline_spec_pb2.PipelineSpec:
+    documents = list(yaml.safe_load_all(path.read_text()))
+    spec = pipeline_spec_pb2.PipelineSpec()
+    json_format.ParseDict(documents[0], spec, ignore_unknown_fields=False)  # strict: unknown fields fail
+    return spec
+
+
+@pytest.mark.parametrize("profile", PROFILES)
+def test_compiles_to_a_valid_pipeline_spec(tmp_path: Path, profile: str) -> None:
+    spec = _spec(compile_pipeline(tmp_path / "p.yaml", profile=profile))
+    assert spec.pipeline_info.name == "bert-review-sentiment"
+    tasks = spec.root.dag.tasks
+    assert {"prepare-reviews", "check-bias"} <= set(tasks)
+    assert (
+        tasks["check-bias"].inputs.artifacts["cleaned_reviews"].task_output_artifact.producer_task == "prepare-reviews"
+    )
+    executors = spec.deployment_spec["executors"]
+    images = {e["container"]["image"] for e in executors.values()}
+    assert len(images) == 1 and not next(iter(images)).endswith(":latest")
+    assert spec.root.input_definitions.parameters["min_facet_rows"].default_value.number_value == 11
+
+
+def test_round_trips_through_the_sdk(tmp_path: Path) -> None:
+    from kfp import compiler, components
+
+    first = compile_pipeline(tmp_path / "first.yaml")
+    loaded = components.load_component_from_file(str(first))
+    assert loaded.name == "bert-review-sentiment"
+    second = tmp_path / "second.yaml"
+    compiler.Compiler().compile(loaded, package_path=str(second))
+    assert _spec(first) == _spec(second)
+
+
+def test_cli_compile_writes_the_file(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    out = tmp_path / "build" / "pipeline.yaml"
+    assert main(["compile", "--profile", "cpu", "--output", str(out)]) == 0
+    assert out.is_file() and str(out) in capsys.readouterr().out
