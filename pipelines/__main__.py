@@ -84,7 +84,7 @@ def _run(args: argparse.Namespace) -> int:
             file=sys.stderr,
         )
         return 1
-    print(f"Pipeline succeeded. Summary: {summary}")
+    print(f"Pipeline succeeded. Summary: {summary.resolve()}")
     return 0
 
 
