@@ -1,0 +1,97 @@
+"""Cluster profiles: where the GPU steps run (accelerators, node selector, tolerations, resources).
+
+Profiles are configuration (`profiles.yaml` beside this file, or a file of your own); components know
+nothing of them — placement is applied to tasks here, in `pipelines/`.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+DEFAULT_FILE = Path(__file__).with_name("profiles.yaml")
+
+
+@dataclass(frozen=True)
+class GpuPlacement:
+    """Kubernetes placement of one GPU step."""
+
+    accelerator_type: str
+    accelerator_count: int = 1
+    node_selector: dict[str, str] = field(default_factory=dict)
+    tolerations: tuple[dict[str, Any], ...] = ()
+    cpu_request: str | None = None
+    memory_request: str | None = None
+    memory_limit: str | None = None
+    #: Size of a memory-backed /dev/shm for PyTorch data loaders (None: none).
+    shm_size: str | None = None
+
+
+@dataclass(frozen=True)
+class Profile:
+    name: str
+    description: str = ""
+    gpu: GpuPlacement | None = None
+
+
+def load_profiles(path: str | Path = DEFAULT_FILE) -> dict[str, Profile]:
+    """Read every profile of a profiles file.
+
+    Raises:
+        ValueError: the file is missing or malformed (naming the profile and key).
+    """
+    import yaml
+
+    path = Path(path)
+    if not path.is_file():
+        raise ValueError(f"Profiles file {str(path)!r} does not exist.")
+    raw = yaml.safe_load(path.read_text()) or {}
+    profiles = {}
+    for name, body in raw.items():
+        gpu = (body or {}).get("gpu")
+        try:
+            placement = (
+                None if gpu is None else GpuPlacement(**{**gpu, "tolerations": tuple(gpu.get("tolerations") or ())})
+            )
+        except TypeError as err:
+            raise ValueError(f"Profile {name!r} in {str(path)!r} has a bad 'gpu' entry: {err}") from err
+        profiles[name] = Profile(name=name, description=(body or {}).get("description", ""), gpu=placement)
+    return profiles
+
+
+def load_profile(name: str, path: str | Path = DEFAULT_FILE) -> Profile:
+    """One profile by name.
+
+    Raises:
+        ValueError: no profile of that name (the message lists the ones there are).
+    """
+    profiles = load_profiles(path)
+    if name not in profiles:
+        raise ValueError(f"Unknown profile {name!r}; {str(path)!r} has {', '.join(sorted(profiles))}.")
+    return profiles[name]
+
+
+def place_on_gpu(task: Any, profile: Profile) -> Any:
+    """Apply the profile's GPU placement to a pipeline task (nothing for a CPU-only profile)."""
+    from kfp import kubernetes
+
+    gpu = profile.gpu
+    if gpu is None:
+        return task
+    task.set_accelerator_type(gpu.accelerator_type).set_accelerator_limit(gpu.accelerator_count)
+    for key, value in gpu.node_selector.items():
+        kubernetes.add_node_selector(task, label_key=key, label_value=str(value))
+    for toleration in gpu.tolerations:
+        kubernetes.add_toleration(task, **toleration)
+    if gpu.cpu_request:
+        task.set_cpu_request(gpu.cpu_request)
+    if gpu.memory_request:
+        task.set_memory_request(gpu.memory_request)
+    if gpu.memory_limit:
+        task.set_memory_limit(gpu.memory_limit)
+    if gpu.shm_size:
+        kubernetes.empty_dir_mount(
+            task, volume_name="dshm", mount_path="/dev/shm", medium="Memory", size_limit=gpu.shm_size
+        )
+    return task
