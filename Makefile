@@ -12,10 +12,10 @@ TARGET   ?= kfp
 PYTEST_ARGS ?=
 
 .DEFAULT_GOAL := help
-.PHONY: help install run test test-all compile lint bench clean
+.PHONY: help install run test test-all compile lint bench clean k8s-apiserver
 
 help: ## List the targets
-	@grep -E '^[a-zA-Z_-]+:.*?## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*?## "}; {printf "  %-12s %s\n", $$1, $$2}'
+	@grep -E '^[a-zA-Z0-9_-]+:.*?## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*?## "}; {printf "  %-12s %s\n", $$1, $$2}'
 
 # The virtualenv is rebuilt when pyproject.toml is newer than the last install.
 $(STAMP): pyproject.toml
@@ -44,6 +44,9 @@ lint: $(STAMP) ## Lint and check formatting
 
 bench: $(STAMP) ## Run the benchmarks (NAME=bias to run one)
 	$(BIN)/python -m bench $(or $(NAME),all)
+
+k8s-apiserver: ## Build kube-apiserver + etcd for tests/k8s into $$K8S_TEST_CACHE (default ~/.cache/bert-kfp-k8s)
+	bash hack/k8s/build-apiserver.sh
 
 clean: ## Remove build outputs and local runs (keeps .venv)
 	rm -rf build runs .pytest_cache

@@ -11,6 +11,7 @@
 #   gopath/src/k8s.io/kubernetes    the unpacked source tree (GOPATH mode)
 #   go-build/                       warm Go build cache (GOCACHE)
 #   src/                            the downloaded Debian source package
+# The tests also need `openssl` at run time (a service-account key), installed here as well.
 set -euo pipefail
 
 CACHE="${K8S_TEST_CACHE:-$HOME/.cache/bert-kfp-k8s}"
@@ -18,7 +19,7 @@ BIN="$CACHE/bin"
 GOPATH_DIR="$CACHE/gopath"
 TREE="$GOPATH_DIR/src/k8s.io/kubernetes"
 SRC_DIR="$CACHE/src"
-DEB_PACKAGES=(golang-go etcd-server golang-github-modern-go-reflect2-dev dpkg-dev)
+DEB_PACKAGES=(golang-go etcd-server golang-github-modern-go-reflect2-dev dpkg-dev openssl)
 REFLECT2_DEBIAN=/usr/share/gocode/src/github.com/modern-go/reflect2
 APT_SRC_FILE=/etc/apt/sources.list.d/bert-kfp-k8s-deb-src
 
@@ -101,6 +102,7 @@ ensure_deb_src() {
         return
     fi
     local codename
+    # shellcheck source=/dev/null
     codename=$(. /etc/os-release && echo "${VERSION_CODENAME:-}")
     [[ -n $codename ]] || die "cannot tell the Debian codename from /etc/os-release"
     local tmp
@@ -162,7 +164,7 @@ replace_reflect2() {
 }
 
 # pkg/generated/openapi is not shipped: generate it the way Makefile.generated_files does, from
-# every package that carries a `+k8s:openapi-gen=` tag.
+# every package that carries a `+k8s:openapi-gen=` tag (less code-generator and sample-apiserver).
 generate_openapi() {
     local out="$TREE/pkg/generated/openapi/zz_generated.openapi.go"
     if [[ -f $out ]]; then
@@ -179,6 +181,7 @@ generate_openapi() {
             pkg cmd staging/src vendor/k8s.io 2>/dev/null \
         | xargs -r dirname | sort -u \
         | sed -e 's#^staging/src/##' -e 's#^vendor/##' -e 's#^\(pkg\|cmd\)/#k8s.io/kubernetes/\1/#' \
+        | grep -v -e '^k8s.io/code-generator/' -e '^k8s.io/sample-apiserver/' \
         | sort -u | paste -sd, -)
     [[ -n $dirs ]] || die "no package with a +k8s:openapi-gen tag found"
     mkdir -p "$TREE/pkg/generated/openapi"
@@ -196,10 +199,14 @@ build_apiserver() {
     local version
     version=$(cd "$TREE" && dpkg-parsechangelog -S Version 2>/dev/null | sed -e 's/^.*really//' -e 's/-[^-]*$//')
     version=${version:-1.20.2}
-    local base=k8s.io/kubernetes/vendor/k8s.io/component-base/version
-    local ldflags="-s -w -X $base.gitVersion=v$version -X $base.gitMajor=${version%%.*}"
-    ldflags+=" -X $base.gitMinor=$(cut -d. -f2 <<<"$version") -X $base.gitTreeState=clean"
-    log "building kube-apiserver v$version (cold: ~5-10 min on 2 cores; warm: seconds)"
+    local ldflags="-s -w" pkg
+    # Both version packages, as hack/lib/version.sh does: /version is served from client-go's.
+    for pkg in component-base/version client-go/pkg/version; do
+        pkg=k8s.io/kubernetes/vendor/k8s.io/$pkg
+        ldflags+=" -X $pkg.gitVersion=v$version -X $pkg.gitMajor=${version%%.*}"
+        ldflags+=" -X $pkg.gitMinor=$(cut -d. -f2 <<<"$version") -X $pkg.gitTreeState=clean"
+    done
+    log "building kube-apiserver v$version (cold: 5-9 min on 2 cores; warm cache: seconds)"
     mkdir -p "$BIN"
     (cd "$TREE" && go_env go build -ldflags "$ldflags" -o "$BIN/kube-apiserver.tmp" ./cmd/kube-apiserver)
     mv -f "$BIN/kube-apiserver.tmp" "$BIN/kube-apiserver"
