@@ -45,7 +45,7 @@ lint: $(STAMP) ## Lint and check formatting
 bench: $(STAMP) ## Run the benchmarks (NAME=bias to run one)
 	$(BIN)/python -m bench $(or $(NAME),all)
 
-k8s-apiserver: ## Build kube-apiserver + etcd for tests/k8s into $$K8S_TEST_CACHE (default ~/.cache/bert-kfp-k8s)
+k8s-apiserver: ## Build kube-apiserver + etcd for tests/k8s into K8S_TEST_CACHE (default ~/.cache/bert-kfp-k8s)
 	bash hack/k8s/build-apiserver.sh
 
 clean: ## Remove build outputs and local runs (keeps .venv)
