@@ -7,9 +7,11 @@ import sys
 from datetime import datetime
 from pathlib import Path
 
+from components.featurize.core import FeaturizeConfig
 from components.prepare_data.core import PrepareConfig
 
 _DEFAULTS = PrepareConfig()
+_FEATURIZE = FeaturizeConfig()
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -37,12 +39,26 @@ def _parser() -> argparse.ArgumentParser:
     run.add_argument("--seed", type=int, default=_DEFAULTS.seed)
     run.add_argument("--max-abs-ci", type=float, default=1.0, help="bias gate on |CI| (default 1.0: off)")
     run.add_argument("--max-abs-dpl", type=float, default=1.0, help="bias gate on |DPL| (default 1.0: off)")
+    run.add_argument(
+        "--base-model",
+        default=_FEATURIZE.base_model,
+        help="Hugging Face model id or directory (default: the bundled MiniLM BERT)",
+    )
+    run.add_argument("--max-seq-length", type=int, default=_FEATURIZE.max_seq_length)
+    run.add_argument("--validation-fraction", type=float, default=_FEATURIZE.validation_fraction)
+    run.add_argument("--test-fraction", type=float, default=_FEATURIZE.test_fraction)
+    run.add_argument(
+        "--feast-config",
+        default="local",
+        help="`local` (SQLite + Parquet in the run directory) or a feature_store.yaml path",
+    )
 
     comp = sub.add_parser("compile", help="compile the pipeline to KFP IR YAML")
     comp.add_argument("--target", choices=["kfp"], default="kfp", help="kfp: every step on Kubeflow")
     comp.add_argument(
-        "--profile", choices=["onprem", "eks", "cpu"], default="onprem", help="cluster profile (placement of GPU steps)"
+        "--profile", default="onprem", help="cluster profile: onprem, eks, cpu, or one of --profiles-file"
     )
+    comp.add_argument("--profiles-file", type=Path, help="profiles YAML (default: pipelines/profiles.yaml)")
     comp.add_argument("--output", type=Path, help="YAML file (default: build/pipeline-<target>-<profile>.yaml)")
     return parser
 
@@ -72,6 +88,14 @@ def _run(args: argparse.Namespace) -> int:
         ),
         max_abs_ci=args.max_abs_ci,
         max_abs_dpl=args.max_abs_dpl,
+        featurize=FeaturizeConfig(
+            base_model=args.base_model,
+            max_seq_length=args.max_seq_length,
+            validation_fraction=args.validation_fraction,
+            test_fraction=args.test_fraction,
+            seed=args.seed,
+        ),
+        feast_config=args.feast_config,
     )
     try:
         summary = local.run_pipeline(options)
@@ -92,7 +116,12 @@ def _compile(args: argparse.Namespace) -> int:
     from pipelines.compile import compile_pipeline
 
     output = args.output or Path("build") / f"pipeline-{args.target}-{args.profile}.yaml"
-    path = compile_pipeline(output, target=args.target, profile=args.profile)
+    extra = {"profiles_file": args.profiles_file} if args.profiles_file else {}
+    try:
+        path = compile_pipeline(output, target=args.target, profile=args.profile, **extra)
+    except ValueError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
     print(f"Compiled pipeline: {path}")
     return 0
 

@@ -4,28 +4,33 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from pipelines.profiles import DEFAULT_FILE, load_profiles
+
 TARGETS = ("kfp",)
 PROFILES = ("onprem", "eks", "cpu")
 
 
-def compile_pipeline(output: str | Path, target: str = "kfp", profile: str = "onprem") -> Path:
+def compile_pipeline(
+    output: str | Path, target: str = "kfp", profile: str = "onprem", profiles_file: str | Path = DEFAULT_FILE
+) -> Path:
     """Write the compiled pipeline to ``output`` and return its path.
 
-    ``profile`` chooses where GPU steps are placed (node selectors, tolerations, accelerators); the steps
-    compiled so far (prepare, bias check) run on CPU in every profile.
+    ``profile`` (from ``profiles_file``) chooses where GPU steps are placed (node selectors, tolerations,
+    accelerators) and how feature-store steps reach Feast (PVC, ConfigMap, Secret).
 
     Raises:
         ValueError: unknown target or profile.
     """
     from kfp import compiler
 
-    from pipelines.pipeline import review_sentiment_pipeline
+    from pipelines.pipeline import build_pipeline
 
     if target not in TARGETS:
         raise ValueError(f"Unknown --target {target!r}; choose one of {', '.join(TARGETS)}.")
-    if profile not in PROFILES:
-        raise ValueError(f"Unknown --profile {profile!r}; choose one of {', '.join(PROFILES)}.")
+    profiles = load_profiles(profiles_file)
+    if profile not in profiles:
+        raise ValueError(f"Unknown --profile {profile!r}; {str(profiles_file)!r} has {', '.join(sorted(profiles))}.")
     output = Path(output)
     output.parent.mkdir(parents=True, exist_ok=True)
-    compiler.Compiler().compile(review_sentiment_pipeline, package_path=str(output), pipeline_parameters=None)
+    compiler.Compiler().compile(build_pipeline(profiles[profile]), package_path=str(output))
     return output

@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from components.common import schema
+from components.featurize import core as featurize_core
 from components.prepare_data import core as prepare_core
 
 _ERROR_LINE = re.compile(r"^(?:[\w.]+\.)?(\w*(?:Error|Exception)): (.+)$")
@@ -33,9 +34,16 @@ class RunOptions:
     prepare: prepare_core.PrepareConfig = field(default_factory=prepare_core.PrepareConfig)
     max_abs_ci: float = 1.0
     max_abs_dpl: float = 1.0
+    featurize: featurize_core.FeaturizeConfig = field(default_factory=featurize_core.FeaturizeConfig)
+    #: Feast configuration: `local` (SQLite + Parquet under the run directory) or a feature_store.yaml.
+    feast_config: str = "local"
+
+    @property
+    def feature_store_dir(self) -> Path:
+        return (self.output / "feature_store").resolve()
 
     def pipeline_arguments(self) -> dict[str, Any]:
-        p = self.prepare
+        p, f = self.prepare, self.featurize
         return {
             "data": self.data,
             "text_column": p.text_column,
@@ -49,6 +57,13 @@ class RunOptions:
             "seed": p.seed,
             "max_abs_ci": self.max_abs_ci,
             "max_abs_dpl": self.max_abs_dpl,
+            "base_model": f.base_model,
+            "max_seq_length": f.max_seq_length,
+            "validation_fraction": f.validation_fraction,
+            "test_fraction": f.test_fraction,
+            "feature_store_dir": str(self.feature_store_dir),
+            "feast_config": self.feast_config,
+            "feast_offline_path": "",
         }
 
 
@@ -104,6 +119,8 @@ def build_summary(options: RunOptions, outputs: Any, started: float) -> dict[str
             "metrics": bias["metrics"],
             "report_html": str(Path(outputs["bias_report"].path).with_name("report_html")),
         },
+        "features": _read_json(outputs["features_report"]),
+        "feature_store": _read_json(outputs["feature_store_report"]),
     }
 
 
@@ -125,10 +142,13 @@ def run_pipeline(options: RunOptions) -> Path:
     """
     from kfp import local
 
-    from pipelines.pipeline import review_sentiment_pipeline
+    from pipelines.pipeline import build_pipeline
 
     started = time.time()
-    prepare_core.validate(options.data, options.prepare)  # fail fast, before any output exists
+    # Fail fast, before any output exists: the data, the featurization settings, the tokenizer.
+    prepare_core.validate(options.data, options.prepare)
+    options.featurize.validate()
+    featurize_core.load_tokenizer(options.featurize.base_model)
     options.output.mkdir(parents=True, exist_ok=True)
     local.init(runner=local.SubprocessRunner(use_venv=False), pipeline_root=str(options.output / "artifacts"))
     tee = _Tee(sys.stdout)
@@ -137,7 +157,7 @@ def run_pipeline(options: RunOptions) -> Path:
             # The components' base image is this very virtualenv's code, and display names are cluster-only.
             warnings.filterwarnings("ignore", message=".*non-Python base image.*")
             warnings.filterwarnings("ignore", message=".*have no effect in the current local runner.*")
-            task = review_sentiment_pipeline(**options.pipeline_arguments())
+            task = build_pipeline(profile=None)(**options.pipeline_arguments())
     except RuntimeError as err:
         message = tee.last_error or str(err)
         write_summary(

@@ -29,10 +29,25 @@ class GpuPlacement:
 
 
 @dataclass(frozen=True)
+class FeastAccess:
+    """How steps that use the feature store reach it on a cluster: a PVC, plus settings as environment."""
+
+    pvc: str
+    mount_path: str = "/mnt/feast"
+    #: ConfigMap whose keys become environment variables (FEAST_REGISTRY_PATH, FEAST_OFFLINE_PATH, ...).
+    config_map: str | None = None
+    config_keys: tuple[str, ...] = ("FEAST_REGISTRY_PATH", "FEAST_OFFLINE_PATH")
+    #: Secret holding FEAST_REDIS_CONNECTION_STRING (it may carry a password).
+    secret: str | None = None
+    secret_keys: tuple[str, ...] = ("FEAST_REDIS_CONNECTION_STRING",)
+
+
+@dataclass(frozen=True)
 class Profile:
     name: str
     description: str = ""
     gpu: GpuPlacement | None = None
+    feast: FeastAccess | None = None
 
 
 def load_profiles(path: str | Path = DEFAULT_FILE) -> dict[str, Profile]:
@@ -56,7 +71,20 @@ def load_profiles(path: str | Path = DEFAULT_FILE) -> dict[str, Profile]:
             )
         except TypeError as err:
             raise ValueError(f"Profile {name!r} in {str(path)!r} has a bad 'gpu' entry: {err}") from err
-        profiles[name] = Profile(name=name, description=(body or {}).get("description", ""), gpu=placement)
+        feast = (body or {}).get("feast")
+        try:
+            access = (
+                None
+                if feast is None
+                else FeastAccess(
+                    **{**feast, **{k: tuple(feast[k]) for k in ("config_keys", "secret_keys") if k in feast}}
+                )
+            )
+        except TypeError as err:
+            raise ValueError(f"Profile {name!r} in {str(path)!r} has a bad 'feast' entry: {err}") from err
+        profiles[name] = Profile(
+            name=name, description=(body or {}).get("description", ""), gpu=placement, feast=access
+        )
     return profiles
 
 
@@ -94,4 +122,19 @@ def place_on_gpu(task: Any, profile: Profile) -> Any:
         kubernetes.empty_dir_mount(
             task, volume_name="dshm", mount_path="/dev/shm", medium="Memory", size_limit=gpu.shm_size
         )
+    return task
+
+
+def use_feature_store(task: Any, profile: Profile | None) -> Any:
+    """Give a task the cluster's feature store: the PVC mounted, its settings as environment variables."""
+    from kfp import kubernetes
+
+    access = profile.feast if profile else None
+    if access is None:
+        return task
+    kubernetes.mount_pvc(task, pvc_name=access.pvc, mount_path=access.mount_path)
+    if access.config_map:
+        kubernetes.use_config_map_as_env(task, access.config_map, {k: k for k in access.config_keys}, optional=True)
+    if access.secret:
+        kubernetes.use_secret_as_env(task, access.secret, {k: k for k in access.secret_keys})
     return task

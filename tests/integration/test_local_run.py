@@ -27,6 +27,12 @@ def test_default_run_on_the_synthetic_sample(tmp_path: Path, capsys: pytest.Capt
     assert set(bias["metrics"]) == set(bias["facet_rows"]) and len(bias["metrics"]) == data["facet_values"]
     assert all(set(m) == {"CI", "DPL", "KL", "JS", "LP", "TVD", "KS"} for m in bias["metrics"].values())
     assert Path(bias["report_html"]).read_text().startswith("<!doctype html>")
+    features = summary["features"]
+    assert sum(features["rows_per_split"].values()) == data["rows_out"]
+    assert features["max_seq_length"] == 128 and features["tokenizer"]["fast"] is True
+    store = summary["feature_store"]
+    assert store["feature_view"] == "review_bert_features" and store["rows_written"] == data["rows_out"]
+    assert Path(store["online_store"]["path"]).is_file()
 
 
 def test_summary_bias_matches_clarify_on_the_course_data(

@@ -25,7 +25,8 @@ def test_compiles_to_a_valid_pipeline_spec(tmp_path: Path, profile: str) -> None
     spec = _spec(compile_pipeline(tmp_path / "p.yaml", profile=profile))
     assert spec.pipeline_info.name == "bert-review-sentiment"
     tasks = spec.root.dag.tasks
-    assert {"prepare-reviews", "check-bias"} <= set(tasks)
+    assert {"prepare-reviews", "check-bias", "featurize-reviews", "ingest-features"} <= set(tasks)
+    assert "check-bias" in tasks["featurize-reviews"].dependent_tasks  # only data past the bias gate
     assert (
         tasks["check-bias"].inputs.artifacts["cleaned_reviews"].task_output_artifact.producer_task == "prepare-reviews"
     )
@@ -50,3 +51,28 @@ def test_cli_compile_writes_the_file(tmp_path: Path, capsys: pytest.CaptureFixtu
     out = tmp_path / "build" / "pipeline.yaml"
     assert main(["compile", "--profile", "cpu", "--output", str(out)]) == 0
     assert out.is_file() and str(out) in capsys.readouterr().out
+
+
+def _platform(spec_path: Path) -> dict:
+    documents = list(yaml.safe_load_all(spec_path.read_text()))
+    return documents[1]["platforms"]["kubernetes"]["deploymentSpec"]["executors"] if len(documents) > 1 else {}
+
+
+@pytest.mark.parametrize("profile", PROFILES)
+def test_feature_store_steps_get_the_pvc_and_settings(tmp_path: Path, profile: str) -> None:
+    executors = _platform(compile_pipeline(tmp_path / "p.yaml", profile=profile))
+    ingest = executors["exec-ingest-features"]
+    [mount] = ingest["pvcMount"]
+    assert (mount["constant"], mount["mountPath"]) == ("feast-store", "/mnt/feast")
+    assert ingest["secretAsEnv"][0]["keyToEnv"] == [
+        {"secretKey": "FEAST_REDIS_CONNECTION_STRING", "envVar": "FEAST_REDIS_CONNECTION_STRING"}
+    ]
+    assert {e["envVar"] for e in ingest["configMapAsEnv"][0]["keyToEnv"]} == {
+        "FEAST_REGISTRY_PATH",
+        "FEAST_OFFLINE_PATH",
+    }
+
+
+def test_unknown_profile_is_a_clear_error(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["compile", "--profile", "gke", "--output", str(tmp_path / "p.yaml")]) == 2
+    assert "Unknown --profile 'gke'" in capsys.readouterr().err

@@ -1,0 +1,45 @@
+"""KFP component: register the BERT features in Feast and write its offline and online stores."""
+
+from typing import NamedTuple
+
+from kfp import dsl
+from kfp.dsl import Artifact, Dataset, Input, Metrics, Output
+
+from components.common.image import COMPONENTS_IMAGE
+
+
+@dsl.component(base_image=COMPONENTS_IMAGE, install_kfp_package=False)
+def ingest_features(
+    features: Input[Dataset],
+    store_dir: str,
+    feast_config: str,
+    offline_path: str,
+    report: Output[Artifact],
+    metrics: Output[Metrics],
+) -> NamedTuple("IngestOutputs", feature_view=str, store=str, rows_written=int):  # type: ignore[valid-type]
+    """Apply the Feast definitions (entity `review`, view `review_bert_features`) and ingest the features.
+
+    Validates everything first; a failure leaves the registry and earlier features as they were.
+
+    Args:
+        features: Features (Parquet) from featurize_reviews.
+        store_dir: Store directory: relative paths of the feature_store.yaml resolve here (run dir or PVC).
+        feast_config: `local` (SQLite + Parquet), `cluster` (Redis + PVC/S3) or a feature_store.yaml path.
+        offline_path: Offline Parquet location, relative to store_dir or s3://; empty for the default.
+        report: What was written where (JSON; summary `feature_store`).
+        metrics: Rows written, per split.
+
+    Returns:
+        feature_view: Name of the feature view training and serving read.
+        store: The store directory (pass it with feast_config to the reading steps).
+        rows_written: Rows written to the online and offline stores.
+    """
+    from components.feast_ingest import core
+
+    config = core.IngestConfig(store_dir=store_dir, feast_config=feast_config, offline_path=offline_path)
+    result = core.ingest(features.path, config)
+    core.write_report(result, report.path)
+    for name, value in core.metric_items(result):
+        metrics.log_metric(name, value)
+    outputs = NamedTuple("IngestOutputs", feature_view=str, store=str, rows_written=int)  # type: ignore[misc]  # noqa: UP014
+    return outputs(result.feature_view, result.store, result.rows_written)  # type: ignore[call-arg]

@@ -1,0 +1,1 @@
+"""featurize: BERT token ids (unpadded), class ids and a stratified train/validation/test split."""

