@@ -17,6 +17,8 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+import pyarrow as pa
+
 from components.common import schema
 
 if TYPE_CHECKING:  # pragma: no cover - typing only
@@ -34,6 +36,17 @@ EVENT_TIMESTAMP = "event_timestamp"
 SPLITS = ("train", "validation", "test")
 #: Columns of the features Parquet, in order.
 FEATURE_COLUMNS = (schema.REVIEW_ID, INPUT_IDS, LABEL_ID, SPLIT, schema.FACET, EVENT_TIMESTAMP)
+#: Arrow schema of the features Parquet (written by featurize, validated and ingested by feast_ingest).
+FEATURES_SCHEMA = pa.schema(
+    [
+        (schema.REVIEW_ID, pa.string()),
+        (INPUT_IDS, pa.list_(pa.int32())),
+        (LABEL_ID, pa.int64()),
+        (SPLIT, pa.string()),
+        (schema.FACET, pa.string()),
+        (EVENT_TIMESTAMP, pa.timestamp("us", tz="UTC")),
+    ]
+)
 
 # --- Feast names (the same literals as feature_repo/review_features.py; a unit test keeps them equal) -
 

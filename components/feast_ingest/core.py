@@ -53,16 +53,7 @@ if TYPE_CHECKING:  # pragma: no cover - typing only
     from feast.repo_config import RepoConfig
 
 #: The features table as ingest expects it (what featurize writes).
-FEATURES_SCHEMA = pa.schema(
-    [
-        (schema.REVIEW_ID, pa.string()),
-        (F.INPUT_IDS, pa.list_(pa.int32())),
-        (F.LABEL_ID, pa.int64()),
-        (F.SPLIT, pa.string()),
-        (schema.FACET, pa.string()),
-        (F.EVENT_TIMESTAMP, pa.timestamp("us", tz="UTC")),
-    ]
-)
+FEATURES_SCHEMA = F.FEATURES_SCHEMA
 _NUM_CLASSES = len(schema.LABEL_TO_ID)
 logger = logging.getLogger(__name__)
 

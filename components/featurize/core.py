@@ -40,16 +40,7 @@ TOKENIZER_FILES = (
 #: A tokenizer with no more entries than this has no real vocabulary (only special tokens).
 _MIN_VOCAB = 16
 _INPUT_COLUMNS = (schema.REVIEW_ID, schema.TEXT, schema.LABEL, schema.FACET)
-_SCHEMA = pa.schema(
-    [
-        (schema.REVIEW_ID, pa.string()),
-        (F.INPUT_IDS, pa.list_(pa.int32())),
-        (F.LABEL_ID, pa.int64()),
-        (F.SPLIT, pa.string()),
-        (schema.FACET, pa.string()),
-        (F.EVENT_TIMESTAMP, pa.timestamp("us", tz="UTC")),
-    ]
-)
+_SCHEMA = F.FEATURES_SCHEMA
 
 
 @dataclass(frozen=True)
