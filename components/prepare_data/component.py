@@ -1,5 +1,7 @@
 """KFP component: read, clean, label and balance the reviews."""
 
+from typing import NamedTuple
+
 from kfp import dsl
 from kfp.dsl import Artifact, Dataset, Metrics, Output
 
@@ -22,7 +24,7 @@ def prepare_reviews(
     reviews: Output[Dataset],
     report: Output[Artifact],
     metrics: Output[Metrics],
-) -> None:
+) -> NamedTuple("PrepareOutputs", [("data_hash", str)]):
     """Read reviews (CSV/TSV/Parquet, local path or fsspec URI), derive sentiment, clean and balance them.
 
     Args:
@@ -40,6 +42,9 @@ def prepare_reviews(
         reviews: Balanced and capped rows for featurization.
         report: Row and class counts as JSON.
         metrics: Row and class counts.
+
+    Returns:
+        data_hash: SHA-256 of the input file (lineage of the model trained on it).
     """
     from components.prepare_data import core
 
@@ -57,3 +62,5 @@ def prepare_reviews(
     result = core.run(data, config, cleaned_reviews.path, reviews.path, report.path)
     for name, value in core.metric_items(result):
         metrics.log_metric(name, value)
+    outputs = NamedTuple("PrepareOutputs", [("data_hash", str)])  # noqa: UP014
+    return outputs(result.data_sha256)

@@ -55,6 +55,8 @@ class PrepareReport:
     class_counts_out: dict[str, int]
     balanced: bool
     columns: dict[str, str | None] = field(default_factory=dict)
+    #: SHA-256 of the input file's bytes: the data's lineage tag in MLflow.
+    data_sha256: str = ""
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -334,11 +336,23 @@ def write_parquet(frame: pd.DataFrame, path: str | Path) -> None:
     frame.to_parquet(path, index=False)
 
 
+def file_sha256(path: str, block: int = 1 << 20) -> str:
+    """SHA-256 of a local file or fsspec URI, read in blocks."""
+    import fsspec
+
+    digest = hashlib.sha256()
+    with fsspec.open(path, "rb") as fh:
+        while chunk := fh.read(block):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
 def run(
     data: str, config: PrepareConfig, cleaned_path: str, prepared_path: str, report_path: str | None = None
 ) -> PrepareReport:
     """Read ``data``, prepare it and write both Parquet outputs (and the report as JSON)."""
     cleaned, prepared, report = prepare(read_reviews(data), config, source=data)
+    report.data_sha256 = file_sha256(data)
     write_parquet(cleaned, cleaned_path)
     write_parquet(prepared, prepared_path)
     if report_path:

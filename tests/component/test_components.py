@@ -52,6 +52,7 @@ def test_prepare_reviews_writes_both_datasets_and_metrics(prepared: dict[str, ds
     assert balanced[schema.LABEL].value_counts().nunique() == 1
     report = json.loads(Path(prepared["report"].path).read_text())
     assert report["rows_out"] == len(balanced)
+    assert len(report["data_sha256"]) == 64
     assert prepared["metrics"].metadata["rows_clean"] == 300
 
 
