@@ -47,6 +47,18 @@ def _parser() -> argparse.ArgumentParser:
     run.add_argument("--max-seq-length", type=int, default=_FEATURIZE.max_seq_length)
     run.add_argument("--validation-fraction", type=float, default=_FEATURIZE.validation_fraction)
     run.add_argument("--test-fraction", type=float, default=_FEATURIZE.test_fraction)
+    run.add_argument("--epochs", type=int, help="training epochs (default: the train step's, 3)")
+    run.add_argument("--learning-rate", type=float, help="peak AdamW learning rate (default: the train step's)")
+    run.add_argument("--batch-size", type=int, help="reviews per training batch (default: the train step's)")
+    run.add_argument(
+        "--health-policy", choices=["report", "stop"], default="report", help="what a firing health rule does"
+    )
+    run.add_argument(
+        "--min-accuracy", type=float, default=0.33, help="deploy gate: test accuracy (and not below the champion)"
+    )
+    run.add_argument(
+        "--mlflow-tracking-uri", default="", help="default: $MLFLOW_TRACKING_URI, else an embedded SQLite store"
+    )
     run.add_argument(
         "--feast-config",
         default="local",
@@ -96,6 +108,10 @@ def _run(args: argparse.Namespace) -> int:
             seed=args.seed,
         ),
         feast_config=args.feast_config,
+        health_policy=args.health_policy,
+        min_accuracy=args.min_accuracy,
+        mlflow_tracking_uri=args.mlflow_tracking_uri,
+        **{k: v for k in ("epochs", "learning_rate", "batch_size") if (v := getattr(args, k)) is not None},
     )
     try:
         summary = local.run_pipeline(options)

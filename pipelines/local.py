@@ -18,7 +18,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from components.common import schema
+from components.common import schema, tracking
 from components.featurize import core as featurize_core
 from components.prepare_data import core as prepare_core
 
@@ -37,6 +37,14 @@ class RunOptions:
     featurize: featurize_core.FeaturizeConfig = field(default_factory=featurize_core.FeaturizeConfig)
     #: Feast configuration: `local` (SQLite + Parquet under the run directory) or a feature_store.yaml.
     feast_config: str = "local"
+    #: Training settings; None: the pipeline's defaults (which are the train step's).
+    epochs: int | None = None
+    learning_rate: float | None = None
+    batch_size: int | None = None
+    health_policy: str = "report"
+    #: MLflow tracking URI; empty: $MLFLOW_TRACKING_URI, else the embedded SQLite store (user-level).
+    mlflow_tracking_uri: str = ""
+    min_accuracy: float = 0.33
 
     @property
     def feature_store_dir(self) -> Path:
@@ -44,7 +52,7 @@ class RunOptions:
 
     def pipeline_arguments(self) -> dict[str, Any]:
         p, f = self.prepare, self.featurize
-        return {
+        arguments = {
             "data": self.data,
             "text_column": p.text_column,
             "rating_column": p.rating_column,
@@ -64,7 +72,15 @@ class RunOptions:
             "feature_store_dir": str(self.feature_store_dir),
             "feast_config": self.feast_config,
             "feast_offline_path": "",
+            "epochs": self.epochs,
+            "learning_rate": self.learning_rate,
+            "batch_size": self.batch_size,
+            "health_policy": self.health_policy,
+            "checkpoint_root": str((self.output / "checkpoints").resolve()),
+            "mlflow_tracking_uri": self.mlflow_tracking_uri,
+            "min_accuracy": self.min_accuracy,
         }
+        return {name: value for name, value in arguments.items() if value is not None}
 
 
 class PipelineFailed(RuntimeError):
@@ -121,6 +137,8 @@ def build_summary(options: RunOptions, outputs: Any, started: float) -> dict[str
         },
         "features": _read_json(outputs["features_report"]),
         "feature_store": _read_json(outputs["feature_store_report"]),
+        "training": _read_json(outputs["training_report"]),
+        "evaluation": _read_json(outputs["evaluation_report"]),
     }
 
 
@@ -149,6 +167,7 @@ def run_pipeline(options: RunOptions) -> Path:
     prepare_core.validate(options.data, options.prepare)
     options.featurize.validate()
     featurize_core.load_tokenizer(options.featurize.base_model)
+    tracking.check_tracking_uri(tracking.resolve_tracking_uri(options.mlflow_tracking_uri))
     options.output.mkdir(parents=True, exist_ok=True)
     local.init(runner=local.SubprocessRunner(use_venv=False), pipeline_root=str(options.output / "artifacts"))
     tee = _Tee(sys.stdout)

@@ -1,4 +1,4 @@
-"""The pipeline: prepare → bias check → featurize → Feast ingest (later steps extend this graph)."""
+"""The pipeline: prepare → bias check → featurize → Feast ingest → train → evaluate (deploy comes next)."""
 
 from typing import NamedTuple
 
@@ -6,16 +6,22 @@ from kfp import dsl
 from kfp.dsl import Artifact
 
 from components.bias_check.component import check_bias
+from components.evaluate.component import evaluate_classifier
 from components.feast_ingest.component import ingest_features
 from components.featurize.component import featurize_reviews
 from components.featurize.core import FeaturizeConfig
 from components.prepare_data.component import prepare_reviews
 from components.prepare_data.core import PrepareConfig
-from pipelines.profiles import Profile, use_feature_store
+from components.train.component import train_classifier
+from components.train.core import TrainingArguments
+from components.train.health import HealthArguments
+from pipelines.profiles import Profile, place_on_gpu, use_feature_store
 
 PIPELINE_NAME = "bert-review-sentiment"
 _PREP = PrepareConfig()
 _FEAT = FeaturizeConfig()
+_TRAIN = TrainingArguments()
+_HEALTH = HealthArguments()
 
 
 class PipelineOutputs(NamedTuple):
@@ -23,6 +29,8 @@ class PipelineOutputs(NamedTuple):
     bias_report: Artifact
     features_report: Artifact
     feature_store_report: Artifact
+    training_report: Artifact
+    evaluation_report: Artifact
 
 
 def build_pipeline(profile: Profile | None = None):
@@ -53,6 +61,14 @@ def build_pipeline(profile: Profile | None = None):
         feature_store_dir: str = "/mnt/feast",
         feast_config: str = "cluster",
         feast_offline_path: str = "",
+        epochs: int = _TRAIN.num_train_epochs,
+        learning_rate: float = _TRAIN.learning_rate,
+        batch_size: int = _TRAIN.per_device_train_batch_size,
+        health_policy: str = _HEALTH.health_policy,
+        checkpoint_root: str = "",
+        mlflow_tracking_uri: str = "",
+        registered_model_name: str = "",
+        min_accuracy: float = 0.33,
     ) -> PipelineOutputs:
         """Build, train and deploy a BERT review-sentiment classifier.
 
@@ -76,6 +92,14 @@ def build_pipeline(profile: Profile | None = None):
             feature_store_dir: Feast store directory (a PVC mount on a cluster, the run directory locally).
             feast_config: `cluster` (Redis + PVC/S3), `local` (SQLite + Parquet) or a feature_store.yaml path.
             feast_offline_path: Offline Parquet location (relative to feature_store_dir, or s3://); empty: default.
+            epochs: Passes over the training split (early stopping may end sooner).
+            learning_rate: Peak AdamW learning rate.
+            batch_size: Reviews per batch and GPU.
+            health_policy: `report` firing training-health rules, or `stop` training when one fires.
+            checkpoint_root: Persistent directory (a PVC) for checkpoints, so a retried training resumes.
+            mlflow_tracking_uri: MLflow tracking URI; empty: $MLFLOW_TRACKING_URI of the pod, else embedded.
+            registered_model_name: MLflow registered model (champion/challenger aliases); empty: default.
+            min_accuracy: Deploy gate: test accuracy at least this and not below the champion's.
         """
         prepared = prepare_reviews(
             data=data,
@@ -109,11 +133,40 @@ def build_pipeline(profile: Profile | None = None):
             offline_path=feast_offline_path,
         ).set_display_name("feast ingest")
         use_feature_store(stored, profile)
+        trained = train_classifier(
+            feature_store=stored.outputs["store"],
+            feast_config=feast_config,
+            base_model=base_model,
+            epochs=epochs,
+            learning_rate=learning_rate,
+            batch_size=batch_size,
+            max_seq_length=max_seq_length,
+            seed=seed,
+            hyperparameters={},
+            health_policy=health_policy,
+            checkpoint_root=checkpoint_root,
+            mlflow_tracking_uri=mlflow_tracking_uri,
+            pipeline_run_id=dsl.PIPELINE_JOB_ID_PLACEHOLDER,
+            data_hash=prepared.outputs["data_hash"],
+        ).set_display_name("train")
+        place_on_gpu(use_feature_store(trained, profile), profile)
+        evaluated = evaluate_classifier(
+            feature_store=stored.outputs["store"],
+            feast_config=feast_config,
+            model=trained.outputs["model"],
+            min_accuracy=min_accuracy,
+            mlflow_tracking_uri=mlflow_tracking_uri,
+            registered_model_name=registered_model_name,
+            pipeline_run_id=dsl.PIPELINE_JOB_ID_PLACEHOLDER,
+        ).set_display_name("evaluate")
+        use_feature_store(evaluated, profile)
         return PipelineOutputs(
             data_report=prepared.outputs["report"],
             bias_report=bias.outputs["report_json"],
             features_report=features.outputs["report"],
             feature_store_report=stored.outputs["report"],
+            training_report=trained.outputs["report"],
+            evaluation_report=evaluated.outputs["report_json"],
         )
 
     return review_sentiment_pipeline

@@ -100,11 +100,11 @@ def load_profile(name: str, path: str | Path = DEFAULT_FILE) -> Profile:
     return profiles[name]
 
 
-def place_on_gpu(task: Any, profile: Profile) -> Any:
+def place_on_gpu(task: Any, profile: Profile | None) -> Any:
     """Apply the profile's GPU placement to a pipeline task (nothing for a CPU-only profile)."""
     from kfp import kubernetes
 
-    gpu = profile.gpu
+    gpu = profile.gpu if profile else None
     if gpu is None:
         return task
     task.set_accelerator_type(gpu.accelerator_type).set_accelerator_limit(gpu.accelerator_count)

@@ -13,15 +13,20 @@ from pipelines.sample_data import generate_reviews, write_sample_csv
 pytestmark = pytest.mark.integration
 
 
+def fast(tmp_path: Path, rows: int = 240) -> list[str]:
+    """Options that keep a whole run (training included) short: few rows, one epoch, a private MLflow store."""
+    return ["--max-rows", str(rows), "--epochs", "1", "--mlflow-tracking-uri", f"sqlite:///{tmp_path}/mlflow.db"]
+
+
 def test_default_run_on_the_synthetic_sample(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    assert main(["run", "--output", str(tmp_path)]) == 0
-    summary_path = tmp_path / "summary.json"
+    assert main(["run", "--output", str(tmp_path / "run"), *fast(tmp_path)]) == 0
+    summary_path = tmp_path / "run" / "summary.json"
     assert str(summary_path) in capsys.readouterr().out
     summary = json.loads(summary_path.read_text())
     assert summary["status"] == "succeeded"
     data = summary["data"]
     assert data["rows_in"] == 2000 and data["rare_facet_values"] == ["Casual bottoms"]
-    assert len(set(data["class_counts_out"].values())) == 1  # balanced
+    assert data["balanced"] is True and data["rows_out"] == 240
     bias = summary["bias"]
     assert bias["facet"] == "Class Name" and bias["positive_label"] == "positive"
     assert set(bias["metrics"]) == set(bias["facet_rows"]) and len(bias["metrics"]) == data["facet_values"]
@@ -33,13 +38,17 @@ def test_default_run_on_the_synthetic_sample(tmp_path: Path, capsys: pytest.Capt
     store = summary["feature_store"]
     assert store["feature_view"] == "review_bert_features" and store["rows_written"] == data["rows_out"]
     assert Path(store["online_store"]["path"]).is_file()
+    training, evaluation = summary["training"], summary["evaluation"]
+    assert training["global_step"] > 0 and Path(training["model_dir"], "config.json").is_file()
+    assert evaluation["rows"] == features["rows_per_split"]["test"]
+    assert 0.0 <= evaluation["accuracy"] <= 1.0 and set(evaluation["per_facet_accuracy"]) <= set(bias["metrics"])
 
 
 def test_summary_bias_matches_clarify_on_the_course_data(
     tmp_path: Path, reviews_csv: Path, clarify_unbalanced: Path
 ) -> None:
-    assert main(["run", "--data", str(reviews_csv), "--output", str(tmp_path)]) == 0
-    summary = json.loads((tmp_path / "summary.json").read_text())
+    assert main(["run", "--data", str(reviews_csv), "--output", str(tmp_path / "run"), *fast(tmp_path, 150)]) == 0
+    summary = json.loads((tmp_path / "run" / "summary.json").read_text())
     assert summary["data"]["rows_clean"] == 22626
     expected = json.loads(clarify_unbalanced.read_text())["pre_training_bias_metrics"]["facets"]["product_category"]
     for facet in expected:
@@ -49,15 +58,16 @@ def test_summary_bias_matches_clarify_on_the_course_data(
 
 
 def test_group_column_adds_cddl(tmp_path: Path) -> None:
-    assert main(["run", "--output", str(tmp_path), "--group-column", "Department Name", "--no-balance"]) == 0
-    summary = json.loads((tmp_path / "summary.json").read_text())
+    args = ["--group-column", "Department Name", "--no-balance", *fast(tmp_path, 150)]
+    assert main(["run", "--output", str(tmp_path / "run"), *args]) == 0
+    summary = json.loads((tmp_path / "run" / "summary.json").read_text())
     assert summary["bias"]["group"] == "Department Name"
     assert all("CDDL" in m for m in summary["bias"]["metrics"].values())
     assert summary["data"]["balanced"] is False
 
 
 def test_bias_gate_fails_the_run_with_the_steps_message(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    assert main(["run", "--output", str(tmp_path), "--max-abs-ci", "0.5"]) == 1
+    assert main(["run", "--output", str(tmp_path), "--max-abs-ci", "0.5", *fast(tmp_path)]) == 1
     err = capsys.readouterr().err
     assert "Bias gate failed on facet 'product_category'" in err and "--max-abs-ci" in err
     summary = json.loads((tmp_path / "summary.json").read_text())
@@ -109,6 +119,16 @@ def test_bad_input_exits_non_zero_with_one_error_and_no_summary(
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and err[0].startswith("error: ") and message in err[0]
     assert not (out / "summary.json").exists()
+
+
+def test_unreachable_mlflow_is_an_error_before_anything_is_written(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    out = tmp_path / "run"
+    assert main(["run", "--output", str(out), "--mlflow-tracking-uri", "http://127.0.0.1:1"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "127.0.0.1:1" in err[0]
+    assert not (out / "summary.json").exists() and not (out / "feature_store").exists()
 
 
 def test_sample_generator_is_deterministic_and_realistic(tmp_path: Path) -> None:

@@ -9,6 +9,7 @@ import yaml
 from google.protobuf import json_format
 from kfp.pipeline_spec import pipeline_spec_pb2
 
+from components.common.image import COMPONENTS_IMAGE, TRAIN_IMAGE, VERSION
 from pipelines.__main__ import main
 from pipelines.compile import PROFILES, compile_pipeline
 
@@ -25,14 +26,21 @@ def test_compiles_to_a_valid_pipeline_spec(tmp_path: Path, profile: str) -> None
     spec = _spec(compile_pipeline(tmp_path / "p.yaml", profile=profile))
     assert spec.pipeline_info.name == "bert-review-sentiment"
     tasks = spec.root.dag.tasks
-    assert {"prepare-reviews", "check-bias", "featurize-reviews", "ingest-features"} <= set(tasks)
+    assert {
+        "prepare-reviews",
+        "check-bias",
+        "featurize-reviews",
+        "ingest-features",
+        "train-classifier",
+        "evaluate-classifier",
+    } <= set(tasks)
     assert "check-bias" in tasks["featurize-reviews"].dependent_tasks  # only data past the bias gate
     assert (
         tasks["check-bias"].inputs.artifacts["cleaned_reviews"].task_output_artifact.producer_task == "prepare-reviews"
     )
     executors = spec.deployment_spec["executors"]
     images = {e["container"]["image"] for e in executors.values()}
-    assert len(images) == 1 and not next(iter(images)).endswith(":latest")
+    assert images == {COMPONENTS_IMAGE, TRAIN_IMAGE} and COMPONENTS_IMAGE.endswith(f":{VERSION}")
     assert spec.root.input_definitions.parameters["min_facet_rows"].default_value.number_value == 11
 
 
@@ -76,3 +84,30 @@ def test_feature_store_steps_get_the_pvc_and_settings(tmp_path: Path, profile: s
 def test_unknown_profile_is_a_clear_error(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["compile", "--profile", "gke", "--output", str(tmp_path / "p.yaml")]) == 2
     assert "Unknown --profile 'gke'" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize(
+    ("profile", "selector"),
+    [
+        ("onprem", {"nvidia.com/gpu.present": "true"}),
+        ("eks", {"node.kubernetes.io/instance-type": "g5.2xlarge"}),
+    ],
+)
+def test_gpu_profiles_place_the_train_task_on_gpu_nodes(tmp_path: Path, profile: str, selector: dict) -> None:
+    path = compile_pipeline(tmp_path / "p.yaml", profile=profile)
+    resources = _spec(path).deployment_spec["executors"]["exec-train-classifier"]["container"]["resources"]
+    assert resources["accelerator"]["resourceType"] == "nvidia.com/gpu"
+    assert resources["accelerator"]["resourceCount"] == "1"
+    train = _platform(path)["exec-train-classifier"]
+    assert train["nodeSelector"]["labels"] == selector
+    assert train["tolerations"] == [{"key": "nvidia.com/gpu", "operator": "Exists", "effect": "NoSchedule"}]
+    assert train["emptyDirMounts"][0]["mountPath"] == "/dev/shm" and train["emptyDirMounts"][0]["medium"] == "Memory"
+
+
+def test_cpu_profile_puts_no_gpu_placement_on_the_train_task(tmp_path: Path) -> None:
+    path = compile_pipeline(tmp_path / "p.yaml", profile="cpu")
+    container = _spec(path).deployment_spec["executors"]["exec-train-classifier"]["container"]
+    assert "resources" not in container or "accelerator" not in container["resources"]
+    train = _platform(path)["exec-train-classifier"]
+    assert not {"nodeSelector", "tolerations", "emptyDirMounts"} & set(train)
+    assert train["pvcMount"][0]["mountPath"] == "/mnt/feast"  # it still reads the feature store

@@ -1,0 +1,182 @@
+"""Training speed: dynamic padding with length-grouped batches vs. padding every review to 128 tokens, and the
+train step's loop vs. a bare PyTorch loop.
+
+1. **Padding** (course data, ``$REVIEWS_CSV``): the bundled MiniLM fine-tuned for one epoch on the same
+   ``--train-rows`` reviews (max 128 tokens, batch 32, same seed and steps) twice — once with batches of
+   similar-length reviews padded to their longest, once with shuffled batches each padded to 128 as the
+   course did — then both models scored on the same held-out reviews (the rest of the balanced set).
+   Value: samples/s with dynamic padding; baseline: samples/s padded to 128; and the accuracy of each.
+2. **Loop overhead**: ``--overhead-steps`` optimizer steps on identical batches, model, optimizer and
+   schedule, in our loop (`core.train`: health rules, loss/grad-norm buffering, progress) and in a bare loop
+   (collate, forward, backward, clip, step); alternated ``--repeat`` times after one warm-up run, medians.
+
+    python -m bench train [--train-rows 1920] [--eval-rows 0] [--overhead-steps 20] [--repeat 3]
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import statistics
+import tempfile
+import time
+from typing import Any
+
+import numpy as np
+
+from bench._util import result
+from bench.quality import _csv, course_features
+
+
+def _fine_tune(train: Any, val: Any, padded: bool, out: str, seed: int, lr: float, batch: int) -> Any:
+    from components.train import core
+    from components.train.health import HealthArguments
+
+    data_args = core.DataArguments(
+        max_seq_length=128, group_by_length=not padded, pad_to_multiple_of=128 if padded else 0
+    )
+    args = core.TrainingArguments(
+        output_dir=out,
+        num_train_epochs=1,
+        per_device_train_batch_size=batch,
+        learning_rate=lr,
+        seed=seed,
+        save_steps=0,
+        logging_steps=10,
+        early_stopping_patience=0,
+    )
+    return core.train(train, val, core.ModelArguments(""), data_args, args, HealthArguments())
+
+
+def _accuracy(model_dir: str, rows: Any) -> float:
+    from components.evaluate import core as evaluate
+    from components.train import data as D
+
+    examples = D.to_examples(rows, "held-out")
+    return float((evaluate.predict(model_dir, examples, 128) == examples.labels).mean())
+
+
+def _bare_loop(train: Any, steps: int, batch: int, lr: float, seed: int) -> float:
+    """Samples/s of a minimal loop over the batches our loop trains on first (same model, optimizer, schedule)."""
+    import torch
+    from transformers import get_scheduler
+
+    from components.train import core
+    from components.train import data as D
+
+    examples = D.to_examples(train, "train", 128)
+    tokenizer = core.load_tokenizer(core.bundled_model_path())
+    core.seed_everything(seed)
+    model = core.load_classifier(core.bundled_model_path())
+    model.train()
+    params = [p for p in model.parameters() if p.requires_grad]
+    optimizer = torch.optim.AdamW(params, lr=lr, weight_decay=0.01)
+    scheduler = get_scheduler("linear", optimizer, num_warmup_steps=max(1, steps // 10), num_training_steps=steps)
+    collate = D.Collator(examples, tokenizer.pad_token_id)
+    batches = D.epoch_batches(examples.lengths, batch, seed, 0)[:steps]
+    samples, started = 0, time.perf_counter()
+    for indices in batches:
+        loss = model(**collate(indices)).loss
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(params, 1.0)
+        optimizer.step()
+        scheduler.step()
+        optimizer.zero_grad(set_to_none=True)
+        samples += len(indices)
+    return samples / (time.perf_counter() - started)
+
+
+def _our_loop(train: Any, val: Any, steps: int, batch: int, lr: float, seed: int) -> float:
+    from components.train import core
+    from components.train.health import HealthArguments
+
+    with tempfile.TemporaryDirectory() as out:
+        args = core.TrainingArguments(
+            output_dir=out,
+            max_steps=steps,
+            per_device_train_batch_size=batch,
+            learning_rate=lr,
+            seed=seed,
+            save_steps=0,
+            logging_steps=10,
+            early_stopping_patience=0,
+        )
+        trained = core.train(
+            train, val, core.ModelArguments(""), core.DataArguments(max_seq_length=128), args, HealthArguments()
+        )
+    return trained.metrics["samples_per_second"]
+
+
+def main(argv: list[str]) -> dict:
+    parser = argparse.ArgumentParser(prog="python -m bench train")
+    parser.add_argument("--csv", default="")
+    parser.add_argument("--train-rows", type=int, default=1920)
+    parser.add_argument("--eval-rows", type=int, default=0, help="held-out rows to score (0: all the others)")
+    parser.add_argument("--batch-size", type=int, default=32)
+    parser.add_argument("--learning-rate", type=float, default=1e-4)
+    parser.add_argument("--overhead-steps", type=int, default=20)
+    parser.add_argument("--repeat", type=int, default=3)
+    parser.add_argument("--seed", type=int, default=42)
+    parser.add_argument("--skip-padding", action="store_true")
+    args = parser.parse_args(argv)
+
+    from components.train import cli
+
+    cli.configure_logging()
+    frame, _ = course_features(_csv(args.csv), 128, args.seed)
+    shuffled = frame.sample(frac=1.0, random_state=args.seed).reset_index(drop=True)
+    per_class = args.train_rows // 3
+    train = shuffled.groupby("label_id", group_keys=False).head(per_class).reset_index(drop=True)
+    rest = shuffled[~shuffled["review_id"].isin(set(train["review_id"]))].reset_index(drop=True)
+    val, held_out = rest.iloc[:96], rest.iloc[96:]
+    if args.eval_rows:
+        held_out = held_out.iloc[: args.eval_rows]
+
+    padding: dict[str, Any] = {}
+    if not args.skip_padding:
+        for name, padded in (("dynamic", False), ("padded_128", True)):
+            with tempfile.TemporaryDirectory() as out:
+                trained = _fine_tune(train, val, padded, out, args.seed, args.learning_rate, args.batch_size)
+                padding[name] = {
+                    "samples_per_second": round(trained.metrics["samples_per_second"], 2),
+                    "padding_share": round(trained.metrics["padding_share"], 4),
+                    "steps": trained.global_step,
+                    "held_out_accuracy": round(_accuracy(trained.model_dir, held_out), 4),
+                }
+
+    _bare_loop(train, min(5, args.overhead_steps), args.batch_size, args.learning_rate, args.seed)  # warm-up
+    bare, ours = [], []
+    for _ in range(args.repeat):
+        bare.append(_bare_loop(train, args.overhead_steps, args.batch_size, args.learning_rate, args.seed))
+        ours.append(_our_loop(train, val, args.overhead_steps, args.batch_size, args.learning_rate, args.seed))
+    bare_sps, ours_sps = statistics.median(bare), statistics.median(ours)
+    overhead = {
+        "steps": args.overhead_steps,
+        "bare_samples_per_second": [round(v, 2) for v in bare],
+        "ours_samples_per_second": [round(v, 2) for v in ours],
+        "overhead": round(bare_sps / ours_sps - 1, 4),
+    }
+    if padding:
+        value, baseline = padding["dynamic"]["samples_per_second"], padding["padded_128"]["samples_per_second"]
+        accuracy_gap = padding["dynamic"]["held_out_accuracy"] - padding["padded_128"]["held_out_accuracy"]
+    else:
+        value, baseline, accuracy_gap = ours_sps, bare_sps, float("nan")
+    return result(
+        "train",
+        value,
+        baseline,
+        "samples/s",
+        train_rows=len(train),
+        held_out_rows=len(held_out),
+        padding=padding,
+        accuracy_difference_points=round(100 * accuracy_gap, 2) if np.isfinite(accuracy_gap) else None,
+        loop_overhead=overhead,
+        threads=_threads(),
+        load_average=os.getloadavg(),
+    )
+
+
+def _threads() -> int:
+    import torch
+
+    return torch.get_num_threads()

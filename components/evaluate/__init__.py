@@ -1,0 +1,1 @@
+"""Evaluate the trained classifier on the test split and decide whether to deploy it."""

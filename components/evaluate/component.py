@@ -1,0 +1,52 @@
+"""KFP component: test-split quality, per-facet accuracy, and the deploy decision against the champion."""
+
+from typing import NamedTuple
+
+from kfp import dsl
+from kfp.dsl import HTML, Artifact, ClassificationMetrics, Input, Metrics, Model, Output
+
+from components.common.image import COMPONENTS_IMAGE
+
+
+@dsl.component(base_image=COMPONENTS_IMAGE, install_kfp_package=False)
+def evaluate_classifier(
+    feature_store: str,
+    feast_config: str,
+    model: Input[Model],
+    min_accuracy: float,
+    mlflow_tracking_uri: str,
+    registered_model_name: str,
+    pipeline_run_id: str,
+    metrics: Output[Metrics],
+    classification: Output[ClassificationMetrics],
+    report_html: Output[HTML],
+    report_json: Output[Artifact],
+) -> NamedTuple("EvaluateOutputs", [("deploy", bool), ("reason", str), ("model_version", str)]):
+    """Score the model on the test split, compare it with the registry's champion and decide on deployment.
+
+    Args:
+        feature_store: Feast store directory: ingest_features' `store` output (test split).
+        feast_config: Feast configuration: local, cluster, or a feature_store.yaml path.
+        model: The trained model directory from train_classifier.
+        min_accuracy: Deploy only at or above this test accuracy (and not below the champion).
+        mlflow_tracking_uri: MLflow tracking URI; empty: $MLFLOW_TRACKING_URI, else the embedded SQLite store.
+        registered_model_name: Registered model whose `champion` alias is compared; this model becomes its
+            `challenger`. Empty: the project default.
+        pipeline_run_id: The pipeline run's id (one MLflow run per pipeline run).
+        metrics: Accuracy, macro-F1, per-class precision/recall, facet accuracy gap, champion accuracy, deploy.
+        classification: Confusion matrix (negative, neutral, positive).
+        report_html: Confusion matrix, per-class table and per-facet accuracy chart.
+        report_json: Full report JSON (summary.json's `evaluation`).
+    """
+    from components.evaluate import core
+
+    test_rows = core.read_test_split(feature_store, feast_config)
+    report = core.run(
+        test_rows, model.path, report_json.path, report_html.path, min_accuracy, mlflow_tracking_uri,
+        registered_model_name, pipeline_run_id,
+    )  # fmt: skip
+    classification.log_confusion_matrix(report.categories, report.confusion_matrix)
+    for name, value in report.headline().items():
+        metrics.log_metric(name, value)
+    outputs = NamedTuple("EvaluateOutputs", [("deploy", bool), ("reason", str), ("model_version", str)])  # noqa: UP014
+    return outputs(report.decision["deploy"], report.decision["reason"], report.registered_version or "")

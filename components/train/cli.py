@@ -1,0 +1,316 @@
+"""`python -m components.train`: the train step for tuning trials, `torchrun` and the KFP component.
+
+Reads the train and validation splits (from the Feast store that feast_ingest wrote, or from a features
+Parquet with a `split` column), checks the MLflow store first, fine-tunes with `core.train`, writes the
+model directory and a JSON report, and logs params, metrics, health, lineage tags and the model to the
+pipeline run's MLflow run.  With more than one GPU visible it re-launches itself under `torchrun`
+(one process per GPU, DDP).
+
+    python -m components.train --feature-store runs/x/feature_store --output-dir runs/x/train \\
+        --num-train-epochs 3 --learning-rate 5e-5 --pipeline-run-id abc123
+
+Every option of `ModelArguments`, `DataArguments`, `TrainingArguments` and `HealthArguments` is a flag
+(`--help` lists them); underscores and dashes both work.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+from collections.abc import Sequence
+from dataclasses import dataclass, field, fields
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from components.common import tracking
+from components.train import core
+from components.train.health import HealthArguments
+
+if TYPE_CHECKING:  # pragma: no cover - typing only
+    import pandas as pd
+
+log = logging.getLogger("components.train")
+
+
+@dataclass
+class IOArguments:
+    """Where the data comes from, where results go, and the MLflow run they belong to."""
+
+    feature_store: str = field(default="", metadata={"help": "Feast store directory written by feast_ingest."})
+    feast_config: str = field(default="local", metadata={"help": "Feast configuration: local, cluster or a YAML."})
+    features: str = field(default="", metadata={"help": "Or: features Parquet with a split column (featurize)."})
+    model_dir: str = field(default="", metadata={"help": "Final model directory (default <output-dir>/model)."})
+    report: str = field(default="", metadata={"help": "Report JSON (default <output-dir>/training_report.json)."})
+    mlflow_tracking_uri: str = field(
+        default="", metadata={"help": "Default: $MLFLOW_TRACKING_URI, else the embedded SQLite store."}
+    )
+    no_mlflow: bool = field(default=False, metadata={"help": "Do not log to MLflow."})
+    mlflow_experiment: str = field(default=tracking.DEFAULT_EXPERIMENT, metadata={"help": "MLflow experiment."})
+    mlflow_child_run: str = field(default="", metadata={"help": "Log into this child run (tuning trials)."})
+    pipeline_run_id: str = field(default="", metadata={"help": "Pipeline run id: one MLflow run per pipeline run."})
+    data_hash: str = field(default="", metadata={"help": "Hash of the input data file (lineage tag)."})
+    nproc_per_node: int = field(
+        default=0, metadata={"help": "Processes (GPUs) for DDP; 0: every visible GPU (1 on CPU)."}
+    )
+
+
+ARGUMENT_CLASSES = (IOArguments, core.ModelArguments, core.DataArguments, core.TrainingArguments, HealthArguments)
+
+
+def parse(argv: Sequence[str]) -> tuple[Any, ...]:
+    """(IOArguments, ModelArguments, DataArguments, TrainingArguments, HealthArguments) from ``argv``."""
+    from transformers import HfArgumentParser
+
+    parser = HfArgumentParser(ARGUMENT_CLASSES, prog="python -m components.train", description=__doc__.split("\n")[0])
+    return tuple(parser.parse_args_into_dataclasses(args=list(argv)))
+
+
+def configure_logging() -> None:
+    """Progress lines on stderr (once per process; rank 0 of a DDP job only prints them)."""
+    logger = logging.getLogger("components")
+    if not logger.handlers:
+        handler = logging.StreamHandler(sys.stderr)
+        handler.setFormatter(logging.Formatter("%(asctime)s %(message)s", "%H:%M:%S"))
+        logger.addHandler(handler)
+        logger.setLevel(logging.INFO)
+        logger.propagate = False
+
+
+def read_splits(io: IOArguments, splits: Sequence[str] = ("train", "validation")) -> list[pd.DataFrame]:
+    """The requested splits, from the Feast store or the features Parquet.
+
+    Raises:
+        ValueError: Neither or both sources given, or a source without the data.
+    """
+    import pandas as pd
+
+    from components.common import features as F
+
+    if bool(io.feature_store) == bool(io.features):
+        raise ValueError("Pass exactly one of --feature-store (Feast store directory) and --features (Parquet).")
+    if io.feature_store:
+        store = F.open_store(io.feature_store, io.feast_config)
+        return [F.get_split_features(store, split) for split in splits]
+    try:
+        frame = pd.read_parquet(io.features)
+    except (OSError, ValueError) as error:
+        raise ValueError(f"Cannot read features {io.features!r} as Parquet: {error}") from error
+    if F.SPLIT not in frame.columns:
+        raise ValueError(f"Features {io.features!r} have no {F.SPLIT!r} column; pass the output of featurize.")
+    return [frame[frame[F.SPLIT] == split].reset_index(drop=True) for split in splits]
+
+
+def open_tracker(io: IOArguments, extra_tags: dict[str, str]) -> tracking.PipelineRun | None:
+    """The MLflow run to log into (opened lazily), after checking the store is usable; None with --no-mlflow.
+
+    Raises:
+        ValueError: The tracking URI is unreachable or unusable (before anything is trained).
+    """
+    if io.no_mlflow:
+        return None
+    uri = tracking.resolve_tracking_uri(io.mlflow_tracking_uri)
+    tracking.check_tracking_uri(uri)
+    from components.common import features as F
+
+    tags = tracking.lineage_tags(io.pipeline_run_id, io.data_hash, F.FEATURE_VIEW if io.feature_store else "")
+    return tracking.PipelineRun(
+        uri, io.mlflow_experiment, io.pipeline_run_id, {**tags, **extra_tags}, io.mlflow_child_run
+    )
+
+
+def _finite(metrics: dict[str, float]) -> dict[str, float]:
+    return {k: v for k, v in metrics.items() if isinstance(v, int | float) and math.isfinite(v)}
+
+
+def run(
+    io: IOArguments,
+    model_args: core.ModelArguments,
+    data_args: core.DataArguments,
+    args: core.TrainingArguments,
+    health_args: HealthArguments,
+) -> core.TrainResult:
+    """Check MLflow, read the splits, train, write the report and log everything; return the result."""
+    dist = core.Distributed.from_env()
+    tracker = open_tracker(io, {"step": "train"}) if dist.main else None
+    train_rows, validation_rows = read_splits(io)
+    started = {"done": False}
+
+    def on_log(metrics: dict[str, float], step: int) -> None:
+        if tracker is None:
+            return
+        if not started["done"]:  # the inputs are valid by now: open the run
+            started["done"] = True
+            tracker.log_params(
+                {**vars(model_args), **vars(data_args), **vars(args), **vars(health_args)}, prefix="train."
+            )
+        tracker.log_metrics(metrics, step, prefix="train/")
+
+    model_dir = Path(io.model_dir or Path(args.output_dir) / "model")
+    try:
+        result = core.train(train_rows, validation_rows, model_args, data_args, args, health_args, model_dir, on_log)
+    except Exception:
+        if tracker is not None and started["done"]:
+            tracker.end("FAILED")
+        raise
+    report = result.to_dict()
+    if tracker is not None:
+        if not started["done"]:
+            tracker.log_params(result.parameters, prefix="train.")
+        tracker.log_metrics(_finite(result.metrics), result.global_step, prefix="train_final/")
+        tags = {f"health.{rule}": "fired" if v["fired"] else "ok" for rule, v in result.health["rules"].items()}
+        tracker.set_tags({**tags, "train.stop_reason": result.stop_reason, "base_model": result.base_model})
+        report["mlflow"] = {
+            "run_id": tracker.run_id,
+            "experiment": tracker.experiment,
+            "model_uri": tracker.log_artifacts(model_dir, "model"),
+        }
+        tracker.log_text(json.dumps(report, indent=1, default=str), "train/training_report.json")
+        tracker.end()
+    if dist.main:
+        path = Path(io.report or Path(args.output_dir) / "training_report.json")
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(json.dumps(report, indent=1, default=str))
+    return result
+
+
+def processes(io: IOArguments, args: core.TrainingArguments) -> int:
+    """How many training processes: --nproc-per-node, else one per visible GPU (one on CPU)."""
+    if io.nproc_per_node > 0:
+        return io.nproc_per_node
+    import torch
+
+    return torch.cuda.device_count() if torch.cuda.is_available() and not args.use_cpu else 1
+
+
+def launch(nproc: int, argv: Sequence[str]) -> int:
+    """Re-run this CLI under `torchrun` with ``nproc`` processes on this node; return its exit code."""
+    command = [
+        sys.executable,
+        "-m",
+        "torch.distributed.run",
+        "--standalone",
+        f"--nproc_per_node={nproc}",
+        "-m",
+        "components.train",
+        *argv,
+    ]
+    log.info("Launching %d training processes: %s", nproc, " ".join(command))
+    return subprocess.run(command, check=False).returncode
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """CLI entry point: 0 on success, 2 on bad input (one line on stderr), torchrun's code otherwise."""
+    argv = list(sys.argv[1:] if argv is None else argv)
+    configure_logging()
+    parsed = parse(argv)
+    io, args = parsed[0], parsed[3]
+    try:
+        nproc = processes(io, args)
+        if nproc > 1 and "WORLD_SIZE" not in os.environ:
+            return launch(nproc, argv)
+        run(*parsed)
+    except ValueError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
+    return 0
+
+
+# --- what the KFP component calls ------------------------------------------------------------------
+
+
+def _option_names() -> set[str]:
+    return {f.name for cls in ARGUMENT_CLASSES for f in fields(cls)}
+
+
+def component_argv(
+    feature_store: str,
+    feast_config: str,
+    base_model: str,
+    epochs: int,
+    learning_rate: float,
+    batch_size: int,
+    max_seq_length: int,
+    seed: int,
+    hyperparameters: dict[str, Any],
+    health_policy: str,
+    checkpoint_root: str,
+    mlflow_tracking_uri: str,
+    pipeline_run_id: str,
+    data_hash: str,
+    model_path: str,
+    report_path: str,
+) -> list[str]:
+    """The CLI arguments for the component's parameters; ``hyperparameters`` (from tuning) override the rest.
+
+    Checkpoints go to ``<checkpoint_root>/<pipeline_run_id>/train`` (a retried task resumes there), or to
+    a temporary directory when ``checkpoint_root`` is empty.
+
+    Raises:
+        ValueError: A hyperparameter that is not a training option.
+    """
+    unknown = sorted(set(hyperparameters) - _option_names())
+    if unknown:
+        raise ValueError(
+            f"Unknown hyperparameter(s) {unknown}: use training option names such as learning_rate, "
+            "per_device_train_batch_size, warmup_ratio, weight_decay (python -m components.train --help)."
+        )
+    if checkpoint_root:
+        output_dir = str(Path(checkpoint_root) / (pipeline_run_id or "run") / "train")
+    else:
+        output_dir = tempfile.mkdtemp(prefix="bert-kfp-train-")
+    options: dict[str, Any] = {
+        "feature_store": feature_store,
+        "feast_config": feast_config,
+        "base_model": base_model,
+        "num_train_epochs": epochs,
+        "learning_rate": learning_rate,
+        "per_device_train_batch_size": batch_size,
+        "max_seq_length": max_seq_length,
+        "seed": seed,
+        "health_policy": health_policy,
+        "mlflow_tracking_uri": mlflow_tracking_uri,
+        "pipeline_run_id": pipeline_run_id,
+        "data_hash": data_hash,
+        "output_dir": output_dir,
+        "model_dir": model_path,
+        "report": report_path,
+        **hyperparameters,
+    }
+    argv: list[str] = []
+    for name, value in options.items():
+        argv += [f"--{name}", str(value)]
+    return argv
+
+
+def run_component(argv: Sequence[str], keep_checkpoints: bool) -> None:
+    """Train in this process, or under torchrun when several GPUs are visible; remove temporary checkpoints.
+
+    Raises:
+        ValueError: Bad input (see `run`).
+        RuntimeError: The torchrun job failed.
+    """
+    configure_logging()
+    parsed = parse(argv)
+    io, args = parsed[0], parsed[3]
+    try:
+        nproc = processes(io, args)
+        if nproc > 1:
+            code = launch(nproc, argv)
+            if code:
+                raise RuntimeError(f"torchrun with {nproc} processes failed with exit code {code}; see its log above.")
+        else:
+            run(*parsed)
+    finally:
+        if not keep_checkpoints:
+            shutil.rmtree(args.output_dir, ignore_errors=True)
+
+
+def metric_items(report_path: str) -> list[tuple[str, float]]:
+    """The finite metrics of the report at ``report_path``, for the component's KFP Metrics."""
+    return sorted(_finite(json.loads(Path(report_path).read_text())["metrics"]).items())

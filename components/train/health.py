@@ -1,0 +1,244 @@
+"""Training health rules in the spirit of SageMaker Debugger's built-in rules, computed while training.
+
+- `vanishing_gradient` (Debugger's VanishingGradient): the global gradient norm before clipping stays
+  below `vanishing_grad_norm` for `gradient_patience` optimizer steps in a row.
+- `exploding_gradient` (ExplodingTensor): the gradient norm exceeds `exploding_grad_norm`, or is not
+  finite, for `gradient_patience` steps in a row; a non-finite training loss fires at once.
+- `loss_not_decreasing` (LossNotDecreasing): the mean training loss over a window of `loss_window` steps
+  is not `loss_min_decrease` (relative) below the best earlier window, `loss_patience` windows in a row.
+- `overfitting` (Overfit): the validation loss rose while the training loss (mean since the previous
+  evaluation) fell, `overfit_patience` evaluations in a row.
+
+fp16 mixed precision skips steps whose scaled gradients overflow (the loss scale then shrinks): such
+steps are counted as `skipped_steps`, not as exploding gradients.  The monitor's state is plain data, so
+a resumed run continues with the counts it had at its checkpoint.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, dataclass, field
+from typing import Any, Literal
+
+RULES = ("vanishing_gradient", "exploding_gradient", "loss_not_decreasing", "overfitting")
+
+
+@dataclass
+class HealthArguments:
+    """Thresholds of the training health rules and what a firing rule does."""
+
+    health_policy: Literal["report", "stop"] = field(
+        default="report",
+        metadata={"help": "report: record firing rules and go on; stop: end training when a rule fires."},
+    )
+    health_rules: str = field(
+        default=",".join(RULES), metadata={"help": f"Comma-separated rules to check, of {', '.join(RULES)}."}
+    )
+    vanishing_grad_norm: float = field(default=1e-7, metadata={"help": "Gradient norm below this is vanishing."})
+    exploding_grad_norm: float = field(default=1e3, metadata={"help": "Gradient norm above this is exploding."})
+    gradient_patience: int = field(default=3, metadata={"help": "Consecutive steps a gradient rule must hold."})
+    loss_window: int = field(default=100, metadata={"help": "Steps per training-loss window."})
+    loss_min_decrease: float = field(
+        default=0.001, metadata={"help": "Relative decrease of the windowed loss that counts as progress."}
+    )
+    loss_patience: int = field(default=3, metadata={"help": "Windows in a row without progress before firing."})
+    overfit_patience: int = field(
+        default=2, metadata={"help": "Evaluations in a row with validation loss up and training loss down."}
+    )
+
+    def rules(self) -> tuple[str, ...]:
+        chosen = tuple(r.strip() for r in self.health_rules.split(",") if r.strip())
+        unknown = [r for r in chosen if r not in RULES]
+        if unknown:
+            raise ValueError(f"Unknown health rule(s) {unknown} in --health-rules; choose from {', '.join(RULES)}.")
+        return chosen
+
+    def validate(self) -> None:
+        """Raise ValueError for thresholds no run can use."""
+        self.rules()
+        if self.health_policy not in ("report", "stop"):
+            raise ValueError(f"--health-policy must be 'report' or 'stop', got {self.health_policy!r}.")
+        for name in ("gradient_patience", "loss_window", "loss_patience", "overfit_patience"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"--{name.replace('_', '-')} must be at least 1, got {getattr(self, name)}.")
+        if not 0 <= self.vanishing_grad_norm < self.exploding_grad_norm:
+            raise ValueError(
+                "--vanishing-grad-norm must be >= 0 and below --exploding-grad-norm, got "
+                f"{self.vanishing_grad_norm} and {self.exploding_grad_norm}."
+            )
+
+
+@dataclass
+class Firing:
+    """One time a rule fired."""
+
+    rule: str
+    step: int
+    value: float
+    message: str
+
+
+@dataclass
+class HealthMonitor:
+    """Evaluates the rules on per-step gradient norms and losses and on evaluations."""
+
+    config: HealthArguments
+    firings: list[Firing] = field(default_factory=list)
+    skipped_steps: int = 0
+    _vanishing_run: int = 0
+    _exploding_run: int = 0
+    _window: list[float] = field(default_factory=list)
+    _best_window: float = math.inf
+    _stalled_windows: int = 0
+    _last_eval: tuple[float, float] | None = None
+    _overfit_run: int = 0
+
+    # --- inputs ---------------------------------------------------------------------------------------
+
+    def on_step(self, step: int, loss: float, grad_norm: float, overflow_skipped: bool = False) -> list[Firing]:
+        """Check the gradient and loss rules after one optimizer step; return what fired at it."""
+        rules = self.config.rules()
+        fired: list[Firing] = []
+        if overflow_skipped:
+            self.skipped_steps += 1
+        elif "exploding_gradient" in rules:
+            fired += self._exploding(step, loss, grad_norm)
+        if not overflow_skipped and "vanishing_gradient" in rules and math.isfinite(grad_norm):
+            self._vanishing_run = self._vanishing_run + 1 if grad_norm < self.config.vanishing_grad_norm else 0
+            if self._vanishing_run == self.config.gradient_patience:
+                fired.append(
+                    Firing(
+                        "vanishing_gradient",
+                        step,
+                        grad_norm,
+                        f"gradient norm {grad_norm:.3g} below {self.config.vanishing_grad_norm:g} for "
+                        f"{self.config.gradient_patience} steps: the model has stopped learning (learning rate "
+                        "too small, saturated activations, or a frozen network)",
+                    )
+                )
+        if "loss_not_decreasing" in rules and math.isfinite(loss):
+            fired += self._loss(step, loss)
+        self.firings += fired
+        return fired
+
+    def _exploding(self, step: int, loss: float, grad_norm: float) -> list[Firing]:
+        if not math.isfinite(loss):
+            was = self._exploding_run
+            self._exploding_run = max(was + 1, self.config.gradient_patience)
+            if was >= self.config.gradient_patience:
+                return []
+            return [
+                Firing(
+                    "exploding_gradient",
+                    step,
+                    loss,
+                    f"training loss is {loss} at step {step}: training diverged (lower the learning rate, "
+                    "keep --max-grad-norm, check the data)",
+                )
+            ]
+        bad = not math.isfinite(grad_norm) or grad_norm > self.config.exploding_grad_norm
+        was = self._exploding_run
+        self._exploding_run = self._exploding_run + 1 if bad else 0
+        if bad and was < self.config.gradient_patience <= self._exploding_run:
+            return [
+                Firing(
+                    "exploding_gradient",
+                    step,
+                    grad_norm,
+                    f"gradient norm {grad_norm:.3g} above {self.config.exploding_grad_norm:g} for "
+                    f"{self.config.gradient_patience} steps: training is unstable (lower the learning rate, "
+                    "add warm-up, keep --max-grad-norm)",
+                )
+            ]
+        return []
+
+    def _loss(self, step: int, loss: float) -> list[Firing]:
+        self._window.append(loss)
+        if len(self._window) < self.config.loss_window:
+            return []
+        mean = sum(self._window) / len(self._window)
+        self._window = []
+        if mean < self._best_window * (1.0 - self.config.loss_min_decrease):
+            self._best_window, self._stalled_windows = mean, 0
+            return []
+        self._stalled_windows += 1
+        if self._stalled_windows == self.config.loss_patience:
+            return [
+                Firing(
+                    "loss_not_decreasing",
+                    step,
+                    mean,
+                    f"mean training loss {mean:.4f} over the last {self.config.loss_window} steps has not fallen "
+                    f"{self.config.loss_min_decrease:.2%} below its best window ({self._best_window:.4f}) for "
+                    f"{self.config.loss_patience} windows (learning rate too low or too high, or labels "
+                    "unrelated to the text)",
+                )
+            ]
+        return []
+
+    def on_evaluation(self, step: int, train_loss: float, val_loss: float) -> list[Firing]:
+        """Check the overfitting rule after an evaluation; ``train_loss`` is the mean since the last one."""
+        fired: list[Firing] = []
+        if "overfitting" in self.config.rules() and self._last_eval is not None:
+            last_train, last_val = self._last_eval
+            self._overfit_run = self._overfit_run + 1 if val_loss > last_val and train_loss < last_train else 0
+            if self._overfit_run == self.config.overfit_patience:
+                fired.append(
+                    Firing(
+                        "overfitting",
+                        step,
+                        val_loss,
+                        f"validation loss rose to {val_loss:.4f} while training loss fell to {train_loss:.4f}, "
+                        f"{self.config.overfit_patience} evaluations in a row: the model memorises the training "
+                        "split (fewer epochs, early stopping, more data or weight decay)",
+                    )
+                )
+        self._last_eval = (train_loss, val_loss)
+        self.firings += fired
+        return fired
+
+    # --- outputs --------------------------------------------------------------------------------------
+
+    @property
+    def should_stop(self) -> bool:
+        return self.config.health_policy == "stop" and bool(self.firings)
+
+    def fired(self, rule: str) -> bool:
+        return any(f.rule == rule for f in self.firings)
+
+    def report(self) -> dict[str, Any]:
+        """Per rule: whether it fired, at which step first, how often, and the first message."""
+        rules: dict[str, Any] = {}
+        for rule in RULES:
+            mine = [f for f in self.firings if f.rule == rule]
+            rules[rule] = {
+                "checked": rule in self.config.rules(),
+                "fired": bool(mine),
+                "first_step": mine[0].step if mine else None,
+                "times": len(mine),
+                "message": mine[0].message if mine else "",
+            }
+        return {"policy": self.config.health_policy, "skipped_steps": self.skipped_steps, "rules": rules}
+
+    def metrics(self) -> dict[str, float]:
+        """Flat numbers for KFP Metrics and MLflow: health_<rule> is 1.0 when the rule fired."""
+        out = {f"health_{rule}": float(self.fired(rule)) for rule in RULES}
+        out["health_skipped_steps"] = float(self.skipped_steps)
+        return out
+
+    def state_dict(self) -> dict[str, Any]:
+        state = asdict(self)
+        state.pop("config")
+        state["_best_window"] = None if math.isinf(self._best_window) else self._best_window
+        return state
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.firings = [Firing(**f) for f in state["firings"]]
+        self.skipped_steps = state["skipped_steps"]
+        self._vanishing_run = state["_vanishing_run"]
+        self._exploding_run = state["_exploding_run"]
+        self._window = list(state["_window"])
+        self._best_window = math.inf if state["_best_window"] is None else state["_best_window"]
+        self._stalled_windows = state["_stalled_windows"]
+        self._last_eval = None if state["_last_eval"] is None else tuple(state["_last_eval"])  # type: ignore[assignment]
+        self._overfit_run = state["_overfit_run"]
