@@ -10,7 +10,7 @@ train step's loop vs. a bare PyTorch loop.
    schedule, in our loop (`core.train`: health rules, loss/grad-norm buffering, progress) and in a bare loop
    (collate, forward, backward, clip, step); alternated ``--repeat`` times after one warm-up run, medians.
 
-    python -m bench train [--train-rows 1920] [--eval-rows 0] [--overhead-steps 20] [--repeat 3]
+    python -m bench train [--train-rows 1920] [--eval-rows 0] [--overhead-steps 20] [--repeat 3] [--skip-padding]
 """
 
 from __future__ import annotations
@@ -18,6 +18,7 @@ from __future__ import annotations
 import argparse
 import os
 import statistics
+import sys
 import tempfile
 import time
 from typing import Any
@@ -115,7 +116,7 @@ def main(argv: list[str]) -> dict:
     parser.add_argument("--batch-size", type=int, default=32)
     parser.add_argument("--learning-rate", type=float, default=1e-4)
     parser.add_argument("--overhead-steps", type=int, default=20)
-    parser.add_argument("--repeat", type=int, default=3)
+    parser.add_argument("--repeat", type=int, default=3, help="overhead runs of each loop (0: skip that part)")
     parser.add_argument("--seed", type=int, default=42)
     parser.add_argument("--skip-padding", action="store_true")
     args = parser.parse_args(argv)
@@ -143,19 +144,24 @@ def main(argv: list[str]) -> dict:
                     "steps": trained.global_step,
                     "held_out_accuracy": round(_accuracy(trained.model_dir, held_out), 4),
                 }
+                print(f"{name}: {padding[name]}", file=sys.stderr, flush=True)
 
-    _bare_loop(train, min(5, args.overhead_steps), args.batch_size, args.learning_rate, args.seed)  # warm-up
-    bare, ours = [], []
-    for _ in range(args.repeat):
-        bare.append(_bare_loop(train, args.overhead_steps, args.batch_size, args.learning_rate, args.seed))
-        ours.append(_our_loop(train, val, args.overhead_steps, args.batch_size, args.learning_rate, args.seed))
-    bare_sps, ours_sps = statistics.median(bare), statistics.median(ours)
-    overhead = {
-        "steps": args.overhead_steps,
-        "bare_samples_per_second": [round(v, 2) for v in bare],
-        "ours_samples_per_second": [round(v, 2) for v in ours],
-        "overhead": round(bare_sps / ours_sps - 1, 4),
-    }
+    overhead: dict[str, Any] = {}
+    bare_sps = ours_sps = float("nan")
+    if args.repeat:
+        _bare_loop(train, min(5, args.overhead_steps), args.batch_size, args.learning_rate, args.seed)  # warm-up
+        bare, ours = [], []
+        for _ in range(args.repeat):
+            bare.append(_bare_loop(train, args.overhead_steps, args.batch_size, args.learning_rate, args.seed))
+            ours.append(_our_loop(train, val, args.overhead_steps, args.batch_size, args.learning_rate, args.seed))
+            print(f"overhead run: bare {bare[-1]:.2f}, ours {ours[-1]:.2f} samples/s", file=sys.stderr, flush=True)
+        bare_sps, ours_sps = statistics.median(bare), statistics.median(ours)
+        overhead = {
+            "steps": args.overhead_steps,
+            "bare_samples_per_second": [round(v, 2) for v in bare],
+            "ours_samples_per_second": [round(v, 2) for v in ours],
+            "overhead": round(bare_sps / ours_sps - 1, 4),
+        }
     if padding:
         value, baseline = padding["dynamic"]["samples_per_second"], padding["padded_128"]["samples_per_second"]
         accuracy_gap = padding["dynamic"]["held_out_accuracy"] - padding["padded_128"]["held_out_accuracy"]
