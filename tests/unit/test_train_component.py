@@ -21,6 +21,13 @@ def _artifact(kind: type[dsl.Artifact], tmp_path: Path, name: str) -> dsl.Artifa
     return kind(uri=str(tmp_path / name))
 
 
+@pytest.fixture(autouse=True)
+def _private_mlflow_store(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """An empty tracking URI means the user-level store: point it into the test's directory."""
+    monkeypatch.delenv(tracking.ENV_TRACKING_URI, raising=False)
+    monkeypatch.setenv("XDG_DATA_HOME", str(tmp_path))
+
+
 @pytest.fixture(scope="module")
 def store(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A Feast store with 150 synthetic reviews (120/15/15), written by the featurize and feast_ingest cores."""
@@ -95,7 +102,7 @@ def test_train_component_rejects_unknown_hyperparameters(tmp_path: Path, store: 
         train_classifier.python_func(
             feature_store=str(store), feast_config="local", base_model="", epochs=1, learning_rate=5e-5,
             batch_size=16, max_seq_length=32, seed=1, hyperparameters={"learning_rat": 1e-4}, health_policy="report",
-            checkpoint_root="", mlflow_tracking_uri="", pipeline_run_id="", data_hash="",
+            checkpoint_root="", mlflow_tracking_uri=f"sqlite:///{tmp_path / 'm.db'}", pipeline_run_id="", data_hash="",
             model=_artifact(dsl.Model, tmp_path, "m"), metrics=_artifact(dsl.Metrics, tmp_path, "x"),
             report=_artifact(dsl.Artifact, tmp_path, "r"),
         )  # fmt: skip
@@ -108,6 +115,7 @@ def test_checkpoint_root_keeps_checkpoints_for_a_retry(tmp_path: Path, store: Pa
         batch_size=16, max_seq_length=32, seed=1, hyperparameters={}, health_policy="report",
         checkpoint_root=str(tmp_path / "pvc"), mlflow_tracking_uri="", pipeline_run_id="run-7", data_hash="",
     )  # fmt: skip
+    assert tracking.resolve_tracking_uri("").startswith(f"sqlite:///{tmp_path}")  # (the fixture's store)
     for attempt in ("a", "b"):
         train_classifier.python_func(
             **kwargs,
@@ -118,6 +126,7 @@ def test_checkpoint_root_keeps_checkpoints_for_a_retry(tmp_path: Path, store: Pa
     assert (tmp_path / "pvc" / "run-7" / "train" / "checkpoints" / "checkpoint-8").is_dir()
     second = json.loads(Path(tmp_path / "rb").read_text())
     assert second["resumed_from_step"] == 8
+    assert (tmp_path / "bert-kfp" / "mlflow.db").is_file()  # the default store, here under XDG_DATA_HOME
 
 
 @pytest.mark.parametrize("component", [train_classifier, evaluate_classifier])
