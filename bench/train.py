@@ -5,12 +5,15 @@ train step's loop vs. a bare PyTorch loop.
    ``--train-rows`` reviews (max 128 tokens, batch 32, same seed and steps) twice — once with batches of
    similar-length reviews padded to their longest, once with shuffled batches each padded to 128 as the
    course did — then both models scored on the same held-out reviews (the rest of the balanced set).
-   Value: samples/s with dynamic padding; baseline: samples/s padded to 128; and the accuracy of each.
+   Repeated for ``--seeds`` seeds (which one runs first alternates): value and baseline are the median
+   samples/s with dynamic padding and padded to 128; the accuracies compared are the means over the seeds
+   (one short run's accuracy moves by a few points with the batch order alone).
 2. **Loop overhead**: ``--overhead-steps`` optimizer steps on identical batches, model, optimizer and
    schedule, in our loop (`core.train`: health rules, loss/grad-norm buffering, progress) and in a bare loop
    (collate, forward, backward, clip, step); alternated ``--repeat`` times after one warm-up run, medians.
 
-    python -m bench train [--train-rows 1920] [--eval-rows 0] [--overhead-steps 20] [--repeat 3] [--skip-padding]
+    python -m bench train [--train-rows 1920] [--eval-rows 0] [--seeds 3] [--overhead-steps 20] [--repeat 3]
+                          [--skip-padding]
 """
 
 from __future__ import annotations
@@ -71,7 +74,7 @@ def _bare_loop(train: Any, steps: int, batch: int, lr: float, seed: int) -> floa
     model = core.load_classifier(core.bundled_model_path())
     model.train()
     params = [p for p in model.parameters() if p.requires_grad]
-    optimizer = torch.optim.AdamW(params, lr=lr, weight_decay=0.01)
+    optimizer = torch.optim.AdamW(params, lr=lr, weight_decay=0.01, fused=True)
     scheduler = get_scheduler("linear", optimizer, num_warmup_steps=max(1, steps // 10), num_training_steps=steps)
     collate = D.Collator(examples, tokenizer.pad_token_id)
     batches = D.epoch_batches(examples.lengths, batch, seed, 0)[:steps]
@@ -118,6 +121,7 @@ def main(argv: list[str]) -> dict:
     parser.add_argument("--overhead-steps", type=int, default=20)
     parser.add_argument("--repeat", type=int, default=3, help="overhead runs of each loop (0: skip that part)")
     parser.add_argument("--seed", type=int, default=42)
+    parser.add_argument("--seeds", type=int, default=3, help="padding runs of each kind, seeds seed, seed+1, ...")
     parser.add_argument("--skip-padding", action="store_true")
     args = parser.parse_args(argv)
 
@@ -135,16 +139,27 @@ def main(argv: list[str]) -> dict:
 
     padding: dict[str, Any] = {}
     if not args.skip_padding:
-        for name, padded in (("dynamic", False), ("padded_128", True)):
-            with tempfile.TemporaryDirectory() as out:
-                trained = _fine_tune(train, val, padded, out, args.seed, args.learning_rate, args.batch_size)
-                padding[name] = {
-                    "samples_per_second": round(trained.metrics["samples_per_second"], 2),
-                    "padding_share": round(trained.metrics["padding_share"], 4),
-                    "steps": trained.global_step,
-                    "held_out_accuracy": round(_accuracy(trained.model_dir, held_out), 4),
-                }
-                print(f"{name}: {padding[name]}", file=sys.stderr, flush=True)
+        runs: dict[str, list[dict[str, Any]]] = {"dynamic": [], "padded_128": []}
+        for i in range(args.seeds):
+            order = (("dynamic", False), ("padded_128", True))
+            for name, padded in order if i % 2 == 0 else order[::-1]:  # alternate who runs first
+                with tempfile.TemporaryDirectory() as out:
+                    trained = _fine_tune(train, val, padded, out, args.seed + i, args.learning_rate, args.batch_size)
+                    run = {
+                        "seed": args.seed + i,
+                        "samples_per_second": round(trained.metrics["samples_per_second"], 2),
+                        "padding_share": round(trained.metrics["padding_share"], 4),
+                        "steps": trained.global_step,
+                        "held_out_accuracy": round(_accuracy(trained.model_dir, held_out), 4),
+                    }
+                runs[name].append(run)
+                print(f"{name}: {run}", file=sys.stderr, flush=True)
+        for name, done in runs.items():
+            padding[name] = {
+                "samples_per_second": statistics.median(r["samples_per_second"] for r in done),
+                "mean_held_out_accuracy": round(statistics.fmean(r["held_out_accuracy"] for r in done), 4),
+                "runs": done,
+            }
 
     overhead: dict[str, Any] = {}
     bare_sps = ours_sps = float("nan")
@@ -164,7 +179,7 @@ def main(argv: list[str]) -> dict:
         }
     if padding:
         value, baseline = padding["dynamic"]["samples_per_second"], padding["padded_128"]["samples_per_second"]
-        accuracy_gap = padding["dynamic"]["held_out_accuracy"] - padding["padded_128"]["held_out_accuracy"]
+        accuracy_gap = padding["dynamic"]["mean_held_out_accuracy"] - padding["padded_128"]["mean_held_out_accuracy"]
     else:
         value, baseline, accuracy_gap = ours_sps, bare_sps, float("nan")
     return result(
