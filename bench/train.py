@@ -53,8 +53,8 @@ def _fine_tune(train: Any, val: Any, padded: bool, out: str, seed: int, lr: floa
 
 
 def _accuracy(model_dir: str, rows: Any) -> float:
+    from components.common import batching as D
     from components.evaluate import core as evaluate
-    from components.train import data as D
 
     examples = D.to_examples(rows, "held-out")
     return float((evaluate.predict(model_dir, examples, 128) == examples.labels).mean())
@@ -65,13 +65,14 @@ def _bare_loop(train: Any, steps: int, batch: int, lr: float, seed: int) -> floa
     import torch
     from transformers import get_scheduler
 
+    from components.common import batching as D
+    from components.common import modeling
     from components.train import core
-    from components.train import data as D
 
     examples = D.to_examples(train, "train", 128)
-    tokenizer = core.load_tokenizer(core.bundled_model_path())
+    tokenizer = modeling.load_tokenizer(modeling.bundled_model_path())
     core.seed_everything(seed)
-    model = core.load_classifier(core.bundled_model_path())
+    model = modeling.load_classifier(modeling.bundled_model_path())
     model.train()
     params = [p for p in model.parameters() if p.requires_grad]
     optimizer = torch.optim.AdamW(params, lr=lr, weight_decay=0.01, fused=True)

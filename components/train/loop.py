@@ -25,21 +25,17 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from components.train import data as D
+from components.common import batching as D
+from components.common.modeling import autocast, first_token_id, load_classifier, pick_precision, quiet_transformers
 from components.train.core import (
     DataArguments,
     Distributed,
     TrainingArguments,
     TrainResult,
-    autocast,
     evaluate_split,
-    first_token_id,
     gpu_stats,
-    load_classifier,
     log,
     pick_device,
-    pick_precision,
-    quiet_transformers,
     rng_state,
     seed_everything,
     set_rng_state,

@@ -12,9 +12,8 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from components.common import schema
-from components.train import core
-from components.train import data as D
+from components.common import batching as D
+from components.common import modeling, schema
 
 if TYPE_CHECKING:  # pragma: no cover - typing only
     import pandas as pd
@@ -26,7 +25,7 @@ def tiny_model(directory: str | Path, hidden: int = 32, layers: int = 2, dropout
     from transformers import AutoTokenizer, BertConfig, BertModel
 
     path = Path(directory)
-    tokenizer = AutoTokenizer.from_pretrained(core.bundled_model_path())
+    tokenizer = AutoTokenizer.from_pretrained(modeling.bundled_model_path())
     config = BertConfig(
         vocab_size=len(tokenizer),
         hidden_size=hidden,
@@ -38,7 +37,7 @@ def tiny_model(directory: str | Path, hidden: int = 32, layers: int = 2, dropout
         attention_probs_dropout_prob=dropout,
     )
     torch.manual_seed(0)
-    with core.quiet_transformers():
+    with modeling.quiet_transformers():
         BertModel(config).save_pretrained(path)
         tokenizer.save_pretrained(path)
     return path
@@ -54,7 +53,7 @@ def features(
     """Feature rows as featurize writes them (`review_id`, `input_ids`, `label_id`, `product_category`)."""
     import pandas as pd
 
-    tokenizer = core.load_tokenizer(core.resolve_base_model(base_model))
+    tokenizer = modeling.load_tokenizer(modeling.resolve_base_model(base_model))
     ids = tokenizer(list(texts), truncation=True, max_length=max_seq_length)["input_ids"]
     return pd.DataFrame(
         {

@@ -11,10 +11,9 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from components.common import tracking
+from components.common import batching as D
+from components.common import modeling, tracking
 from components.evaluate import core
-from components.train import core as train_core
-from components.train import data as D
 from components.train import testing
 
 
@@ -23,10 +22,10 @@ def classifier(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """An (untrained) classifier directory as train writes it: our 3 labels, weights, tokenizer."""
     base = testing.tiny_model(tmp_path_factory.mktemp("tiny") / "base", dropout=0.0)
     out = tmp_path_factory.mktemp("clf") / "model"
-    model = train_core.load_classifier(str(base))
-    with train_core.quiet_transformers():
+    model = modeling.load_classifier(str(base))
+    with modeling.quiet_transformers():
         model.save_pretrained(out)
-        train_core.load_tokenizer(str(base)).save_pretrained(out)
+        modeling.load_tokenizer(str(base)).save_pretrained(out)
     return out
 
 
@@ -123,7 +122,7 @@ def test_champion_with_another_tokenizer_on_another_split_is_incomparable(
 ) -> None:
     other = tmp_path / "other"
     shutil.copytree(classifier, other)
-    tokenizer = train_core.load_tokenizer(str(other))
+    tokenizer = modeling.load_tokenizer(str(other))
     tokenizer.add_tokens(["frock"])
     tokenizer.save_pretrained(other)
     examples = D.to_examples(test_split, "test")

@@ -19,8 +19,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from components.common import batching as D
 from components.train import cli, core, loop, testing
-from components.train import data as D
 from components.train.health import HealthArguments
 
 ROOT = Path(__file__).resolve().parents[2]

