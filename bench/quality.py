@@ -6,7 +6,7 @@ bundled tokenizer and split 90/5/5 stratified and seeded (featurize's own code),
 train step's core and score the test split with the evaluate step's core.  The whole run (tokenizing,
 training, validation, test) must fit ``--budget-minutes`` (20) on 2 CPU cores.
 
-    python -m bench quality [--max-seq-length 128] [--epochs 3] [--learning-rate 1e-4] [--batch-size 32]
+    python -m bench quality [--max-seq-length 64] [--epochs 3] [--learning-rate 1e-4] [--batch-size 32]
 """
 
 from __future__ import annotations
@@ -55,7 +55,7 @@ def _csv(value: str) -> str:
 def main(argv: list[str]) -> dict:
     parser = argparse.ArgumentParser(prog="python -m bench quality")
     parser.add_argument("--csv", default="")
-    parser.add_argument("--max-seq-length", type=int, default=128)
+    parser.add_argument("--max-seq-length", type=int, default=64)
     parser.add_argument("--epochs", type=int, default=3)
     parser.add_argument("--learning-rate", type=float, default=1e-4)
     parser.add_argument("--batch-size", type=int, default=32)
