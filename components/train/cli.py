@@ -95,8 +95,8 @@ def read_splits(io: IOArguments, splits: Sequence[str] = ("train", "validation")
     if bool(io.feature_store) == bool(io.features):
         raise ValueError("Pass exactly one of --feature-store (Feast store directory) and --features (Parquet).")
     if io.feature_store:
-        store = F.open_store(io.feature_store, io.feast_config)
-        return [F.get_split_features(store, split) for split in splits]
+        every = F.get_training_features(F.open_store(io.feature_store, io.feast_config))  # one read, all splits
+        return [every[split] for split in splits]
     try:
         frame = pd.read_parquet(io.features)
     except (OSError, ValueError) as error:
