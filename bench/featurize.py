@@ -66,6 +66,7 @@ def main(argv: list[str]) -> dict:
 
     from transformers import BertTokenizerLegacy
 
+    from components.common import modeling
     from components.featurize import core
 
     frame = prepared_reviews(course_csv(), args.rows or None)
@@ -73,7 +74,7 @@ def main(argv: list[str]) -> dict:
     n = len(texts)
     config = core.FeaturizeConfig(max_seq_length=args.max_seq_length)
     tokenizer = core.load_tokenizer(config.base_model)
-    legacy = BertTokenizerLegacy.from_pretrained(core.default_base_model())
+    legacy = BertTokenizerLegacy.from_pretrained(modeling.bundled_model_path())
     length = args.max_seq_length
 
     with tempfile.TemporaryDirectory() as tmp:

@@ -71,13 +71,15 @@ def random_roberta_base(directory: Path) -> str:
     return str(directory)
 
 
-def non_embedding_parameters(model_dir: str) -> int:
-    """Parameters outside the input embeddings (word, position, token type): the ones every token uses."""
+def model_size(model_dir: str) -> tuple[int, int]:
+    """(non-embedding parameters, vocabulary size): the parameters every token uses — all but the input
+    embeddings (word, position, token type) — and the number of token ids the model accepts."""
     from components.common import modeling
 
     model = modeling.load_classifier(model_dir)
     embeddings = model.base_model.embeddings
-    return sum(p.numel() for p in model.parameters()) - sum(p.numel() for p in embeddings.parameters())
+    params = sum(p.numel() for p in model.parameters()) - sum(p.numel() for p in embeddings.parameters())
+    return params, model.get_input_embeddings().num_embeddings
 
 
 def synthetic_reviews(rows: int, seq_length: int, vocab_size: int, tokenizer: Any, seed: int) -> Any:
@@ -154,11 +156,12 @@ def main(argv: list[str]) -> dict:
             last.update(metrics)
 
     with tempfile.TemporaryDirectory() as tmp:
-        model_dir = modeling.resolve_base_model(args.base_model) if args.base_model else ""
-        model_dir = model_dir or random_roberta_base(Path(tmp) / "base")
+        if args.base_model:
+            model_dir = modeling.resolve_base_model(args.base_model)
+        else:
+            model_dir = random_roberta_base(Path(tmp) / "base")
         tokenizer = modeling.load_tokenizer(model_dir)
-        params = non_embedding_parameters(model_dir)
-        vocab = modeling.load_classifier(model_dir).get_input_embeddings().num_embeddings
+        params, vocab = model_size(model_dir)
         total_steps = args.warmup_steps + args.steps
         train = synthetic_reviews(total_steps * args.batch_size, args.seq_length, vocab, tokenizer, args.seed)
         validation = synthetic_reviews(args.batch_size, args.seq_length, vocab, tokenizer, args.seed + 1)

