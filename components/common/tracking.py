@@ -3,7 +3,11 @@
 - **Where**: ``MLFLOW_TRACKING_URI`` (or an explicit URI); by default an embedded SQLite file in a
   user-level directory (``$XDG_DATA_HOME/bert-kfp/mlflow.db``, i.e. ``~/.local/share/bert-kfp``), so the
   registry, and with it the current champion, outlives a single local run.  Artifacts of that store go to
-  ``mlartifacts/`` beside the database.
+  ``mlartifacts/`` beside the database.  Inside a Kubeflow Pipelines pod there is no such default: every
+  step runs in a pod of its own, whose ``$HOME`` is thrown away with it, so an embedded store there would
+  be private to one step — evaluate would never find train's run and no champion would survive.  There
+  `resolve_tracking_uri` stops with an error unless a URI is configured (on a cluster the profile's
+  ``mlflow`` entry sets ``MLFLOW_TRACKING_URI`` on the steps, see ``pipelines/profiles.py``).
 - **Runs**: every step of one pipeline run logs into the same MLflow run, found by its
   ``pipeline_run_id`` tag (created by the first step that logs).  Tuning trials log into child runs.
   Metrics carry a step prefix (``train/``, ``eval/``); params too (``train.learning_rate``).
@@ -41,8 +45,10 @@ CHAMPION = "champion"
 CHALLENGER = "challenger"
 #: Tag that ties an MLflow run to a pipeline run.
 PIPELINE_RUN_TAG = "pipeline_run_id"
-#: Lineage tags every run gets (where known).
-LINEAGE_TAGS = ("pipeline_run_id", "data_hash", "feature_view", "code_version")
+#: Set in every executor pod by the KFP v2 backend (downward API: the pod's name and uid; the Argo and the
+#: Tekton compilers of kubeflow/pipelines both add them).  Not set by `kfp.local`'s runners, nor by
+#: Kubernetes in other pods (a notebook server running `kfp.local` keeps the embedded store).
+KFP_POD_ENV = ("KFP_POD_NAME", "KFP_POD_UID")
 _MAX_PARAM_LENGTH = 6000
 
 
@@ -52,11 +58,35 @@ def default_store_dir() -> Path:
     return Path(base) / "bert-kfp"
 
 
+def kfp_pod() -> str:
+    """The name of the Kubeflow Pipelines pod this process runs in (its uid if only that is known); "" outside one."""
+    for name in KFP_POD_ENV:
+        value = os.environ.get(name, "").strip()
+        if value:
+            return value
+    return ""
+
+
 def resolve_tracking_uri(uri: str = "") -> str:
-    """The tracking URI to use: ``uri``, else ``$MLFLOW_TRACKING_URI``, else the embedded SQLite default."""
+    """The tracking URI to use: ``uri``, else ``$MLFLOW_TRACKING_URI``, else the embedded SQLite default.
+
+    Raises:
+        ValueError: Neither is set and this process runs in a KFP pod, where the embedded store would be
+            private to the pod and lost with it.  (An explicit ``sqlite:///`` URI on a volume that every
+            step mounts is accepted: that store is shared.)
+    """
     chosen = (uri or "").strip() or os.environ.get(ENV_TRACKING_URI, "").strip()
     if chosen:
         return chosen
+    pod = kfp_pod()
+    if pod:
+        raise ValueError(
+            f"No MLflow tracking URI in Kubeflow Pipelines pod {pod}: an embedded store under $HOME would be "
+            "private to this step and lost with its pod, so evaluate would never see train's run and no champion "
+            f"would persist. Set {ENV_TRACKING_URI} on the step (the profile's `mlflow` key, `tracking_uri`, in "
+            "pipelines/profiles.yaml does that when the pipeline is compiled) or pass the URI: --mlflow-tracking-uri "
+            "or the pipeline parameter mlflow_tracking_uri."
+        )
     return f"sqlite:///{default_store_dir() / 'mlflow.db'}"
 
 
@@ -75,9 +105,8 @@ def check_tracking_uri(uri: str, timeout: float = 5.0) -> None:
     Raises:
         ValueError: Unreachable server, refused credentials, unwritable or corrupt database.
     """
-    hint = (
-        f"Start the server or fix the URI ({ENV_TRACKING_URI} or --mlflow-tracking-uri); unset both to use the "
-        f"embedded SQLite store under {default_store_dir()}."
+    hint = f"Start the server or fix the URI ({ENV_TRACKING_URI} or --mlflow-tracking-uri)" + (
+        "." if kfp_pod() else f"; unset both to use the embedded SQLite store under {default_store_dir()}."
     )
     scheme = urlparse(uri).scheme
     if scheme in ("http", "https"):

@@ -18,6 +18,12 @@ import pytest
 from components.common import tracking
 
 
+@pytest.fixture(autouse=True)
+def _outside_a_kfp_pod(monkeypatch: pytest.MonkeyPatch) -> None:
+    for name in tracking.KFP_POD_ENV:
+        monkeypatch.delenv(name, raising=False)
+
+
 @pytest.mark.parametrize(
     ("explicit", "env", "expected"),
     [
@@ -35,11 +41,49 @@ def test_uri_precedence(monkeypatch: pytest.MonkeyPatch, tmp_path: Path, explici
     assert tracking.resolve_tracking_uri(explicit) == expected.format(xdg=tmp_path)
 
 
+@pytest.mark.parametrize("pod_variable", ["KFP_POD_NAME", "KFP_POD_UID"])
+def test_in_a_kfp_pod_the_embedded_store_is_refused(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path, pod_variable: str
+) -> None:
+    """A KFP executor pod's $HOME dies with it: without a URI a step stops instead of logging into it."""
+    monkeypatch.setenv("XDG_DATA_HOME", str(tmp_path))
+    monkeypatch.delenv(tracking.ENV_TRACKING_URI, raising=False)
+    monkeypatch.setenv(pod_variable, "bert-review-sentiment-x7k2p-system-container-impl-123")
+    with pytest.raises(ValueError) as caught:
+        tracking.resolve_tracking_uri("")
+    message = str(caught.value)
+    assert "bert-review-sentiment-x7k2p" in message and "private to this step" in message
+    for advice in ("MLFLOW_TRACKING_URI", "--mlflow-tracking-uri", "profile's `mlflow` key", "mlflow_tracking_uri"):
+        assert advice in message
+    assert not (tmp_path / "bert-kfp").exists()  # nothing created
+    assert tracking.resolve_tracking_uri("http://mlflow:5000") == "http://mlflow:5000"
+    monkeypatch.setenv(tracking.ENV_TRACKING_URI, "http://from-profile:5000")
+    assert tracking.resolve_tracking_uri("") == "http://from-profile:5000"
+    shared = f"sqlite:///{tmp_path / 'pvc' / 'mlflow.db'}"  # explicitly chosen: a store on a shared volume
+    assert tracking.resolve_tracking_uri(shared) == shared
+
+
+def test_other_pods_keep_the_embedded_default(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    """Kubernetes sets KUBERNETES_SERVICE_HOST in every pod, e.g. a notebook server running kfp.local."""
+    monkeypatch.setenv("XDG_DATA_HOME", str(tmp_path))
+    monkeypatch.delenv(tracking.ENV_TRACKING_URI, raising=False)
+    monkeypatch.setenv("KUBERNETES_SERVICE_HOST", "10.96.0.1")
+    monkeypatch.setenv("KFP_POD_NAME", " ")
+    assert tracking.resolve_tracking_uri("") == f"sqlite:///{tmp_path}/bert-kfp/mlflow.db"
+
+
 def test_closed_port_fails_fast_with_advice() -> None:
     started = time.perf_counter()
     with pytest.raises(ValueError, match=r"unreachable .*MLFLOW_TRACKING_URI.*embedded SQLite"):
         tracking.check_tracking_uri("http://127.0.0.1:9", timeout=2)
     assert time.perf_counter() - started < 5
+
+
+def test_in_a_kfp_pod_the_advice_does_not_suggest_the_embedded_store(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("KFP_POD_NAME", "pod-1")
+    with pytest.raises(ValueError, match=r"unreachable .*MLFLOW_TRACKING_URI") as caught:
+        tracking.check_tracking_uri("http://127.0.0.1:9", timeout=2)
+    assert "embedded" not in str(caught.value)
 
 
 @pytest.fixture
