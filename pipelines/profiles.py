@@ -1,7 +1,8 @@
-"""Cluster profiles: where the GPU steps run (accelerators, node selector, tolerations, resources).
+"""Cluster profiles: where the GPU steps run (accelerators, node selector, tolerations, resources), how
+steps reach the feature store, and which MLflow tracking server they log to.
 
 Profiles are configuration (`profiles.yaml` beside this file, or a file of your own); components know
-nothing of them — placement is applied to tasks here, in `pipelines/`.
+nothing of them — placement and access are applied to tasks here, in `pipelines/`.
 """
 
 from __future__ import annotations
@@ -42,12 +43,47 @@ class FeastAccess:
     secret_keys: tuple[str, ...] = ("FEAST_REDIS_CONNECTION_STRING",)
 
 
+#: Secret keys that become the environment of MLflow steps: MLflow's own client credentials (basic auth
+#: or a bearer token) and, for a server that does not proxy artifacts (``--no-serve-artifacts`` with an
+#: S3/MinIO artifact root), the S3 credentials and endpoint the client then uploads with.
+MLFLOW_SECRET_KEYS = (
+    "MLFLOW_TRACKING_USERNAME",
+    "MLFLOW_TRACKING_PASSWORD",
+    "MLFLOW_TRACKING_TOKEN",
+    "AWS_ACCESS_KEY_ID",
+    "AWS_SECRET_ACCESS_KEY",
+    "MLFLOW_S3_ENDPOINT_URL",
+)
+
+
+@dataclass(frozen=True)
+class MlflowAccess:
+    """How steps that log to MLflow reach the cluster's tracking server (one store every pod shares)."""
+
+    #: Set as MLFLOW_TRACKING_URI on the steps (the pipeline parameter mlflow_tracking_uri still overrides it).
+    tracking_uri: str
+    #: Secret (in the namespace the pipeline runs in) whose keys become environment variables; None: none.
+    secret: str | None = None
+    secret_keys: tuple[str, ...] = MLFLOW_SECRET_KEYS
+    #: True: the Secret, and each of its keys, may be missing (a token instead of a password, no S3 keys).
+    secret_optional: bool = True
+
+    def __post_init__(self) -> None:
+        uri = self.tracking_uri.strip() if isinstance(self.tracking_uri, str) else ""
+        if "://" not in uri and not uri.startswith("databricks"):  # `mlflow:5000` parses as scheme `mlflow`
+            raise ValueError(
+                "tracking_uri must be a URI such as http://mlflow.<namespace>.svc.cluster.local:5000 (or databricks), "
+                f"not {self.tracking_uri!r}"
+            )
+
+
 @dataclass(frozen=True)
 class Profile:
     name: str
     description: str = ""
     gpu: GpuPlacement | None = None
     feast: FeastAccess | None = None
+    mlflow: MlflowAccess | None = None
 
 
 def load_profiles(path: str | Path = DEFAULT_FILE) -> dict[str, Profile]:
@@ -82,22 +118,19 @@ def load_profiles(path: str | Path = DEFAULT_FILE) -> dict[str, Profile]:
             )
         except TypeError as err:
             raise ValueError(f"Profile {name!r} in {str(path)!r} has a bad 'feast' entry: {err}") from err
+        mlflow = (body or {}).get("mlflow")
+        try:
+            tracking = (
+                None
+                if mlflow is None
+                else MlflowAccess(**{**mlflow, **{k: tuple(mlflow[k]) for k in ("secret_keys",) if k in mlflow}})
+            )
+        except (TypeError, ValueError) as err:
+            raise ValueError(f"Profile {name!r} in {str(path)!r} has a bad 'mlflow' entry: {err}") from err
         profiles[name] = Profile(
-            name=name, description=(body or {}).get("description", ""), gpu=placement, feast=access
+            name=name, description=(body or {}).get("description", ""), gpu=placement, feast=access, mlflow=tracking
         )
     return profiles
-
-
-def load_profile(name: str, path: str | Path = DEFAULT_FILE) -> Profile:
-    """One profile by name.
-
-    Raises:
-        ValueError: no profile of that name (the message lists the ones there are).
-    """
-    profiles = load_profiles(path)
-    if name not in profiles:
-        raise ValueError(f"Unknown profile {name!r}; {str(path)!r} has {', '.join(sorted(profiles))}.")
-    return profiles[name]
 
 
 def place_on_gpu(task: Any, profile: Profile | None) -> Any:
@@ -137,4 +170,25 @@ def use_feature_store(task: Any, profile: Profile | None) -> Any:
         kubernetes.use_config_map_as_env(task, access.config_map, {k: k for k in access.config_keys}, optional=True)
     if access.secret:
         kubernetes.use_secret_as_env(task, access.secret, {k: k for k in access.secret_keys})
+    return task
+
+
+def use_mlflow(task: Any, profile: Profile | None) -> Any:
+    """Point a task at the cluster's MLflow tracking server: MLFLOW_TRACKING_URI, and credentials from a Secret.
+
+    Every step runs in a pod of its own; without this a step has no tracking URI and stops (see
+    `components.common.tracking.resolve_tracking_uri`) instead of logging into a store private to its pod.
+    """
+    from kfp import kubernetes
+
+    from components.common.tracking import ENV_TRACKING_URI
+
+    access = profile.mlflow if profile else None
+    if access is None:
+        return task
+    task.set_env_variable(ENV_TRACKING_URI, access.tracking_uri.strip())
+    if access.secret:
+        kubernetes.use_secret_as_env(
+            task, access.secret, {k: k for k in access.secret_keys}, optional=access.secret_optional
+        )
     return task
