@@ -4,10 +4,16 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from pipelines.profiles import DEFAULT_FILE, load_profiles
+from pipelines.profiles import DEFAULT_FILE, FeastAccess, Profile, load_profiles
 
 TARGETS = ("kfp",)
 PROFILES = ("onprem", "eks", "cpu")
+
+
+def cluster_defaults(profile: Profile) -> dict[str, str]:
+    """The parameter defaults a cluster differs in from a local run: where the feature store lives."""
+    mount = profile.feast.mount_path if profile.feast else FeastAccess.mount_path
+    return {"feature_store_dir": mount, "feast_config": "cluster"}
 
 
 def compile_pipeline(
@@ -32,5 +38,8 @@ def compile_pipeline(
         raise ValueError(f"Unknown --profile {profile!r}; {str(profiles_file)!r} has {', '.join(sorted(profiles))}.")
     output = Path(output)
     output.parent.mkdir(parents=True, exist_ok=True)
-    compiler.Compiler().compile(build_pipeline(profiles[profile]), package_path=str(output))
+    chosen = profiles[profile]
+    compiler.Compiler().compile(
+        build_pipeline(chosen), package_path=str(output), pipeline_parameters=cluster_defaults(chosen)
+    )
     return output

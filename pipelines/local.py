@@ -6,11 +6,13 @@ The very same components as on a cluster run, each in a subprocess of this virtu
 
 from __future__ import annotations
 
+import ast
 import contextlib
 import io
 import json
 import re
 import sys
+import tempfile
 import time
 import warnings
 from dataclasses import dataclass, field
@@ -19,94 +21,149 @@ from pathlib import Path
 from typing import Any
 
 from components.common import schema, tracking
-from components.featurize import core as featurize_core
+from components.featurize.core import load_tokenizer
 from components.prepare_data import core as prepare_core
+from components.prepare_data.core import PrepareConfig
+from pipelines import parameters
 
 _ERROR_LINE = re.compile(r"^(?:[\w.]+\.)?(\w*(?:Error|Exception)): (.+)$")
+_ANSI = re.compile(r"\x1b\[[0-9;]*m")
+_TASK_START = re.compile(r"Executing task '([\w-]+)'")
+_TASK_END = re.compile(r"Task '([\w-]+)' finished with status (\w+)")
+_METRICS = re.compile(r"^\s*metrics: Metrics\(")
+_METADATA = re.compile(r"metadata=(\{.*\}) \)$")
+#: Training progress lines (components.train's log format: a time, then the message).
+_PROGRESS = re.compile(r"^\s*\d\d:\d\d:\d\d ")
+#: The figure each step's one-line report shows: (metric, label).
+HEADLINES = {
+    "prepare-reviews": (("rows_out", "rows"), ("facet_values", "facet values")),
+    "check-bias": (("max_abs_CI", "max |CI|"), ("max_abs_DPL", "max |DPL|")),
+    "featurize-reviews": (("rows_train", "train"), ("rows_validation", "validation"), ("rows_test", "test")),
+    "ingest-features": (("rows_written", "rows written"),),
+    "train-classifier": (("eval_accuracy", "validation accuracy"), ("samples_per_second", "samples/s")),
+    "evaluate-classifier": (("accuracy", "test accuracy"), ("f1_macro", "macro-F1")),
+}
 
 
 @dataclass
 class RunOptions:
-    """What `python -m pipelines run` was asked to do; pipeline arguments come from here."""
+    """What `python -m pipelines run` was asked to do."""
 
-    data: str
+    #: Reviews file or URI; None: synthetic sample reviews written into the run directory.
+    data: str | None
     output: Path
-    prepare: prepare_core.PrepareConfig = field(default_factory=prepare_core.PrepareConfig)
-    max_abs_ci: float = 1.0
-    max_abs_dpl: float = 1.0
-    featurize: featurize_core.FeaturizeConfig = field(default_factory=featurize_core.FeaturizeConfig)
-    #: Feast configuration: `local` (SQLite + Parquet under the run directory) or a feature_store.yaml.
-    feast_config: str = "local"
-    #: Training settings; None: the pipeline's defaults (which are the train step's).
-    epochs: int | None = None
-    learning_rate: float | None = None
-    batch_size: int | None = None
-    health_policy: str = "report"
-    #: MLflow tracking URI; empty: $MLFLOW_TRACKING_URI, else the embedded SQLite store (user-level).
-    mlflow_tracking_uri: str = ""
-    min_accuracy: float = 0.33
+    #: Pipeline parameters given by name (`pipelines.parameters.DECLARED_IN`); the rest keep their defaults.
+    arguments: dict[str, Any] = field(default_factory=dict)
+    #: Replace an earlier run in ``output`` (else such a directory is refused).
+    overwrite: bool = False
+    #: Print every step's full log (it always goes to ``<output>/logs``).
+    verbose: bool = False
 
     @property
     def feature_store_dir(self) -> Path:
         return (self.output / "feature_store").resolve()
 
     def pipeline_arguments(self) -> dict[str, Any]:
-        p, f = self.prepare, self.featurize
-        arguments = {
-            "data": self.data,
-            "text_column": p.text_column,
-            "rating_column": p.rating_column,
-            "label_column": p.label_column or "",
-            "facet_column": p.facet_column,
-            "group_column": p.group_column or "",
-            "min_facet_rows": p.min_facet_rows,
-            "balance": p.balance,
-            "max_rows": p.max_rows or 0,
-            "seed": p.seed,
-            "max_abs_ci": self.max_abs_ci,
-            "max_abs_dpl": self.max_abs_dpl,
-            "base_model": f.base_model,
-            "max_seq_length": f.max_seq_length,
-            "validation_fraction": f.validation_fraction,
-            "test_fraction": f.test_fraction,
-            "feature_store_dir": str(self.feature_store_dir),
-            "feast_config": self.feast_config,
-            "feast_offline_path": "",
-            "epochs": self.epochs,
-            "learning_rate": self.learning_rate,
-            "batch_size": self.batch_size,
-            "health_policy": self.health_policy,
-            "checkpoint_root": str((self.output / "checkpoints").resolve()),
-            "mlflow_tracking_uri": self.mlflow_tracking_uri,
-            "min_accuracy": self.min_accuracy,
+        """Every pipeline parameter's value for this run."""
+        values = {
+            name: parameters.default(name) for name in parameters.DECLARED_IN if name not in parameters.LOCAL_ONLY
         }
-        return {name: value for name, value in arguments.items() if value is not None}
+        return {
+            **values,
+            **self.arguments,
+            "data": self.data,
+            "feature_store_dir": str(self.feature_store_dir),
+            "checkpoint_root": str((self.output / "checkpoints").resolve()),
+        }
 
 
 class PipelineFailed(RuntimeError):
     """A step of the local run failed; the message is the step's own error."""
 
 
-class _Tee(io.TextIOBase):
-    """Passes the steps' log through to the terminal and remembers the last error line in it."""
+class RunLog(io.TextIOBase):
+    """What the steps print: every line to ``logs/run.log`` and the step's own ``logs/<step>.log``; to the
+    terminal one line when a step starts and one when it ends (seconds and its headline figures), the
+    training progress lines, and — with ``verbose`` — everything."""
 
-    def __init__(self, target: io.TextIOBase) -> None:
-        self.target = target
+    def __init__(self, terminal: io.TextIOBase, log_dir: Path, verbose: bool = False) -> None:
+        self.terminal, self.log_dir, self.verbose = terminal, log_dir, verbose
+        log_dir.mkdir(parents=True, exist_ok=True)
+        self.everything = (log_dir / "run.log").open("a")
+        self.step: tuple[str, float, Any] | None = None
+        self.finished: tuple[str, str, float] | None = None
         self.last_error: str | None = None
         self._partial = ""
 
     def write(self, text: str) -> int:
-        self.target.write(text)
+        if self.everything.closed:
+            return len(text)
+        self.everything.write(text)
+        if self.verbose:
+            self.terminal.write(text)
         lines = (self._partial + text).split("\n")
         self._partial = lines.pop()
         for line in lines:
-            match = _ERROR_LINE.match(line.strip())
-            if match:
-                self.last_error = f"{match.group(1)}: {match.group(2)}"
+            self._line(_ANSI.sub("", line))
         return len(text)
 
+    def _say(self, text: str) -> None:
+        if not self.verbose:
+            self.terminal.write(text + "\n")
+            self.terminal.flush()
+
+    def _line(self, line: str) -> None:
+        if start := _TASK_START.search(line):
+            self._end_step()
+            name = start.group(1)
+            self.step = (name, time.monotonic(), (self.log_dir / f"{name}.log").open("w"))
+            self._say(f"▶ {name}")
+            return
+        if self.step is not None:
+            self.step[2].write(line + "\n")
+        if end := _TASK_END.search(line):
+            if self.step is not None:
+                self.finished = (end.group(1), end.group(2), time.monotonic() - self.step[1])
+            if end.group(2) != "SUCCESS":
+                self._report(None)
+            return
+        if self.finished and _METRICS.match(line):
+            self._pending_metrics = True
+        if self.finished and getattr(self, "_pending_metrics", False) and (found := _METADATA.search(line)):
+            self._pending_metrics = False
+            self._report(ast.literal_eval(found.group(1)))
+            return
+        if match := _ERROR_LINE.match(line.strip()):
+            self.last_error = f"{match.group(1)}: {match.group(2)}"
+        if _PROGRESS.match(line):
+            self._say("    " + line.strip())
+
+    def _report(self, metrics: dict[str, Any] | None) -> None:
+        if self.finished is None:
+            return
+        name, state, seconds = self.finished
+        figures = ""
+        if metrics:
+            shown = [(label, metrics[key]) for key, label in HEADLINES.get(name, ()) if key in metrics]
+            figures = "  " + ", ".join(f"{label} {value:.4g}" for label, value in shown)
+        mark = "✓" if state == "SUCCESS" else "✗"
+        self._say(f"{mark} {name}  {seconds:.1f} s{figures}")
+        self.finished = None
+
+    def _end_step(self) -> None:
+        self._report(None)
+        if self.step is not None:
+            self.step[2].close()
+            self.step = None
+
     def flush(self) -> None:
-        self.target.flush()
+        self.everything.flush()
+        self.terminal.flush()
+
+    def finish(self) -> None:
+        """Close the log files (later writes, e.g. from loggers kfp leaves behind, are dropped)."""
+        self._end_step()
+        self.everything.close()
 
 
 def _read_json(artifact: Any) -> dict:
@@ -115,6 +172,7 @@ def _read_json(artifact: Any) -> dict:
 
 def build_summary(options: RunOptions, outputs: Any, started: float) -> dict[str, Any]:
     """`summary.json` (DESIGN §4) from the pipeline's output artifacts."""
+    arguments = options.pipeline_arguments()
     data = _read_json(outputs["data_report"])
     bias = _read_json(outputs["bias_report"])
     return {
@@ -122,14 +180,14 @@ def build_summary(options: RunOptions, outputs: Any, started: float) -> dict[str
         "finished_at": datetime.now(UTC).isoformat(timespec="seconds"),
         "duration_s": round(time.time() - started, 1),
         "output_dir": str(options.output.resolve()),
-        "parameters": options.pipeline_arguments(),
+        "parameters": arguments,
         "data": data,
         "bias": {
-            "facet": options.prepare.facet_column,
+            "facet": arguments["facet_column"],
             "label": bias["label"],
             "positive_label": schema.SENTIMENTS[schema.POSITIVE_LABEL],
             "positive_label_value": schema.POSITIVE_LABEL,
-            "group": bias["group"] and options.prepare.group_column,
+            "group": bias["group"] and arguments["group_column"],
             "rows": bias["rows"],
             "facet_rows": bias["facet_rows"],
             "metrics": bias["metrics"],
@@ -151,42 +209,106 @@ def write_summary(output: Path, summary: dict[str, Any]) -> Path:
     return path
 
 
+def check_output(output: Path, overwrite: bool) -> None:
+    """Refuse an output location no run can use, before anything is written.
+
+    Raises:
+        ValueError: ``--output`` is a file, lies under a file, cannot be written, or holds an earlier run
+            (without ``--overwrite``).
+    """
+    if output.exists() and not output.is_dir():
+        raise ValueError(f"--output {str(output)!r} is a file, not a directory; choose a directory.")
+    existing = output.resolve()
+    while not existing.exists():
+        existing = existing.parent
+    if not existing.is_dir():
+        raise ValueError(f"--output {str(output)!r} lies under the file {str(existing)!r}; choose a directory.")
+    try:
+        tempfile.TemporaryDirectory(dir=existing).cleanup()
+    except OSError as err:
+        raise ValueError(
+            f"--output {str(output)!r}: cannot write in {str(existing)!r} ({err.strerror}); "
+            "choose a writable directory."
+        ) from err
+    if (output / "summary.json").exists() and not overwrite:
+        raise ValueError(
+            f"--output {str(output)!r} holds an earlier run (summary.json); choose a new directory, or pass "
+            "--overwrite to replace it."
+        )
+
+
+def check_inputs(options: RunOptions) -> None:
+    """Every check that needs no output: options, output location, tokenizer, MLflow store, Feast config.
+
+    Raises:
+        ValueError: the first problem, naming the flag or file.
+    """
+    arguments = options.pipeline_arguments()
+    parameters.check(arguments)
+    check_output(options.output, options.overwrite)
+    try:
+        load_tokenizer(arguments["base_model"])
+    except ValueError as err:
+        raise ValueError(f"--base-model: {err}") from err
+    tracking.check_tracking_uri(tracking.resolve_tracking_uri(arguments["mlflow_tracking_uri"]))
+
+
 def run_pipeline(options: RunOptions) -> Path:
     """Validate, run every step locally, write `summary.json`; return its path.
 
     Raises:
         ValueError: bad input, found before anything is written.
         PipelineFailed: a step failed; `summary.json` then says ``"status": "failed"``.
+        KeyboardInterrupt: after writing `summary.json` with ``"status": "interrupted"``.
     """
     from kfp import local
 
     from pipelines.pipeline import build_pipeline
+    from pipelines.sample_data import write_sample_csv
 
     started = time.time()
-    # Fail fast, before any output exists: the data, the featurization settings, the tokenizer.
-    prepare_core.validate(options.data, options.prepare)
-    options.featurize.validate()
-    featurize_core.load_tokenizer(options.featurize.base_model)
-    tracking.check_tracking_uri(tracking.resolve_tracking_uri(options.mlflow_tracking_uri))
+    if options.overwrite:
+        (options.output / "summary.json").unlink(missing_ok=True)  # no stale summary, whatever happens next
+    check_inputs(options)
+    if options.data is None:
+        options.data = str(write_sample_csv(options.output / "sample_reviews.csv"))
+        print(f"No --data given: using SYNTHETIC sample reviews written to {options.data}")
+    prepare_core.validate(options.data, parameters.config(PrepareConfig, options.pipeline_arguments()))
     options.output.mkdir(parents=True, exist_ok=True)
     local.init(runner=local.SubprocessRunner(use_venv=False), pipeline_root=str(options.output / "artifacts"))
-    tee = _Tee(sys.stdout)
+    log = RunLog(sys.stdout, options.output / "logs", options.verbose)
+    print(f"Running the pipeline; each step's full log goes to {log.log_dir}/")
+
+    def ended(status: str, error: str) -> dict[str, Any]:
+        return {
+            "status": status,
+            "error": error,
+            "output_dir": str(options.output.resolve()),
+            "parameters": options.pipeline_arguments(),
+        }
+
     try:
-        with contextlib.redirect_stdout(tee), warnings.catch_warnings():
+        with contextlib.redirect_stdout(log), warnings.catch_warnings():
             # The components' base image is this very virtualenv's code, and display names are cluster-only.
             warnings.filterwarnings("ignore", message=".*non-Python base image.*")
             warnings.filterwarnings("ignore", message=".*have no effect in the current local runner.*")
             task = build_pipeline(profile=None)(**options.pipeline_arguments())
     except RuntimeError as err:
-        message = tee.last_error or str(err)
-        write_summary(
-            options.output,
-            {
-                "status": "failed",
-                "error": message,
-                "output_dir": str(options.output.resolve()),
-                "parameters": options.pipeline_arguments(),
-            },
-        )
+        message = log.last_error or str(err)
+        write_summary(options.output, ended("failed", message))
         raise PipelineFailed(message) from err
+    except KeyboardInterrupt:
+        write_summary(options.output, ended("interrupted", "interrupted by the user (Ctrl-C)"))
+        raise
+    finally:
+        log.finish()
     return write_summary(options.output, build_summary(options, task.outputs, started))
+
+
+def print_ending(summary_path: Path) -> None:
+    """The run's last lines: where the summary is, and the deploy decision."""
+    summary = json.loads(summary_path.read_text())
+    decision = summary.get("evaluation", {}).get("decision", {})
+    verdict = "deploy" if decision.get("deploy") else "do not deploy"
+    print(f"Deploy decision: {verdict} — {decision.get('reason', 'no decision')}")
+    print(f"Pipeline succeeded. Summary: {summary_path.resolve()}")

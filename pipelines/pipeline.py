@@ -1,5 +1,6 @@
-"""The pipeline: prepare → bias check → featurize → Feast ingest → train → evaluate (deploy comes next)."""
+"""The pipeline: prepare → bias check → featurize → Feast ingest → train → evaluate (with the deploy decision)."""
 
+import inspect
 from typing import NamedTuple
 
 from kfp import dsl
@@ -9,19 +10,16 @@ from components.bias_check.component import check_bias
 from components.evaluate.component import evaluate_classifier
 from components.feast_ingest.component import ingest_features
 from components.featurize.component import featurize_reviews
-from components.featurize.core import FeaturizeConfig
 from components.prepare_data.component import prepare_reviews
-from components.prepare_data.core import PrepareConfig
 from components.train.component import train_classifier
-from components.train.core import TrainingArguments
-from components.train.health import HealthArguments
+from pipelines import parameters as P
 from pipelines.profiles import Profile, place_on_gpu, use_feature_store
 
 PIPELINE_NAME = "bert-review-sentiment"
-_PREP = PrepareConfig()
-_FEAT = FeaturizeConfig()
-_TRAIN = TrainingArguments()
-_HEALTH = HealthArguments()
+DESCRIPTION = (
+    "Product reviews → Clarify bias check → BERT features → Feast → PyTorch fine-tuning → evaluation "
+    "with the deploy decision."
+)
 
 
 class PipelineOutputs(NamedTuple):
@@ -34,73 +32,41 @@ class PipelineOutputs(NamedTuple):
 
 
 def build_pipeline(profile: Profile | None = None):
-    """The pipeline, with the cluster placement of ``profile`` applied (None: no placement, for kfp.local)."""
+    """The pipeline, with the cluster placement of ``profile`` applied (None: no placement, for kfp.local).
 
-    @dsl.pipeline(
-        name=PIPELINE_NAME,
-        description="Product reviews → Clarify bias check → BERT features → Feast → tuning → training → "
-        "evaluation → conditional KServe canary.",
-    )
+    Every parameter but ``data`` and ``checkpoint_root`` is a step's option; its default and its
+    description come from that step's declaration (`pipelines.parameters`).
+    """
+    d = P.default
+
     def review_sentiment_pipeline(
         data: str,
-        text_column: str = _PREP.text_column,
-        rating_column: str = _PREP.rating_column,
-        label_column: str = "",
-        facet_column: str = _PREP.facet_column,
-        group_column: str = "",
-        min_facet_rows: int = _PREP.min_facet_rows,
-        balance: bool = _PREP.balance,
-        max_rows: int = 0,
-        seed: int = _PREP.seed,
-        max_abs_ci: float = 1.0,
-        max_abs_dpl: float = 1.0,
-        base_model: str = _FEAT.base_model,
-        max_seq_length: int = _FEAT.max_seq_length,
-        validation_fraction: float = _FEAT.validation_fraction,
-        test_fraction: float = _FEAT.test_fraction,
-        feature_store_dir: str = "/mnt/feast",
-        feast_config: str = "cluster",
-        feast_offline_path: str = "",
-        epochs: int = _TRAIN.num_train_epochs,
-        learning_rate: float = _TRAIN.learning_rate,
-        batch_size: int = _TRAIN.per_device_train_batch_size,
-        health_policy: str = _HEALTH.health_policy,
+        feature_store_dir: str,
+        text_column: str = d("text_column"),
+        rating_column: str = d("rating_column"),
+        label_column: str = d("label_column"),
+        facet_column: str = d("facet_column"),
+        group_column: str = d("group_column"),
+        min_facet_rows: int = d("min_facet_rows"),
+        balance: bool = d("balance"),
+        max_rows: int = d("max_rows"),
+        seed: int = d("seed"),
+        max_abs_ci: float = d("max_abs_ci"),
+        max_abs_dpl: float = d("max_abs_dpl"),
+        base_model: str = d("base_model"),
+        max_seq_length: int = d("max_seq_length"),
+        validation_fraction: float = d("validation_fraction"),
+        test_fraction: float = d("test_fraction"),
+        feast_config: str = d("feast_config"),
+        num_train_epochs: int = d("num_train_epochs"),
+        learning_rate: float = d("learning_rate"),
+        per_device_train_batch_size: int = d("per_device_train_batch_size"),
+        health_policy: str = d("health_policy"),
         checkpoint_root: str = "",
-        mlflow_tracking_uri: str = "",
-        registered_model_name: str = "",
-        min_accuracy: float = 0.33,
+        mlflow_tracking_uri: str = d("mlflow_tracking_uri"),
+        registered_model_name: str = d("registered_model_name"),
+        min_accuracy: float = d("min_accuracy"),
     ) -> PipelineOutputs:
-        """Build, train and deploy a BERT review-sentiment classifier.
-
-        Args:
-            data: Path or URI (s3://, gs://, minio via s3://) of the reviews: CSV, TSV or Parquet.
-            text_column: Column with the review text.
-            rating_column: Column with 1–5 star ratings.
-            label_column: Column with categorical labels instead of ratings; empty to use ratings.
-            facet_column: Column the bias check compares across (e.g. product category).
-            group_column: Optional column for the conditional bias metric CDDL.
-            min_facet_rows: Facet values with fewer rows are dropped.
-            balance: Down-sample every sentiment class to the smallest.
-            max_rows: Seeded cap on the rows featurized and trained on (0: no cap).
-            seed: Seed of every random choice.
-            max_abs_ci: Bias gate: fail when a facet value's |CI| exceeds this (1.0: off).
-            max_abs_dpl: Bias gate: fail when a facet value's |DPL| exceeds this (1.0: off).
-            base_model: Hugging Face model id or directory (empty: the bundled MiniLM; `roberta-base` on clusters).
-            max_seq_length: Tokens per review at most (longer reviews are truncated).
-            validation_fraction: Share of each class held out for validation.
-            test_fraction: Share of each class held out for the test.
-            feature_store_dir: Feast store directory (a PVC mount on a cluster, the run directory locally).
-            feast_config: `cluster` (Redis + PVC/S3), `local` (SQLite + Parquet) or a feature_store.yaml path.
-            feast_offline_path: Offline Parquet location (relative to feature_store_dir, or s3://); empty: default.
-            epochs: Passes over the training split (early stopping may end sooner).
-            learning_rate: Peak AdamW learning rate.
-            batch_size: Reviews per batch and GPU.
-            health_policy: `report` firing training-health rules, or `stop` training when one fires.
-            checkpoint_root: Persistent directory (a PVC) for checkpoints, so a retried training resumes.
-            mlflow_tracking_uri: MLflow tracking URI; empty: $MLFLOW_TRACKING_URI of the pod, else embedded.
-            registered_model_name: MLflow registered model (champion/challenger aliases); empty: default.
-            min_accuracy: Deploy gate: test accuracy at least this and not below the champion's.
-        """
         prepared = prepare_reviews(
             data=data,
             text_column=text_column,
@@ -130,16 +96,16 @@ def build_pipeline(profile: Profile | None = None):
             features=features.outputs["features"],
             store_dir=feature_store_dir,
             feast_config=feast_config,
-            offline_path=feast_offline_path,
+            offline_path="",
         ).set_display_name("feast ingest")
         use_feature_store(stored, profile)
         trained = train_classifier(
             feature_store=stored.outputs["store"],
             feast_config=feast_config,
             base_model=base_model,
-            epochs=epochs,
+            num_train_epochs=num_train_epochs,
             learning_rate=learning_rate,
-            batch_size=batch_size,
+            per_device_train_batch_size=per_device_train_batch_size,
             max_seq_length=max_seq_length,
             seed=seed,
             hyperparameters={},
@@ -169,4 +135,8 @@ def build_pipeline(profile: Profile | None = None):
             evaluation_report=evaluated.outputs["report_json"],
         )
 
-    return review_sentiment_pipeline
+    names = list(inspect.signature(review_sentiment_pipeline).parameters)
+    review_sentiment_pipeline.__doc__ = P.docstring(
+        "Build, train and evaluate a BERT review-sentiment classifier.", names
+    )
+    return dsl.pipeline(name=PIPELINE_NAME, description=DESCRIPTION)(review_sentiment_pipeline)

@@ -31,9 +31,8 @@ def check_bias(
     from components.common import schema
 
     group = schema.GROUP if schema.GROUP in core.columns_of(cleaned_reviews.path) else None
-    report = core.run(
-        cleaned_reviews.path, schema.FACET, schema.LABEL, schema.POSITIVE_LABEL, group, max_abs_ci, max_abs_dpl
-    )
+    gates = core.BiasGates(max_abs_ci=max_abs_ci, max_abs_dpl=max_abs_dpl)
+    report = core.run(cleaned_reviews.path, schema.FACET, schema.LABEL, schema.POSITIVE_LABEL, group, gates)
     core.write_outputs(report, report_json.path, report_html.path)
     metrics.log_metric("rows", report.rows)
     for name, value in report.headline().items():

@@ -42,9 +42,15 @@ def evaluate_classifier(
 
     test_rows = core.read_test_split(feature_store, feast_config)
     report = core.run(
-        test_rows, model.path, report_json.path, report_html.path, min_accuracy, mlflow_tracking_uri,
-        registered_model_name, pipeline_run_id,
-    )  # fmt: skip
+        test_rows,
+        model.path,
+        report_json.path,
+        report_html.path,
+        min_accuracy=min_accuracy,
+        tracking_uri=mlflow_tracking_uri,
+        registered_model_name=registered_model_name,
+        pipeline_run_id=pipeline_run_id,
+    )
     classification.log_confusion_matrix(report.categories, report.confusion_matrix)
     for name, value in report.headline().items():
         metrics.log_metric(name, value)

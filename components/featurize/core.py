@@ -22,7 +22,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from components.common import features as F
-from components.common import modeling, schema
+from components.common import modeling, options, schema
 
 if TYPE_CHECKING:  # pragma: no cover - typing only
     from tokenizers import Tokenizer
@@ -36,33 +36,38 @@ _SCHEMA = F.FEATURES_SCHEMA
 
 @dataclass(frozen=True)
 class FeaturizeConfig:
-    """How to featurize (defaults from the course: 128 tokens, 90/5/5 split)."""
+    """How to featurize (defaults from the course: 128 tokens, 90/5/5 split); one option per field."""
 
-    #: Hugging Face model id (from the local cache) or local directory; empty: the bundled MiniLM.
-    base_model: str = ""
-    max_seq_length: int = 128
-    validation_fraction: float = 0.05
-    test_fraction: float = 0.05
-    seed: int = 42
-    #: Reviews per tokenizer call (each call is parallel across cores).
-    chunk_size: int = 8192
+    base_model: str = field(
+        default="",
+        metadata={
+            "help": "Hugging Face model id (local cache) or model directory with a fast tokenizer; "
+            "empty: the bundled MiniLM BERT (`roberta-base` on clusters)."
+        },
+    )
+    max_seq_length: int = field(
+        default=128,
+        metadata={"help": "Tokens per review at most ([CLS] and [SEP] included); longer reviews are cut.", "min": 3},
+    )
+    validation_fraction: float = field(
+        default=0.05, metadata={"help": "Share of each class held out for validation.", "above": 0, "below": 1}
+    )
+    test_fraction: float = field(
+        default=0.05, metadata={"help": "Share of each class held out for the test.", "above": 0, "below": 1}
+    )
+    seed: int = field(default=42, metadata={"help": "Seed of the stratified split."})
+    chunk_size: int = field(
+        default=8192, metadata={"help": "Reviews per tokenizer call (each call is parallel).", "min": 1}
+    )
 
     def validate(self) -> None:
-        """Raise ValueError for settings no run can use."""
-        if self.max_seq_length < 3:
-            raise ValueError(
-                f"--max-seq-length must be at least 3 (room for [CLS] x [SEP]), got {self.max_seq_length}."
-            )
-        for name, value in (("validation", self.validation_fraction), ("test", self.test_fraction)):
-            if not 0.0 < value < 1.0:
-                raise ValueError(f"--{name}-fraction must be between 0 and 1 (exclusive), got {value}.")
+        """Raise ValueError for settings no run can use (each field's own bounds: `options.check`)."""
+        options.check_fields(self)
         if self.validation_fraction + self.test_fraction >= 1.0:
             raise ValueError(
                 f"--validation-fraction + --test-fraction = {self.validation_fraction + self.test_fraction:g} "
                 "leaves nothing to train on; keep their sum below 1."
             )
-        if self.chunk_size < 1:
-            raise ValueError(f"chunk_size must be at least 1, got {self.chunk_size}.")
 
 
 @dataclass

@@ -51,12 +51,12 @@ def prepare_reviews(
     config = core.PrepareConfig(
         text_column=text_column,
         rating_column=rating_column,
-        label_column=label_column or None,
+        label_column=label_column,
         facet_column=facet_column,
-        group_column=group_column or None,
+        group_column=group_column,
         min_facet_rows=min_facet_rows,
         balance=balance,
-        max_rows=max_rows or None,
+        max_rows=max_rows,
         seed=seed,
     )
     result = core.run(data, config, cleaned_reviews.path, reviews.path, report.path)

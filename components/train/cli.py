@@ -9,8 +9,9 @@ pipeline run's MLflow run.  With more than one GPU visible it re-launches itself
     python -m components.train --feature-store runs/x/feature_store --output-dir runs/x/train \\
         --num-train-epochs 3 --learning-rate 5e-5 --pipeline-run-id abc123
 
-Every option of `ModelArguments`, `DataArguments`, `TrainingArguments` and `HealthArguments` is a flag
-(`--help` lists them); underscores and dashes both work.
+Every option of `IOArguments`, `ModelArguments`, `DataArguments`, `TrainingArguments` and
+`HealthArguments` is a flag (`--help` lists them; underscores and dashes both work): the same
+declarations give the KFP component's parameters and `python -m pipelines run`'s training flags.
 """
 
 from __future__ import annotations
@@ -23,12 +24,12 @@ import shutil
 import subprocess
 import sys
 import tempfile
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from components.common import tracking
+from components.common import options, tracking
 from components.train import core
 from components.train.health import HealthArguments
 
@@ -63,12 +64,39 @@ class IOArguments:
 ARGUMENT_CLASSES = (IOArguments, core.ModelArguments, core.DataArguments, core.TrainingArguments, HealthArguments)
 
 
+def parser() -> options.OneLineParser:
+    """The CLI's parser: one flag per option of `ARGUMENT_CLASSES`, dashes or underscores."""
+    cli = options.OneLineParser(prog="python -m components.train", description=__doc__.split("\n")[0])
+    for cls in ARGUMENT_CLASSES:
+        group = cli.add_argument_group(cls.__name__, cls.__doc__)
+        for f in fields(cls):
+            options.add_argument(group, cls, f.name, underscores=True)
+    return cli
+
+
 def parse(argv: Sequence[str]) -> tuple[Any, ...]:
     """(IOArguments, ModelArguments, DataArguments, TrainingArguments, HealthArguments) from ``argv``."""
-    from transformers import HfArgumentParser
+    return split_options(vars(parser().parse_args(list(argv))))
 
-    parser = HfArgumentParser(ARGUMENT_CLASSES, prog="python -m components.train", description=__doc__.split("\n")[0])
-    return tuple(parser.parse_args_into_dataclasses(args=list(argv)))
+
+def option_names() -> set[str]:
+    """Every training option's name (the fields of `ARGUMENT_CLASSES`)."""
+    return {f.name for cls in ARGUMENT_CLASSES for f in fields(cls)}
+
+
+def split_options(values: Mapping[str, Any]) -> tuple[Any, ...]:
+    """The argument dataclasses from option values given by name (missing ones keep their defaults).
+
+    Raises:
+        ValueError: A name that is no training option, listing the valid ones.
+    """
+    unknown = sorted(set(values) - option_names())
+    if unknown:
+        raise ValueError(
+            f"Unknown training option(s) {unknown}; valid: {', '.join(sorted(option_names()))} "
+            "(python -m components.train --help)."
+        )
+    return tuple(options.from_mapping(cls, values, ignore_unknown=True) for cls in ARGUMENT_CLASSES)
 
 
 def configure_logging() -> None:
@@ -224,71 +252,33 @@ def main(argv: Sequence[str] | None = None) -> int:
 # --- what the KFP component calls ------------------------------------------------------------------
 
 
-def _option_names() -> set[str]:
-    return {f.name for cls in ARGUMENT_CLASSES for f in fields(cls)}
-
-
-def component_argv(
-    feature_store: str,
-    feast_config: str,
-    base_model: str,
-    epochs: int,
-    learning_rate: float,
-    batch_size: int,
-    max_seq_length: int,
-    seed: int,
-    hyperparameters: dict[str, Any],
-    health_policy: str,
+def component_options(
+    parameters: Mapping[str, Any],
+    hyperparameters: Mapping[str, Any],
     checkpoint_root: str,
-    mlflow_tracking_uri: str,
-    pipeline_run_id: str,
-    data_hash: str,
-    model_path: str,
-    report_path: str,
-) -> list[str]:
-    """The CLI arguments for the component's parameters; ``hyperparameters`` (from tuning) override the rest.
+    model_dir: str,
+    report: str,
+) -> dict[str, Any]:
+    """The training options of the component's call: its parameters that are training options, by name,
+    overridden by ``hyperparameters`` (from tuning).
 
     Checkpoints go to ``<checkpoint_root>/<pipeline_run_id>/train`` (a retried task resumes there), or to
     a temporary directory when ``checkpoint_root`` is empty.
 
     Raises:
-        ValueError: A hyperparameter that is not a training option.
+        ValueError: A hyperparameter that is not a training option (the message lists the valid ones).
     """
-    unknown = sorted(set(hyperparameters) - _option_names())
-    if unknown:
-        raise ValueError(
-            f"Unknown hyperparameter(s) {unknown}: use training option names such as learning_rate, "
-            "per_device_train_batch_size, warmup_ratio, weight_decay (python -m components.train --help)."
-        )
+    split_options(hyperparameters)  # unknown names fail here, with the list of valid ones
+    values = {name: value for name, value in parameters.items() if name in option_names()}
+    run_id = values.get("pipeline_run_id") or "run"
     if checkpoint_root:
-        output_dir = str(Path(checkpoint_root) / (pipeline_run_id or "run") / "train")
+        output_dir = str(Path(checkpoint_root) / run_id / "train")
     else:
         output_dir = tempfile.mkdtemp(prefix="bert-kfp-train-")
-    options: dict[str, Any] = {
-        "feature_store": feature_store,
-        "feast_config": feast_config,
-        "base_model": base_model,
-        "num_train_epochs": epochs,
-        "learning_rate": learning_rate,
-        "per_device_train_batch_size": batch_size,
-        "max_seq_length": max_seq_length,
-        "seed": seed,
-        "health_policy": health_policy,
-        "mlflow_tracking_uri": mlflow_tracking_uri,
-        "pipeline_run_id": pipeline_run_id,
-        "data_hash": data_hash,
-        "output_dir": output_dir,
-        "model_dir": model_path,
-        "report": report_path,
-        **hyperparameters,
-    }
-    argv: list[str] = []
-    for name, value in options.items():
-        argv += [f"--{name}", str(value)]
-    return argv
+    return {**values, "output_dir": output_dir, "model_dir": model_dir, "report": report, **hyperparameters}
 
 
-def run_component(argv: Sequence[str], keep_checkpoints: bool) -> None:
+def run_component(values: Mapping[str, Any], keep_checkpoints: bool) -> None:
     """Train in this process, or under torchrun when several GPUs are visible; remove temporary checkpoints.
 
     Raises:
@@ -296,12 +286,12 @@ def run_component(argv: Sequence[str], keep_checkpoints: bool) -> None:
         RuntimeError: The torchrun job failed.
     """
     configure_logging()
-    parsed = parse(argv)
+    parsed = split_options(values)
     io, args = parsed[0], parsed[3]
     try:
         nproc = processes(io, args)
         if nproc > 1:
-            code = launch(nproc, argv)
+            code = launch(nproc, options.to_argv(values))
             if code:
                 raise RuntimeError(f"torchrun with {nproc} processes failed with exit code {code}; see its log above.")
         else:

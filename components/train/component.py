@@ -11,9 +11,9 @@ def train_classifier(
     feature_store: str,
     feast_config: str,
     base_model: str,
-    epochs: int,
+    num_train_epochs: int,
     learning_rate: float,
-    batch_size: int,
+    per_device_train_batch_size: int,
     max_seq_length: int,
     seed: int,
     hyperparameters: dict,
@@ -34,9 +34,9 @@ def train_classifier(
         feature_store: Feast store directory: ingest_features' `store` output (train and validation splits).
         feast_config: Feast configuration: local, cluster, or a feature_store.yaml path.
         base_model: Hugging Face model id (local cache) or directory; empty: the bundled MiniLM.
-        epochs: Passes over the training split (early stopping may end sooner).
+        num_train_epochs: Passes over the training split (early stopping may end sooner).
         learning_rate: Peak AdamW learning rate.
-        batch_size: Reviews per batch and GPU.
+        per_device_train_batch_size: Reviews per batch and GPU.
         max_seq_length: Longer reviews are cut to this many tokens.
         seed: Seed of initialisation, dropout and data order.
         hyperparameters: Overrides from tuning, by training option name (e.g. {"warmup_ratio": 0.06}).
@@ -50,13 +50,10 @@ def train_classifier(
         metrics: Validation accuracy/F1/loss of the final model, training loss, throughput, health rules.
         report: Training report JSON (history, health rules, MLflow run) for summary.json's `training`.
     """
+    parameters = dict(locals())  # every parameter by name: the training options are handed on by name
     from components.train import cli
 
-    argv = cli.component_argv(
-        feature_store, feast_config, base_model, epochs, learning_rate, batch_size, max_seq_length, seed,
-        hyperparameters, health_policy, checkpoint_root, mlflow_tracking_uri, pipeline_run_id, data_hash,
-        model.path, report.path,
-    )  # fmt: skip
-    cli.run_component(argv, keep_checkpoints=bool(checkpoint_root))
+    values = cli.component_options(parameters, hyperparameters, checkpoint_root, model.path, report.path)
+    cli.run_component(values, keep_checkpoints=bool(checkpoint_root))
     for name, value in cli.metric_items(report.path):
         metrics.log_metric(name, value)

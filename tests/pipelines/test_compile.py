@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import tomllib
 from pathlib import Path
 
 import pytest
@@ -9,9 +10,10 @@ import yaml
 from google.protobuf import json_format
 from kfp.pipeline_spec import pipeline_spec_pb2
 
-from components.common.image import COMPONENTS_IMAGE, TRAIN_IMAGE, VERSION
 from pipelines.__main__ import main
 from pipelines.compile import PROFILES, compile_pipeline
+
+ROOT = Path(__file__).resolve().parents[2]
 
 
 def _spec(path: Path) -> pipeline_spec_pb2.PipelineSpec:
@@ -39,9 +41,11 @@ def test_compiles_to_a_valid_pipeline_spec(tmp_path: Path, profile: str) -> None
         tasks["check-bias"].inputs.artifacts["cleaned_reviews"].task_output_artifact.producer_task == "prepare-reviews"
     )
     executors = spec.deployment_spec["executors"]
-    images = {e["container"]["image"] for e in executors.values()}
-    assert images == {COMPONENTS_IMAGE, TRAIN_IMAGE} and COMPONENTS_IMAGE.endswith(f":{VERSION}")
-    assert spec.root.input_definitions.parameters["min_facet_rows"].default_value.number_value == 11
+    images = {name: e["container"]["image"] for name, e in executors.items()}
+    version = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["version"]
+    # Training runs on the (CUDA) train image, every other step on the components image; tag = package version.
+    assert images.pop("exec-train-classifier").endswith(f"/train:{version}")
+    assert images and all(image.endswith(f"/components:{version}") for image in images.values())
 
 
 def test_round_trips_through_the_sdk(tmp_path: Path) -> None:

@@ -159,8 +159,8 @@ def test_a_class_too_small_for_the_split_is_named(counts: tuple[int, int, int], 
     ("config", "message"),
     [
         (core.FeaturizeConfig(max_seq_length=2), r"--max-seq-length must be at least 3"),
-        (core.FeaturizeConfig(validation_fraction=0), r"--validation-fraction must be between 0 and 1"),
-        (core.FeaturizeConfig(test_fraction=1.2), r"--test-fraction must be between 0 and 1"),
+        (core.FeaturizeConfig(validation_fraction=0), r"--validation-fraction must be above 0, got 0"),
+        (core.FeaturizeConfig(test_fraction=1.2), r"--test-fraction must be below 1, got 1.2"),
         (core.FeaturizeConfig(validation_fraction=0.5, test_fraction=0.5), r"leaves nothing to train on"),
     ],
 )

@@ -9,6 +9,7 @@ from pathlib import Path
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
+import yaml
 from kfp import compiler, dsl
 
 from components.common import schema, tracking
@@ -59,8 +60,8 @@ def test_train_then_evaluate_components(tmp_path: Path, store: Path) -> None:
     metrics = _artifact(dsl.Metrics, tmp_path, "train-metrics")
     report = _artifact(dsl.Artifact, tmp_path, "train-report")
     train_classifier.python_func(
-        feature_store=str(store), feast_config="local", base_model=str(base), epochs=2, learning_rate=5e-3,
-        batch_size=16, max_seq_length=32, seed=1, hyperparameters={"logging_steps": 2, "warmup_ratio": 0.0},
+        feature_store=str(store), feast_config="local", base_model=str(base), num_train_epochs=2, learning_rate=5e-3,
+        per_device_train_batch_size=16, max_seq_length=32, seed=1, hyperparameters={"logging_steps": 2, "warmup_ratio": 0.0},
         health_policy="report", checkpoint_root="", mlflow_tracking_uri=uri, pipeline_run_id="run-1",
         data_hash="abc123", model=model, metrics=metrics, report=report,
     )  # fmt: skip
@@ -98,10 +99,10 @@ def test_train_then_evaluate_components(tmp_path: Path, store: Path) -> None:
 
 
 def test_train_component_rejects_unknown_hyperparameters(tmp_path: Path, store: Path) -> None:
-    with pytest.raises(ValueError, match=r"Unknown hyperparameter\(s\) \['learning_rat'\]"):
+    with pytest.raises(ValueError, match=r"Unknown training option\(s\) \['learning_rat'\]; valid: .*learning_rate"):
         train_classifier.python_func(
-            feature_store=str(store), feast_config="local", base_model="", epochs=1, learning_rate=5e-5,
-            batch_size=16, max_seq_length=32, seed=1, hyperparameters={"learning_rat": 1e-4}, health_policy="report",
+            feature_store=str(store), feast_config="local", base_model="", num_train_epochs=1, learning_rate=5e-5,
+            per_device_train_batch_size=16, max_seq_length=32, seed=1, hyperparameters={"learning_rat": 1e-4}, health_policy="report",
             checkpoint_root="", mlflow_tracking_uri=f"sqlite:///{tmp_path / 'm.db'}", pipeline_run_id="", data_hash="",
             model=_artifact(dsl.Model, tmp_path, "m"), metrics=_artifact(dsl.Metrics, tmp_path, "x"),
             report=_artifact(dsl.Artifact, tmp_path, "r"),
@@ -111,8 +112,8 @@ def test_train_component_rejects_unknown_hyperparameters(tmp_path: Path, store: 
 def test_checkpoint_root_keeps_checkpoints_for_a_retry(tmp_path: Path, store: Path) -> None:
     base = testing.tiny_model(tmp_path / "tiny", dropout=0.0)
     kwargs = dict(
-        feature_store=str(store), feast_config="local", base_model=str(base), epochs=1, learning_rate=1e-3,
-        batch_size=16, max_seq_length=32, seed=1, hyperparameters={}, health_policy="report",
+        feature_store=str(store), feast_config="local", base_model=str(base), num_train_epochs=1, learning_rate=1e-3,
+        per_device_train_batch_size=16, max_seq_length=32, seed=1, hyperparameters={}, health_policy="report",
         checkpoint_root=str(tmp_path / "pvc"), mlflow_tracking_uri="", pipeline_run_id="run-7", data_hash="",
     )  # fmt: skip
     assert tracking.resolve_tracking_uri("").startswith(f"sqlite:///{tmp_path}")  # (the fixture's store)
@@ -129,8 +130,11 @@ def test_checkpoint_root_keeps_checkpoints_for_a_retry(tmp_path: Path, store: Pa
     assert (tmp_path / "bert-kfp" / "mlflow.db").is_file()  # the default store, here under XDG_DATA_HOME
 
 
-@pytest.mark.parametrize("component", [train_classifier, evaluate_classifier])
-def test_components_compile(component, tmp_path: Path) -> None:
+@pytest.mark.parametrize(("component", "image"), [(train_classifier, "/train:"), (evaluate_classifier, "/components:")])
+def test_components_run_on_the_project_image_without_installing_anything(component, image: str, tmp_path: Path) -> None:
+    """The executor comes from the image (install_kfp_package=False): no pip install at pod start."""
     compiler.Compiler().compile(component, str(tmp_path / "c.yaml"))
-    text = (tmp_path / "c.yaml").read_text()
-    assert "install_kfp_package" not in text and "pip install" not in text
+    executor = next(iter(yaml.safe_load((tmp_path / "c.yaml").read_text())["deploymentSpec"]["executors"].values()))
+    command = " ".join(executor["container"]["command"])
+    assert "pip install" not in command and "kfp.dsl.executor_main" in command
+    assert image in executor["container"]["image"]

@@ -1,0 +1,34 @@
+"""The evaluate step's options, declared once (see `components.common.options`)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+
+@dataclass(frozen=True)
+class EvaluateConfig:
+    """The deploy gate and the MLflow registry the challenger is compared in."""
+
+    min_accuracy: float = field(
+        default=0.33,
+        metadata={
+            "help": "Deploy gate: test accuracy at least this (course: 0.33, better than chance on 3 classes) "
+            "and not below the MLflow champion's.",
+            "min": 0,
+            "max": 1,
+        },
+    )
+    registered_model_name: str = field(
+        default="",
+        metadata={"help": "MLflow registered model (champion/challenger aliases); empty: review-sentiment-classifier."},
+    )
+    mlflow_tracking_uri: str = field(
+        default="",
+        metadata={
+            "help": "MLflow tracking + registry URI; empty: $MLFLOW_TRACKING_URI, else the embedded SQLite store "
+            "(locally) — on a cluster the profile's `mlflow` entry sets it."
+        },
+    )
+    min_facet_test_rows: int = field(
+        default=10, metadata={"help": "Facet values with fewer test rows are left out of the accuracy gap.", "min": 1}
+    )

@@ -1,0 +1,118 @@
+"""The pipeline's parameters: each one is an option of a step, declared once in that step's config.
+
+`DECLARED_IN` says where: the step's dataclass and field.  From it come the pipeline's parameter defaults
+and descriptions (`pipelines.pipeline`), the flags of `python -m pipelines run` (`add_run_flags`), and
+the checks of every value before the first step runs (`check`).  A test compares the compiled YAML and
+`--help` with the cores' defaults.
+"""
+
+from __future__ import annotations
+
+import argparse
+from dataclasses import MISSING
+from typing import Any, TypeVar
+
+from components.bias_check.core import BiasGates
+from components.common import options
+from components.evaluate.config import EvaluateConfig
+from components.feast_ingest.core import IngestConfig
+from components.featurize.core import FeaturizeConfig
+from components.prepare_data.core import PrepareConfig
+from components.train.cli import IOArguments
+from components.train.core import TrainingArguments
+from components.train.health import HealthArguments
+
+T = TypeVar("T")
+
+#: pipeline parameter → (config dataclass, field).  The order is the pipeline's.
+DECLARED_IN: dict[str, tuple[type, str]] = {
+    **{
+        name: (PrepareConfig, name)
+        for name in (
+            "text_column",
+            "rating_column",
+            "label_column",
+            "facet_column",
+            "group_column",
+            "min_facet_rows",
+            "balance",
+            "max_rows",
+            "seed",
+        )
+    },
+    "max_abs_ci": (BiasGates, "max_abs_ci"),
+    "max_abs_dpl": (BiasGates, "max_abs_dpl"),
+    **{
+        name: (FeaturizeConfig, name)
+        for name in ("base_model", "max_seq_length", "validation_fraction", "test_fraction")
+    },
+    "feature_store_dir": (IngestConfig, "store_dir"),
+    "feast_config": (IngestConfig, "feast_config"),
+    "num_train_epochs": (TrainingArguments, "num_train_epochs"),
+    "learning_rate": (TrainingArguments, "learning_rate"),
+    "per_device_train_batch_size": (TrainingArguments, "per_device_train_batch_size"),
+    "health_policy": (HealthArguments, "health_policy"),
+    "mlflow_tracking_uri": (IOArguments, "mlflow_tracking_uri"),
+    "min_accuracy": (EvaluateConfig, "min_accuracy"),
+    "registered_model_name": (EvaluateConfig, "registered_model_name"),
+}
+
+#: Parameters the local run sets itself (they are places in the run directory), so `run` has no flag.
+LOCAL_ONLY = ("feature_store_dir",)
+
+#: Parameters that are not a step's option: the input, and where a retried training resumes.
+PIPELINE_ONLY = {
+    "data": "Path or URI (s3://, gs://, …) of the reviews: CSV, TSV or Parquet.",
+    "checkpoint_root": "Persistent directory (a PVC) for training checkpoints, so a retried training resumes; "
+    "empty: a temporary directory.",
+}
+
+
+def default(name: str) -> Any:
+    """The default of a pipeline parameter: its step's default."""
+    cls, field_name = DECLARED_IN[name]
+    f = options.field_of(cls, field_name)
+    return f.default if f.default is not MISSING else f.default_factory()  # type: ignore[misc]
+
+
+def help_text(name: str) -> str:
+    if name in PIPELINE_ONLY:
+        return PIPELINE_ONLY[name]
+    cls, field_name = DECLARED_IN[name]
+    return options.field_of(cls, field_name).metadata.get("help", "")
+
+
+def docstring(summary: str, names: list[str]) -> str:
+    """A Google-style docstring (what the Kubeflow dashboard shows) with one line per parameter."""
+    lines = [summary, "", "Args:"]
+    lines += [f"    {name}: {help_text(name)}" for name in names]
+    return "\n".join(lines) + "\n"
+
+
+def add_run_flags(parser: argparse.ArgumentParser) -> None:
+    """One flag per pipeline parameter that a local run takes from its user, derived from its declaration."""
+    groups: dict[type, Any] = {}
+    for name, (cls, field_name) in DECLARED_IN.items():
+        if name in LOCAL_ONLY:
+            continue
+        step = cls.__module__.split(".")[1]
+        group = groups.get(cls) or groups.setdefault(cls, parser.add_argument_group(f"{step} ({cls.__name__})"))
+        options.add_argument(group, cls, field_name)
+
+
+def config(cls: type[T], values: dict[str, Any], **extra: Any) -> T:
+    """The config of one step built from pipeline parameter values (by name), plus ``extra`` fields."""
+    fields = {DECLARED_IN[name][1]: value for name, value in values.items() if DECLARED_IN.get(name, (None,))[0] is cls}
+    return options.from_mapping(cls, {**fields, **extra})
+
+
+def check(values: dict[str, Any]) -> None:
+    """Check each step's options as the step will: bounds, choices and cross-field rules, naming the flags.
+
+    Raises:
+        ValueError: the first problem, naming the flag.
+    """
+    for cls in dict.fromkeys(cls for cls, _ in DECLARED_IN.values()):
+        # output_dir is where the train step puts checkpoints: its own business, not an option here.
+        extra = {"output_dir": "checkpoints"} if cls is TrainingArguments else {}
+        options.check(config(cls, values, **extra))
