@@ -55,7 +55,12 @@ def test_clean_drops_missing_and_rare_and_keeps_schema(small_reviews: pd.DataFra
     raw.loc[4:5, "Class Name"] = "Rare"
     cleaned, dropped = core.clean_reviews(raw, core.PrepareConfig(min_facet_rows=3))
     assert list(cleaned.columns) == list(schema.PREPARED_COLUMNS)
-    assert dropped == {"dropped_missing": 4, "dropped_rare_facet": 2, "rare_facet_values": ["Rare"]}
+    assert dropped == {
+        "dropped_missing": 4,
+        "dropped_missing_group": 0,
+        "dropped_rare_facet": 2,
+        "rare_facet_values": ["Rare"],
+    }
     assert len(cleaned) == len(raw) - 6
     assert cleaned[schema.REVIEW_ID].is_unique
 
@@ -174,3 +179,241 @@ def test_course_csv_cleans_to_the_clarify_rows(reviews_csv: Path) -> None:
     assert report.class_counts_clean == {"negative": 2370, "neutral": 2823, "positive": 17433}
     assert report.facet_values == 18
     assert report.class_counts_out == {"negative": 2370, "neutral": 2370, "positive": 2370}
+
+
+def test_course_csv_passes_every_input_rule_unchanged(reviews_csv: Path) -> None:
+    """The not-text, cut-short, duplicate-column and whitespace rules raise nothing on the course CSV and
+    keep exactly the rows the Clarify transform keeps (858 without text, label or facet; 2 of rare facets)."""
+    _, _, report = core.prepare(core.read_reviews(str(reviews_csv)), core.PrepareConfig(group_column="Age"))
+    assert (report.rows_clean, report.dropped_missing, report.dropped_missing_group) == (22626, 858, 0)
+    assert report.dropped_rare_facet == 2
+
+
+def test_synthetic_sample_passes(tmp_path: Path) -> None:
+    from pipelines.sample_data import write_sample_csv
+
+    report = core.validate(str(write_sample_csv(tmp_path / "sample.csv")), core.PrepareConfig())
+    assert (report.rows_in, report.rows_clean) == (2000, 1932)
+
+
+# --- where the file lives: missing filesystem packages, unknown schemes, unreachable hosts ------------------
+
+
+@pytest.mark.parametrize(("uri", "package"), [("gs://bucket/reviews.csv", "gcsfs"), ("az://box/reviews.csv", "adlfs")])
+def test_uri_without_its_filesystem_package_names_the_package(uri: str, package: str) -> None:
+    import importlib.util
+
+    if importlib.util.find_spec(package):
+        pytest.skip(f"{package} is installed here, so {uri} does not show the missing-package error")
+    with pytest.raises(ValueError, match=rf"^--data '{uri}': .*needs the {package} package.*pip install {package}"):
+        core.read_reviews(uri)
+
+
+def test_unknown_uri_scheme() -> None:
+    with pytest.raises(ValueError, match=r"^--data 'nosuch://x/reviews\.csv' uses the unknown URI scheme 'nosuch'"):
+        core.read_reviews("nosuch://x/reviews.csv")
+
+
+def _closed_loopback_port() -> int:
+    import socket
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def test_unreachable_uri_says_so_with_the_reason() -> None:
+    uri = f"http://127.0.0.1:{_closed_loopback_port()}/reviews.csv"
+    with pytest.raises(ValueError, match=r"cannot be reached: .*Cannot connect to host 127\.0\.0\.1.*--data") as err:
+        core.read_reviews(uri)
+    assert "does not exist" not in str(err.value)
+
+
+@pytest.fixture
+def http_dir(tmp_path: Path):
+    """A real HTTP server on loopback serving ``tmp_path``; yields its base URL."""
+    import functools
+    import threading
+    from http.server import SimpleHTTPRequestHandler, ThreadingHTTPServer
+
+    class Quiet(SimpleHTTPRequestHandler):
+        def log_message(self, *args: object) -> None:
+            pass
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), functools.partial(Quiet, directory=str(tmp_path)))
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield f"http://127.0.0.1:{server.server_address[1]}"
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
+def test_http_uri_reads_and_a_missing_one_does_not_exist(
+    http_dir: str, tmp_path: Path, small_reviews: pd.DataFrame
+) -> None:
+    small_reviews.to_csv(tmp_path / "reviews.csv", index=False)
+    assert len(core.read_reviews(f"{http_dir}/reviews.csv")) == len(small_reviews)
+    with pytest.raises(ValueError, match=r"does not exist"):
+        core.read_reviews(f"{http_dir}/nothing.csv")
+
+
+# --- text that is not text --------------------------------------------------------------------------------
+
+
+def test_numeric_text_column_names_the_flag_and_the_text_columns(small_reviews: pd.DataFrame) -> None:
+    raw = small_reviews.assign(Title="A title")
+    with pytest.raises(
+        ValueError,
+        match=r"^--text-column 'Rating' of 'input' holds int64 values, not review text \(e\.g\. .*\)\. "
+        r"Columns that hold text: 'Review Text', 'Class Name', 'Title'; pass --text-column",
+    ):
+        core.clean_reviews(raw, core.PrepareConfig(text_column="Rating", min_facet_rows=1))
+
+
+@pytest.mark.parametrize(
+    ("values", "message"),
+    [
+        (["5", "4", "12", "3.5", "nice"], r"does not hold review text: 4 of its 5 values have no letters"),
+        (["\x01\x02ab", "\x03\x04cd", "good"], r"2 of its 3 values have no letters or hold control characters"),
+        ([True, False, True, False, True], r"holds bool values"),
+    ],
+)
+def test_text_column_that_is_mostly_not_text_is_rejected(values: list, message: str) -> None:
+    n = len(values)
+    raw = pd.DataFrame({"Review Text": values, "Rating": [1, 5] * (n // 2) + [3] * (n % 2), "Class Name": "x"})
+    with pytest.raises(ValueError, match=r"^--text-column 'Review Text' .*" + message):
+        core.clean_reviews(raw, CONFIG)
+
+
+def test_a_few_odd_texts_are_kept(small_reviews: pd.DataFrame) -> None:
+    """No false alarm: numbers or emoji in a minority of reviews are still reviews, and are kept."""
+    raw = small_reviews.copy()
+    raw.loc[0:4, "Review Text"] = ["10/10", "👍", "!!!", "5", "★★★★★"]
+    cleaned, dropped = core.clean_reviews(raw, CONFIG)
+    assert len(cleaned) == len(raw) and dropped["dropped_missing"] == 0
+
+
+def test_garbage_in_a_parquet_text_column_is_rejected(tmp_path: Path) -> None:
+    garbage = ["".join(chr(c) for c in range(i, i + 20)) for i in range(0, 40, 4)]
+    path = tmp_path / "garbage.parquet"
+    pd.DataFrame({"Review Text": garbage, "Rating": [1, 5] * 5, "Class Name": "x"}).to_parquet(path)
+    with pytest.raises(ValueError, match=r"--text-column 'Review Text' .* does not hold review text"):
+        core.validate(str(path), CONFIG)
+
+
+# --- whitespace and the group column ----------------------------------------------------------------------
+
+
+def test_facet_and_group_values_are_compared_without_surrounding_whitespace(small_reviews: pd.DataFrame) -> None:
+    raw = small_reviews.assign(Age=small_reviews["Age"].astype(str))
+    raw.loc[0, "Class Name"] = " Dresses"
+    raw.loc[1, "Class Name"] = "Dresses\t"
+    raw.loc[2, "Age"] = f" {raw.loc[2, 'Age']} "
+    raw.loc[3, "Review Text"] = " \t\u00a0"
+    raw.loc[4, "Class Name"] = "   "
+    cleaned, dropped = core.clean_reviews(raw, core.PrepareConfig(group_column="Age", min_facet_rows=1))
+    assert sorted(cleaned[schema.FACET].unique()) == ["Blouses", "Dresses", "Knits"]
+    assert (
+        cleaned.loc[cleaned[schema.TEXT] == raw.loc[2, "Review Text"], schema.GROUP].iloc[0]
+        == raw.loc[2, "Age"].strip()
+    )
+    assert dropped["dropped_missing"] == 2 and len(cleaned) == len(raw) - 2
+
+
+def test_rows_without_a_group_value_are_counted_apart(small_reviews: pd.DataFrame) -> None:
+    raw = small_reviews.assign(Age=small_reviews["Age"].astype(object))
+    raw.loc[0:2, "Age"] = None
+    raw.loc[3, "Age"] = " "
+    raw.loc[4, "Review Text"] = None
+    raw.loc[5, ["Review Text", "Age"]] = None  # no text: counted as missing, not as missing group
+    cleaned, _, report = core.prepare(raw, core.PrepareConfig(group_column="Age", min_facet_rows=1, balance=False))
+    assert (report.dropped_missing, report.dropped_missing_group) == (2, 4)
+    assert report.rows_clean == len(cleaned) == len(raw) - 6
+    _, _, without = core.prepare(raw, core.PrepareConfig(min_facet_rows=1, balance=False))
+    assert (without.dropped_missing, without.dropped_missing_group) == (2, 0)
+
+
+def test_no_row_with_a_group_value_names_the_group_column(small_reviews: pd.DataFrame) -> None:
+    raw = small_reviews.assign(Age=None)
+    with pytest.raises(ValueError, match=r"Every row .* and a --group-column 'Age' value"):
+        core.clean_reviews(raw, core.PrepareConfig(group_column="Age", min_facet_rows=1))
+
+
+def test_duplicated_columns_of_a_frame_are_rejected(small_reviews: pd.DataFrame) -> None:
+    raw = pd.concat([small_reviews, small_reviews[["Rating"]]], axis=1)
+    with pytest.raises(ValueError, match=r"duplicated column name\(s\): 'Rating' \(2 times\)"):
+        core.clean_reviews(raw, CONFIG)
+
+
+# --- files: binary, cut short, duplicated header names ----------------------------------------------------
+
+ROWS = b"nice dress,5,Dresses\nbad knit,1,Knits\n"
+
+
+@pytest.mark.parametrize(
+    ("name", "content", "message"),
+    [
+        ("garbage.csv", bytes(range(128)) * 50, r"is binary, not CSV text \(.*control character"),
+        ("garbage_rows.csv", HEADER + bytes(range(32)) * 40 + b"\n", r"is binary, not CSV text"),
+        ("nul.tsv", b"Review Text\tRating\tClass Name\nni\x00ce\t5\tDresses\n", r"is binary, not TSV text"),
+        ("quote.csv", HEADER + ROWS + b'"it was so', r"looks cut short at line 4: it ends inside a quoted field"),
+        ("quote2.csv", HEADER + ROWS + b'"it was\nso nice\n', r"looks cut short at line 5: it ends inside a quoted"),
+        (
+            "short.csv",
+            HEADER + ROWS + b"ok,3",
+            r"looks cut short at line 4: its last row has 2 of the header's 3 fields",
+        ),
+        ("crlf.csv", HEADER + ROWS.replace(b"\n", b"\r\n") + b"ok,3", r"looks cut short at line 4: its last row has 2"),
+        ("multi.csv", HEADER + ROWS + b'"so\n""nice""\nreally",3', r"looks cut short at line 6: its last row has 2"),
+        ("dup.csv", b"Review Text,Rating,Class Name,Rating\n" + ROWS, r"has duplicated column name\(s\): 'Rating' \(2"),
+        (
+            "dup2.tsv",
+            b"a\ta\tb\tb\n1\t2\t3\t4\n",
+            r"has duplicated column name\(s\): 'a' \(2 times\), 'b' \(2 times\)\. Rename",
+        ),
+    ],
+)
+def test_bad_files_get_one_clear_error(tmp_path: Path, name: str, content: bytes, message: str) -> None:
+    path = _write(tmp_path, name, content)
+    with pytest.raises(ValueError, match=rf"^Input file '{path}' " + message) as err:
+        core.read_reviews(path)
+    assert "\n" not in str(err.value)
+
+
+@pytest.mark.parametrize(
+    "content",
+    [
+        HEADER + ROWS + b"ok dress,3,Dresses",  # no final line break, but complete
+        HEADER + ROWS + b"ok dress,3,",  # complete: the last field is empty
+        HEADER + ROWS.replace(b"\n", b"\r\n"),
+        HEADER + ROWS + b'"so\n""nice""\nreally",3,Knits',  # a complete multi-line last row
+        b",," + HEADER + b"1,2," + ROWS,  # two unnamed columns are not duplicates
+        HEADER + ROWS + b"  ",  # only blanks after the last line break
+        b"\xef\xbb\xbf" + HEADER + ROWS,  # a UTF-8 byte order mark
+    ],
+)
+def test_complete_files_without_a_final_line_break_are_read(tmp_path: Path, content: bytes) -> None:
+    frame = core.read_reviews(_write(tmp_path, "reviews.csv", content))
+    assert {"Review Text", "Rating", "Class Name"} <= set(frame.columns)
+
+
+def test_truncated_compressed_file_is_cut_short(tmp_path: Path) -> None:
+    import gzip
+    import random
+
+    rng = random.Random(1)
+    body = HEADER + b"".join(f"review {rng.random()},{rng.randint(1, 5)},Dresses\n".encode() for _ in range(20000))
+    packed = gzip.compress(body)
+    path = _write(tmp_path, "reviews.csv.gz", packed[: len(packed) // 2])
+    with pytest.raises(ValueError, match=r"looks cut short at line \d+: Compressed file ended"):
+        core.read_reviews(path)
+
+
+def test_truncated_parquet_is_not_complete(tmp_path: Path, small_reviews: pd.DataFrame) -> None:
+    small_reviews.to_parquet(tmp_path / "whole.parquet")
+    data = (tmp_path / "whole.parquet").read_bytes()
+    path = _write(tmp_path, "cut.parquet", data[: len(data) // 2])
+    with pytest.raises(ValueError, match=r"is not a complete Parquet file \(cut short, or not Parquet\)"):
+        core.read_reviews(path)
