@@ -13,7 +13,7 @@ from components.featurize.component import featurize_reviews
 from components.prepare_data.component import prepare_reviews
 from components.train.component import train_classifier
 from pipelines import parameters as P
-from pipelines.profiles import Profile, place_on_gpu, use_feature_store
+from pipelines.profiles import Profile, place_on_gpu, use_feature_store, use_mlflow
 
 PIPELINE_NAME = "bert-review-sentiment"
 DESCRIPTION = (
@@ -115,7 +115,7 @@ def build_pipeline(profile: Profile | None = None):
             pipeline_run_id=dsl.PIPELINE_JOB_ID_PLACEHOLDER,
             data_hash=prepared.outputs["data_hash"],
         ).set_display_name("train")
-        place_on_gpu(use_feature_store(trained, profile), profile)
+        place_on_gpu(use_mlflow(use_feature_store(trained, profile), profile), profile)
         evaluated = evaluate_classifier(
             feature_store=stored.outputs["store"],
             feast_config=feast_config,
@@ -125,7 +125,7 @@ def build_pipeline(profile: Profile | None = None):
             registered_model_name=registered_model_name,
             pipeline_run_id=dsl.PIPELINE_JOB_ID_PLACEHOLDER,
         ).set_display_name("evaluate")
-        use_feature_store(evaluated, profile)
+        use_mlflow(use_feature_store(evaluated, profile), profile)
         return PipelineOutputs(
             data_report=prepared.outputs["report"],
             bias_report=bias.outputs["report_json"],
