@@ -18,7 +18,7 @@ from typing import IO
 
 import pandas as pd
 
-from components.common import schema
+from components.common import options, schema
 
 #: File suffixes we read, with the reader each one gets.
 _FORMATS = {".csv": "csv", ".tsv": "tsv", ".txt": "csv", ".parquet": "parquet", ".pq": "parquet"}
@@ -28,20 +28,38 @@ _LABEL_WORDS = {"negative": -1, "neutral": 0, "positive": 1, "-1": -1, "0": 0, "
 
 @dataclass(frozen=True)
 class PrepareConfig:
-    """How to read and clean the reviews (the defaults fit the course CSV)."""
+    """How to read and clean the reviews (the defaults fit the course CSV).
 
-    text_column: str = "Review Text"
-    rating_column: str = "Rating"
-    facet_column: str = "Class Name"
-    #: Optional column that groups reviews for the conditional bias metric CDDL.
-    group_column: str | None = None
-    #: Set to use an already-categorical label (negative/neutral/positive or -1/0/1) instead of ratings.
-    label_column: str | None = None
-    #: Facet values with fewer rows than this are dropped (the course dropped values with <= 10 rows).
-    min_facet_rows: int = 11
-    balance: bool = True
-    max_rows: int | None = None
-    seed: int = 42
+    Each field is one option of the step, declared once: its default, help and bounds give the
+    component's, the pipeline's and `python -m pipelines run`'s (see `components.common.options`).
+    """
+
+    text_column: str = field(default="Review Text", metadata={"help": "Column with the review text."})
+    rating_column: str = field(default="Rating", metadata={"help": "Column with 1–5 star ratings."})
+    label_column: str = field(
+        default="",
+        metadata={
+            "help": "Column with categorical labels (negative/neutral/positive or -1/0/1) instead of ratings; "
+            "empty: use ratings."
+        },
+    )
+    facet_column: str = field(
+        default="Class Name", metadata={"help": "Column the bias check compares across (e.g. product category)."}
+    )
+    group_column: str = field(
+        default="", metadata={"help": "Optional column for the conditional bias metric CDDL; empty: none."}
+    )
+    min_facet_rows: int = field(
+        default=11, metadata={"help": "Facet values with fewer rows are dropped (the course: <= 10).", "min": 1}
+    )
+    balance: bool = field(
+        default=True, metadata={"help": "Down-sample every sentiment class to the smallest (seeded)."}
+    )
+    max_rows: int = field(
+        default=0,
+        metadata={"help": "Seeded cap on the rows passed on after the bias check (0: no cap).", "min": 0},
+    )
+    seed: int = field(default=42, metadata={"help": "Seed of every random choice (balancing, cap, split, training)."})
 
 
 @dataclass
@@ -597,12 +615,10 @@ def balance_classes(frame: pd.DataFrame, seed: int) -> pd.DataFrame:
     return frame.loc[sample.index.sort_values()].reset_index(drop=True)
 
 
-def cap_rows(frame: pd.DataFrame, max_rows: int | None, seed: int) -> pd.DataFrame:
-    """A seeded random sample of at most ``max_rows`` rows, in their original order."""
-    if max_rows is None or len(frame) <= max_rows:
+def cap_rows(frame: pd.DataFrame, max_rows: int, seed: int) -> pd.DataFrame:
+    """A seeded random sample of at most ``max_rows`` rows (0: all), in their original order."""
+    if not max_rows or len(frame) <= max_rows:
         return frame
-    if max_rows < 1:
-        raise ValueError(f"--max-rows must be at least 1, got {max_rows}.")
     return frame.sample(n=max_rows, random_state=seed).sort_index().reset_index(drop=True)
 
 
@@ -613,10 +629,7 @@ def prepare(
 
     ``cleaned`` is every usable row (what the bias check sees); ``prepared`` is what featurization gets.
     """
-    if config.min_facet_rows < 1:
-        raise ValueError(f"--min-facet-rows must be at least 1, got {config.min_facet_rows}.")
-    if config.max_rows is not None and config.max_rows < 1:
-        raise ValueError(f"--max-rows must be at least 1, got {config.max_rows}.")
+    options.check(config)
     cleaned, dropped = clean_reviews(raw, config, source)
     prepared = balance_classes(cleaned, config.seed) if config.balance else cleaned
     prepared = cap_rows(prepared, config.max_rows, config.seed)
@@ -634,9 +647,9 @@ def prepare(
         columns={
             "text": config.text_column,
             "rating": None if config.label_column else config.rating_column,
-            "label": config.label_column,
+            "label": config.label_column or None,
             "facet": config.facet_column,
-            "group": config.group_column,
+            "group": config.group_column or None,
         },
         **dropped,
     )
