@@ -1,8 +1,9 @@
 """Load, run and check BERT-style sequence classifiers: what train, evaluate and serving share.
 
 `resolve_base_model` and `load_tokenizer` check a model name or directory with an error a user can act on;
-`load_classifier` builds `AutoModelForSequenceClassification` with the pipeline's 3 labels; `predict` runs
-batched, dynamically padded inference over `batching.Examples`.
+`load_classifier` builds `AutoModelForSequenceClassification` with the pipeline's 3 labels (to fine-tune);
+`load_trained_classifier` loads one that train wrote and checks its labels; `predict` runs batched,
+dynamically padded inference over `batching.Examples`, and `predict_classes` does it for a model directory.
 """
 
 from __future__ import annotations
@@ -122,6 +123,27 @@ def load_classifier(name: str) -> PreTrainedModel:
         raise ValueError(f"Cannot load {name!r} as a sequence classifier: {reason}.") from error
 
 
+def load_trained_classifier(model_dir: str | Path) -> tuple[PreTrainedModel, PreTrainedTokenizerBase]:
+    """(model, tokenizer) of a classifier directory written by train, checked to have the pipeline's 3 labels.
+
+    Raises:
+        ValueError: Not a model directory, no tokenizer, or other labels.
+    """
+    from transformers import AutoModelForSequenceClassification
+
+    name = resolve_base_model(str(model_dir))
+    tokenizer = load_tokenizer(name)
+    with quiet_transformers():
+        model = AutoModelForSequenceClassification.from_pretrained(name)
+    labels = tuple(model.config.id2label[i] for i in range(model.config.num_labels))
+    if labels != D.CLASS_NAMES:
+        raise ValueError(
+            f"Model {name!r} predicts labels {list(labels)}, not {list(D.CLASS_NAMES)}: it was not trained by the "
+            "train step of this pipeline. Evaluate a model directory written by train."
+        )
+    return model, tokenizer
+
+
 @contextmanager
 def quiet_transformers() -> Iterator[None]:
     """No progress bars or load reports from transformers (they would drown the progress lines)."""
@@ -203,3 +225,23 @@ def predict(
             logits[batch] = out.cpu().numpy()
     model.train(was_training)
     return logits, loss_sum
+
+
+def predict_classes(
+    model_dir: str | Path, examples: D.Examples, batch_size: int = 64, split: str = "test"
+) -> np.ndarray:
+    """Predicted class ids of ``examples`` (input order) by the classifier in ``model_dir``, on the GPU when
+    there is one (bf16/fp16 autocast there); ``split`` names the examples in errors.
+
+    Raises:
+        ValueError: See `load_trained_classifier`; or token ids the model's tokenizer cannot have produced.
+    """
+    import torch
+
+    model, tokenizer = load_trained_classifier(model_dir)
+    vocab_size = model.get_input_embeddings().num_embeddings
+    D.check_vocabulary(examples, split, vocab_size, first_token_id(tokenizer), str(model_dir))
+    device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    dtype = pick_precision("auto", device)
+    logits, _ = predict(model.to(device), examples, tokenizer.pad_token_id, batch_size, device, dtype)
+    return logits.argmax(axis=1)

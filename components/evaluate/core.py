@@ -6,26 +6,14 @@ post-training metric AD = acc(rest) − acc(value)), and the gap between the bes
 among values with at least ``min_facet_rows`` test rows.
 
 The deploy gate: accuracy ≥ ``min_accuracy`` **and** not below the current champion (the registered
-model version behind alias ``champion``) on the same test split.  How the champion's accuracy is found:
-
-1. **Recorded**, when the champion's version tag ``test_split_hash`` equals this split's hash: the hash
-   covers the test reviews and their labels (sorted `review_id`, `label_id`), so the recorded accuracy
-   was measured on exactly these reviews.  A model's predictions are deterministic, so re-running it
-   would give the same number; re-using it costs nothing and needs no download.  It also holds when the
-   champion used another tokenizer or max length: each model is scored on the same reviews through its
-   own pipeline.
-2. **Re-evaluated**, when the split differs (new data, another seed) but the champion's tokenizer gives
-   the same token ids as the candidate's (same vocabulary fingerprint): the champion's files are fetched
-   from the registry and scored on this very split.
-3. Otherwise the two cannot be compared on the same test split (another split *and* another tokenizer;
-   the features hold token ids, not text), so the candidate is **not** deployed and the reason says
-   so; move the alias by hand (`tracking.promote`) to override.
+model version behind alias ``champion``) on the same test split — `components.evaluate.champion`
+explains how the champion's accuracy is found.  The metrics are `components.common.metrics`
+(scikit-learn), the same as train's validation metrics; the page is `components.common.report_html`.
 """
 
 from __future__ import annotations
 
 import hashlib
-import html
 import json
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -34,7 +22,10 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from components.common import batching as D
-from components.common import modeling
+from components.common import report_html
+from components.common.metrics import classification_scores
+from components.common.modeling import predict_classes as predict  # (bench train calls it from here)
+from components.evaluate.champion import champion_accuracy, decide, tokenizer_fingerprint
 
 if TYPE_CHECKING:  # pragma: no cover - typing only
     from components.common.tracking import RegisteredVersion
@@ -54,25 +45,6 @@ def split_hash(review_ids: list[str], labels: np.ndarray) -> str:
     for rid, label in sorted(zip(review_ids, (int(v) for v in labels), strict=True)):
         digest.update(f"{rid}\t{label}\n".encode())
     return digest.hexdigest()
-
-
-def confusion_matrix(labels: np.ndarray, predictions: np.ndarray) -> np.ndarray:
-    """Counts with rows = true class id, columns = predicted class id."""
-    matrix = np.zeros((D.NUM_LABELS, D.NUM_LABELS), dtype=np.int64)
-    np.add.at(matrix, (np.asarray(labels), np.asarray(predictions)), 1)
-    return matrix
-
-
-def per_class(matrix: np.ndarray) -> dict[str, dict[str, float]]:
-    """Precision, recall, F1 and support of every class (0 where undefined, as scikit-learn's zero_division=0)."""
-    out = {}
-    for i, name in enumerate(D.CLASS_NAMES):
-        tp, predicted, actual = matrix[i, i], matrix[:, i].sum(), matrix[i, :].sum()
-        precision = tp / predicted if predicted else 0.0
-        recall = tp / actual if actual else 0.0
-        f1 = 2 * precision * recall / (precision + recall) if precision + recall else 0.0
-        out[name] = {"precision": float(precision), "recall": float(recall), "f1": float(f1), "support": int(actual)}
-    return out
 
 
 def facet_metrics(
@@ -111,162 +83,6 @@ def facet_metrics(
     else:
         gap["value"] = None
     return per, gap
-
-
-# --- models -----------------------------------------------------------------------------------------
-
-
-def tokenizer_fingerprint(model_dir: str | Path) -> str:
-    """SHA-256 of the tokenizer's vocabulary (token → id): equal fingerprints give equal token ids."""
-    from transformers import AutoTokenizer
-
-    vocab = AutoTokenizer.from_pretrained(str(model_dir)).get_vocab()
-    return hashlib.sha256(json.dumps(sorted(vocab.items()), ensure_ascii=False).encode()).hexdigest()
-
-
-def load_model(model_dir: str | Path) -> tuple[Any, Any]:
-    """(model, tokenizer) of a trained classifier directory, checked to have our 3 labels.
-
-    Raises:
-        ValueError: Not a model directory, no tokenizer, or other labels.
-    """
-    from transformers import AutoModelForSequenceClassification
-
-    name = modeling.resolve_base_model(str(model_dir))
-    tokenizer = modeling.load_tokenizer(name)
-    with modeling.quiet_transformers():
-        model = AutoModelForSequenceClassification.from_pretrained(name)
-    labels = tuple(model.config.id2label[i] for i in range(model.config.num_labels))
-    if labels != D.CLASS_NAMES:
-        raise ValueError(
-            f"Model {name!r} predicts labels {list(labels)}, not {list(D.CLASS_NAMES)}: it was not trained by the "
-            "train step of this pipeline. Evaluate a model directory written by train."
-        )
-    return model, tokenizer
-
-
-def predict(model_dir: str | Path, examples: D.Examples, batch_size: int = 64) -> np.ndarray:
-    """Predicted class ids of ``examples`` (input order), on the GPU when there is one.
-
-    Raises:
-        ValueError: See `load_model`; or token ids the model's tokenizer cannot have produced.
-    """
-    import torch
-
-    model, tokenizer = load_model(model_dir)
-    D.check_vocabulary(
-        examples,
-        "test",
-        model.get_input_embeddings().num_embeddings,
-        modeling.first_token_id(tokenizer),
-        str(model_dir),
-    )
-    device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    dtype = modeling.pick_precision("auto", device)
-    logits, _ = modeling.predict(model.to(device), examples, tokenizer.pad_token_id, batch_size, device, dtype)
-    return logits.argmax(axis=1)
-
-
-# --- champion and decision ---------------------------------------------------------------------------
-
-
-@dataclass
-class Champion:
-    """The current champion and how its accuracy on this test split was obtained."""
-
-    version: str
-    accuracy: float | None
-    method: str  # recorded | re-evaluated | incomparable
-    note: str = ""
-
-
-def champion_accuracy(
-    champion: RegisteredVersion | None,
-    test_hash: str,
-    candidate_fingerprint: str,
-    examples: D.Examples,
-    fetch: Any,
-) -> Champion | None:
-    """The champion's accuracy on this test split (see the module docstring for the three cases).
-
-    Args:
-        champion: The version behind alias champion, or None.
-        test_hash: `split_hash` of this test split.
-        candidate_fingerprint: `tokenizer_fingerprint` of the candidate model.
-        examples: The test split.
-        fetch: Callable giving a local directory with the champion's files (called only when needed).
-    """
-    if champion is None:
-        return None
-    recorded = champion.tags.get("test_accuracy")
-    if champion.tags.get("test_split_hash") == test_hash and recorded is not None:
-        return Champion(champion.version, float(recorded), "recorded", "recorded on this same test split")
-    try:
-        local = Path(fetch(champion))
-        same_tokenizer = tokenizer_fingerprint(local) == candidate_fingerprint
-    except Exception as error:
-        reason = " ".join(str(error).split())[:200]
-        note = f"the champion was tested on another split and its files could not be read ({reason})"
-        return Champion(champion.version, None, "incomparable", note)
-    if not same_tokenizer:
-        return Champion(
-            champion.version,
-            None,
-            "incomparable",
-            "the champion was tested on another split and uses another tokenizer, so it cannot be scored on "
-            "these features",
-        )
-    predictions = predict(local, examples)
-    accuracy = float((predictions == examples.labels).mean())
-    return Champion(champion.version, accuracy, "re-evaluated", "scored on this test split now")
-
-
-@dataclass
-class Decision:
-    """Deploy or not, and why."""
-
-    deploy: bool
-    reason: str
-    min_accuracy: float
-    accuracy: float
-    champion_version: str | None = None
-    champion_accuracy: float | None = None
-    champion_method: str | None = None
-
-
-def decide(accuracy: float, min_accuracy: float, champion: Champion | None) -> Decision:
-    """The gate: accuracy ≥ min_accuracy and ≥ the champion's accuracy on the same test split."""
-    base = {"min_accuracy": min_accuracy, "accuracy": accuracy}
-    if champion is not None:
-        base.update(
-            champion_version=champion.version, champion_accuracy=champion.accuracy, champion_method=champion.method
-        )
-    if accuracy < min_accuracy:
-        return Decision(False, f"test accuracy {accuracy:.4f} is below --min-accuracy {min_accuracy:.4f}", **base)
-    if champion is None:
-        return Decision(
-            True, f"test accuracy {accuracy:.4f} ≥ --min-accuracy {min_accuracy:.4f}; no champion yet", **base
-        )
-    if champion.accuracy is None:
-        return Decision(
-            False,
-            f"cannot compare with champion version {champion.version}: {champion.note}. Re-run the pipeline with "
-            "the champion's base model and split, or promote this version by hand",
-            **base,
-        )
-    if accuracy < champion.accuracy:
-        return Decision(
-            False,
-            f"test accuracy {accuracy:.4f} is below champion version {champion.version}'s {champion.accuracy:.4f} "
-            f"({champion.note})",
-            **base,
-        )
-    return Decision(
-        True,
-        f"test accuracy {accuracy:.4f} ≥ --min-accuracy {min_accuracy:.4f} and ≥ champion version "
-        f"{champion.version}'s {champion.accuracy:.4f} ({champion.note})",
-        **base,
-    )
 
 
 # --- the report -------------------------------------------------------------------------------------
@@ -323,17 +139,16 @@ def build_report(
     examples: D.Examples, predictions: np.ndarray, model: str, fingerprint: str, min_facet_rows: int
 ) -> EvaluationReport:
     """Quality and per-facet metrics of ``predictions`` on ``examples`` (decision filled in later)."""
-    matrix = confusion_matrix(examples.labels, predictions)
-    classes = per_class(matrix)
+    scores = classification_scores(examples.labels, predictions)
     facets = examples.facets or ["(all)"] * len(examples)
     per_facet, gap = facet_metrics(examples.labels, predictions, facets, min_facet_rows)
     return EvaluationReport(
         rows=len(examples),
-        accuracy=float(np.trace(matrix) / matrix.sum()),
-        f1_macro=float(np.mean([c["f1"] for c in classes.values()])),
-        per_class=classes,
+        accuracy=scores.accuracy,
+        f1_macro=scores.f1_macro,
+        per_class=scores.per_class,
         categories=list(D.CLASS_NAMES),
-        confusion_matrix=matrix.tolist(),
+        confusion_matrix=scores.confusion_matrix,
         per_facet_accuracy=per_facet,
         facet_accuracy_gap=gap,
         test_split_hash=split_hash(examples.review_ids or [], examples.labels),
@@ -342,102 +157,64 @@ def build_report(
     )
 
 
-def _confusion_svg(report: EvaluationReport) -> str:
-    cell, left, top = 70, 90, 40
-    matrix = np.asarray(report.confusion_matrix)
-    peak = max(int(matrix.max()), 1)
-    n = len(report.categories)
-    parts = [
-        f'<svg xmlns="http://www.w3.org/2000/svg" width="{left + n * cell + 10}" height="{top + n * cell + 40}" '
-        'font-family="sans-serif" font-size="12">',
-        f'<text x="{left + n * cell / 2}" y="14" text-anchor="middle">predicted</text>',
-        f'<text x="12" y="{top + n * cell / 2}" transform="rotate(-90 12 {top + n * cell / 2})" '
-        'text-anchor="middle">true</text>',
-    ]
-    for j, name in enumerate(report.categories):
-        parts.append(f'<text x="{left + j * cell + cell / 2}" y="{top - 6}" text-anchor="middle">{name}</text>')
-        parts.append(f'<text x="{left - 6}" y="{top + j * cell + cell / 2 + 4}" text-anchor="end">{name}</text>')
-    for i in range(n):
-        for j in range(n):
-            value = int(matrix[i, j])
-            shade = int(245 - 170 * value / peak)
-            colour = f"rgb({shade},{shade},255)" if i != j else f"rgb({shade},255,{shade})"
-            text = "#000" if shade > 140 else "#fff"
-            parts.append(
-                f'<rect x="{left + j * cell}" y="{top + i * cell}" width="{cell - 2}" height="{cell - 2}" '
-                f'fill="{colour}"/><text x="{left + j * cell + cell / 2}" y="{top + i * cell + cell / 2 + 4}" '
-                f'text-anchor="middle" fill="{text}">{value}</text>'
-            )
-    parts.append("</svg>")
-    return "".join(parts)
-
-
-def _facet_svg(report: EvaluationReport) -> str:
-    values = sorted(report.per_facet_accuracy, key=lambda v: -report.per_facet_accuracy[v]["rows"])
-    bar_h, label_w, width = 18, 170, 320
-    height = len(values) * (bar_h + 4) + 30
-    x_overall = label_w + report.accuracy * width
-    parts = [
-        f'<svg xmlns="http://www.w3.org/2000/svg" width="{label_w + width + 90}" height="{height}" '
-        'font-family="sans-serif" font-size="12">',
-        f'<text x="{label_w}" y="12">0</text><text x="{label_w + width - 8}" y="12">1</text>',
-    ]
-    for i, value in enumerate(values):
-        m = report.per_facet_accuracy[value]
-        y = 18 + i * (bar_h + 4)
-        parts.append(
-            f'<text x="{label_w - 6}" y="{y + bar_h - 5}" text-anchor="end">{html.escape(value)}</text>'
-            f'<rect x="{label_w}" y="{y}" width="{m["accuracy"] * width:.1f}" height="{bar_h}" fill="#4e79a7">'
-            f"<title>{html.escape(value)}: accuracy {m['accuracy']:.3f} on {m['rows']} rows</title></rect>"
-            f'<text x="{label_w + width + 6}" y="{y + bar_h - 5}">{m["accuracy"]:.3f} (n={m["rows"]})</text>'
-        )
-    parts.append(
-        f'<line x1="{x_overall:.1f}" y1="16" x2="{x_overall:.1f}" y2="{height - 4}" stroke="#e15759" '
-        'stroke-dasharray="4 3"><title>overall accuracy</title></line></svg>'
-    )
-    return "".join(parts)
+#: The evaluation page (see `components.common.report_html`; every string is escaped).
+_PAGE = """{% extends "page.html" %}
+{% block title %}Evaluation: {{ "%.3f"|format(r.accuracy) }} accuracy{% endblock %}
+{% block style %}.decision{border-left:6px solid {{ colour }};padding:.4em .8em;background:#fafafa}{% endblock %}
+{% block body %}
+<h2>Test-split evaluation</h2>
+<p class="decision"><b>{{ verdict }}</b>: {{ reason }}</p>
+<p>{{ r.rows }} test reviews · accuracy <b>{{ "%.4f"|format(r.accuracy) }}</b> ·
+macro-F1 <b>{{ "%.4f"|format(r.f1_macro) }}</b> · model <code>{{ r.model }}</code> ·
+test split <code>{{ r.test_split_hash[:12] }}</code></p>
+<h3>Confusion matrix</h3>
+{{ confusion }}
+<table><tr><th>class</th><th>precision</th><th>recall</th><th>F1</th><th>support</th></tr>
+{% for name, c in r.per_class.items() %}
+<tr><td>{{ name }}</td><td>{{ "%.3f"|format(c["precision"]) }}</td><td>{{ "%.3f"|format(c["recall"]) }}</td>
+<td>{{ "%.3f"|format(c["f1"]) }}</td><td>{{ c["support"] }}</td></tr>
+{% endfor %}
+</table>
+<h3>Accuracy per facet value (post-training bias)</h3>
+<p>Gap: {% if gap.value is not none %}{{ "%.3f"|format(gap.value) }} between {{ gap.best }}
+({{ "%.3f"|format(gap.best_accuracy) }}) and {{ gap.worst }} ({{ "%.3f"|format(gap.worst_accuracy) }}), over
+{{ gap.values_counted }} values with ≥ {{ gap.min_rows }} test rows
+{%- else %}not computed: fewer than two facet values with ≥ {{ gap.min_rows }} test rows{% endif %}.
+AD = accuracy of the other rows − accuracy of the value (Clarify's post-training metric).</p>
+{{ facet_chart }}
+<table><tr><th>facet value</th><th>rows</th><th>accuracy</th><th>AD</th></tr>
+{% for v in facets %}
+{% set m = r.per_facet_accuracy[v] %}
+<tr><td>{{ v }}</td><td>{{ m["rows"] }}</td><td>{{ "%.3f"|format(m["accuracy"]) }}</td>
+<td>{{ "%+.3f"|format(m["accuracy_difference"]) }}</td></tr>
+{% endfor %}
+</table>
+{% endblock %}
+"""
 
 
 def render_html(report: EvaluationReport) -> str:
     """A self-contained page: decision, headline numbers, confusion matrix, per-class table, per-facet chart."""
     decision = report.decision or {}
-    verdict = "deploy" if decision.get("deploy") else "do not deploy"
-    colour = "#2e7d32" if decision.get("deploy") else "#c62828"
-    classes = "".join(
-        f"<tr><td>{n}</td><td>{c['precision']:.3f}</td><td>{c['recall']:.3f}</td><td>{c['f1']:.3f}</td>"
-        f"<td>{c['support']}</td></tr>"
-        for n, c in report.per_class.items()
+    facets = sorted(report.per_facet_accuracy, key=lambda v: -report.per_facet_accuracy[v]["rows"])
+    rows = []
+    for value in facets:
+        m = report.per_facet_accuracy[value]
+        bar = report_html.Bar(m["accuracy"], "#4e79a7", f"{value}: accuracy {m['accuracy']:.3f} on {m['rows']} rows")
+        rows.append(report_html.BarRow(value, [bar], note=f"{m['accuracy']:.3f} (n={m['rows']})"))
+    return report_html.render_page(
+        _PAGE,
+        r=report,
+        verdict="deploy" if decision.get("deploy") else "do not deploy",
+        colour="#2e7d32" if decision.get("deploy") else "#c62828",
+        reason=str(decision.get("reason", "")),
+        gap=report.facet_accuracy_gap,
+        facets=facets,
+        confusion=report_html.heatmap(report.confusion_matrix, report.categories, "predicted", "true"),
+        facet_chart=report_html.bar_chart(
+            rows, [(0.0, "0"), (1.0, "1")], reference=(report.accuracy, "overall accuracy")
+        ),
     )
-    facets = "".join(
-        f"<tr><td>{html.escape(v)}</td><td>{m['rows']}</td><td>{m['accuracy']:.3f}</td>"
-        f"<td>{m['accuracy_difference']:+.3f}</td></tr>"
-        for v, m in sorted(report.per_facet_accuracy.items(), key=lambda kv: -kv[1]["rows"])
-    )
-    gap = report.facet_accuracy_gap
-    gap_text = (
-        f"{gap['value']:.3f} between {html.escape(str(gap['best']))} ({gap['best_accuracy']:.3f}) and "
-        f"{html.escape(str(gap['worst']))} ({gap['worst_accuracy']:.3f}), over {gap['values_counted']} values with "
-        f"≥ {gap['min_rows']} test rows"
-        if gap.get("value") is not None
-        else f"not computed: fewer than two facet values with ≥ {gap['min_rows']} test rows"
-    )
-    return f"""<!doctype html>
-<html><head><meta charset="utf-8"><title>Evaluation: {report.accuracy:.3f} accuracy</title>
-<style>body{{font-family:sans-serif;margin:1.5em}} table{{border-collapse:collapse;margin:.5em 0}}
-td,th{{border:1px solid #ccc;padding:3px 8px;text-align:right}} td:first-child{{text-align:left}}
-.decision{{border-left:6px solid {colour};padding:.4em .8em;background:#fafafa}}</style></head><body>
-<h2>Test-split evaluation</h2>
-<p class="decision"><b>{verdict}</b>: {html.escape(str(decision.get("reason", "")))}</p>
-<p>{report.rows} test reviews · accuracy <b>{report.accuracy:.4f}</b> · macro-F1 <b>{report.f1_macro:.4f}</b> ·
-model <code>{html.escape(report.model)}</code> · test split <code>{report.test_split_hash[:12]}</code></p>
-<h3>Confusion matrix</h3>{_confusion_svg(report)}
-<table><tr><th>class</th><th>precision</th><th>recall</th><th>F1</th><th>support</th></tr>{classes}</table>
-<h3>Accuracy per facet value (post-training bias)</h3>
-<p>Gap: {gap_text}. AD = accuracy of the other rows − accuracy of the value (Clarify's post-training metric).</p>
-{_facet_svg(report)}
-<table><tr><th>facet value</th><th>rows</th><th>accuracy</th><th>AD</th></tr>{facets}</table>
-</body></html>
-"""
 
 
 def write_outputs(report: EvaluationReport, json_path: str | Path, html_path: str | Path) -> None:

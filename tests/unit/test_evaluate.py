@@ -1,5 +1,6 @@
-"""evaluate core: metrics against scikit-learn, per-facet accuracy, the champion comparison, the deploy gate,
-the report, and bad input.  The MLflow registry is a real embedded SQLite store in a temporary directory."""
+"""evaluate core: metrics on a hand-computed case, per-facet accuracy, the champion comparison, the deploy gate,
+the report and its page, and bad input.  The MLflow registry is a real embedded SQLite store in a temporary
+directory."""
 
 from __future__ import annotations
 
@@ -13,7 +14,7 @@ import pytest
 
 from components.common import batching as D
 from components.common import modeling, tracking
-from components.evaluate import core
+from components.evaluate import champion, core
 from components.train import testing
 
 
@@ -35,22 +36,18 @@ def test_split() -> pd.DataFrame:
     return testing.features(texts, labels, 32, facets=facets)
 
 
-def test_metrics_match_scikit_learn() -> None:
-    from sklearn.metrics import accuracy_score, confusion_matrix, f1_score, precision_recall_fscore_support
-
-    rng = np.random.default_rng(0)
-    labels = rng.integers(0, 3, 500)
-    predictions = np.where(rng.random(500) < 0.6, labels, rng.integers(0, 3, 500))
-    predictions[predictions == 1] = 0  # a class never predicted: precision 0 by convention
-    examples = D.Examples([np.array([101, 102])] * 500, labels, [f"r{i}" for i in range(500)], ["a"] * 500)
+def test_report_metrics_on_a_hand_computed_case() -> None:
+    """true 0 0 0 1 1 2 / predicted 0 0 1 1 2 2: negative P 2/2 R 2/3, neutral P 1/2 R 1/2, positive P 1/2 R 1/1."""
+    labels, predictions = np.array([0, 0, 0, 1, 1, 2]), np.array([0, 0, 1, 1, 2, 2])
+    examples = D.Examples([np.array([101, 102])] * 6, labels, [f"r{i}" for i in range(6)], ["a"] * 6)
     report = core.build_report(examples, predictions, "m", "fp", min_facet_rows=1)
-    assert report.confusion_matrix == confusion_matrix(labels, predictions, labels=[0, 1, 2]).tolist()
-    assert report.accuracy == pytest.approx(accuracy_score(labels, predictions))
-    assert report.f1_macro == pytest.approx(f1_score(labels, predictions, average="macro", zero_division=0))
-    precision, recall, _, _ = precision_recall_fscore_support(labels, predictions, labels=[0, 1, 2], zero_division=0)
-    for i, name in enumerate(D.CLASS_NAMES):
-        assert report.per_class[name]["precision"] == pytest.approx(precision[i])
-        assert report.per_class[name]["recall"] == pytest.approx(recall[i])
+    assert report.confusion_matrix == [[2, 1, 0], [0, 1, 1], [0, 0, 1]]
+    assert report.accuracy == pytest.approx(4 / 6)
+    assert report.per_class["negative"] == pytest.approx({"precision": 1.0, "recall": 2 / 3, "f1": 0.8, "support": 3})
+    assert report.per_class["neutral"] == pytest.approx({"precision": 0.5, "recall": 0.5, "f1": 0.5, "support": 2})
+    assert report.per_class["positive"] == pytest.approx({"precision": 0.5, "recall": 1.0, "f1": 2 / 3, "support": 1})
+    assert report.f1_macro == pytest.approx((0.8 + 0.5 + 2 / 3) / 3)
+    assert report.headline()["precision_neutral"] == 0.5 and report.headline()["recall_positive"] == 1.0
 
 
 def test_facet_accuracy_difference_and_gap() -> None:
@@ -75,17 +72,17 @@ def _champion(tags: dict[str, str], version: str = "3") -> tracking.RegisteredVe
 
 
 @pytest.mark.parametrize(
-    ("accuracy", "champion", "deploy", "reason"),
+    ("accuracy", "found", "deploy", "reason"),
     [
         (0.30, None, False, "below --min-accuracy"),
         (0.50, None, True, "no champion yet"),
-        (0.70, core.Champion("3", 0.72, "recorded"), False, "below champion version 3's 0.7200"),
-        (0.72, core.Champion("3", 0.72, "recorded"), True, "≥ champion version 3's 0.7200"),
-        (0.90, core.Champion("3", None, "incomparable", "x"), False, "cannot compare with champion version 3"),
+        (0.70, champion.Champion("3", 0.72, "recorded"), False, "below champion version 3's 0.7200"),
+        (0.72, champion.Champion("3", 0.72, "recorded"), True, "≥ champion version 3's 0.7200"),
+        (0.90, champion.Champion("3", None, "incomparable", "x"), False, "cannot compare with champion version 3"),
     ],
 )
-def test_deploy_gate(accuracy: float, champion: core.Champion | None, deploy: bool, reason: str) -> None:
-    decision = core.decide(accuracy, 0.33, champion)
+def test_deploy_gate(accuracy: float, found: champion.Champion | None, deploy: bool, reason: str) -> None:
+    decision = champion.decide(accuracy, 0.33, found)
     assert decision.deploy is deploy
     assert reason in decision.reason
 
@@ -97,24 +94,44 @@ def test_champion_accuracy_is_reused_on_the_same_split(classifier: Path, test_sp
     def fetch(version: tracking.RegisteredVersion) -> Path:
         raise AssertionError("the recorded accuracy should have been used")
 
-    found = core.champion_accuracy(
+    found = champion.champion_accuracy(
         _champion({"test_split_hash": test_hash, "test_accuracy": "0.81"}), test_hash, "fp", examples, fetch
     )
-    assert found == core.Champion("3", 0.81, "recorded", "recorded on this same test split")
+    assert found == champion.Champion("3", 0.81, "recorded", "recorded on this same test split")
 
 
-def test_champion_is_re_evaluated_on_another_split(classifier: Path, test_split: pd.DataFrame) -> None:
+@pytest.fixture(scope="module")
+def always_positive(tmp_path_factory: pytest.TempPathFactory, classifier: Path) -> Path:
+    """The classifier with its head set to say "positive" for every review (zero weights, biases 0, 0, 5)."""
+    import torch
+    from transformers import AutoModelForSequenceClassification
+
+    out = tmp_path_factory.mktemp("positive") / "model"
+    shutil.copytree(classifier, out)
+    model = AutoModelForSequenceClassification.from_pretrained(out)
+    with torch.no_grad():
+        model.classifier.weight.zero_()
+        model.classifier.bias.copy_(torch.tensor([0.0, 0.0, 5.0]))
+    model.save_pretrained(out)
+    return out
+
+
+def test_champion_is_re_evaluated_on_another_split(
+    classifier: Path, always_positive: Path, test_split: pd.DataFrame
+) -> None:
+    """The champion's files are scored on this split: one that always says "positive" is right exactly on the
+    positive reviews."""
     examples = D.to_examples(test_split, "test")
-    fingerprint = core.tokenizer_fingerprint(classifier)
-    found = core.champion_accuracy(
+    found = champion.champion_accuracy(
         _champion({"test_split_hash": "other", "test_accuracy": "0.99"}),
         core.split_hash(examples.review_ids, examples.labels),
-        fingerprint,
+        champion.tokenizer_fingerprint(classifier),
         examples,
-        lambda version: classifier,
+        lambda version: always_positive,
     )
-    expected = float((core.predict(classifier, examples) == examples.labels).mean())
-    assert found is not None and found.method == "re-evaluated" and found.accuracy == pytest.approx(expected)
+    positive_share = float((test_split["label_id"] == 2).mean())
+    assert 0 < positive_share < 1
+    assert found is not None and found.method == "re-evaluated" and found.accuracy == pytest.approx(positive_share)
 
 
 def test_champion_with_another_tokenizer_on_another_split_is_incomparable(
@@ -126,11 +143,11 @@ def test_champion_with_another_tokenizer_on_another_split_is_incomparable(
     tokenizer.add_tokens(["frock"])
     tokenizer.save_pretrained(other)
     examples = D.to_examples(test_split, "test")
-    found = core.champion_accuracy(
-        _champion({}), "hash", core.tokenizer_fingerprint(classifier), examples, lambda version: other
+    found = champion.champion_accuracy(
+        _champion({}), "hash", champion.tokenizer_fingerprint(classifier), examples, lambda version: other
     )
     assert found is not None and found.accuracy is None and found.method == "incomparable"
-    assert not core.decide(0.9, 0.33, found).deploy
+    assert not champion.decide(0.9, 0.33, found).deploy
 
 
 def test_report_outputs(tmp_path: Path, classifier: Path, test_split: pd.DataFrame) -> None:
@@ -142,6 +159,24 @@ def test_report_outputs(tmp_path: Path, classifier: Path, test_split: pd.DataFra
     assert page.count("<svg") == 2 and "Blouses" in page and "no champion yet" in page
     assert "http" not in page.replace('xmlns="http://www.w3.org/2000/svg"', "")  # self-contained
     assert report.headline()["accuracy"] == report.accuracy
+
+
+def test_page_escapes_what_comes_from_the_data() -> None:
+    labels, predictions = np.array([0, 1, 2, 2]), np.array([0, 1, 2, 0])
+    facets = ["<script>x</script>"] * 2 + ["A & B"] * 2
+    examples = D.Examples([np.array([101, 102])] * 4, labels, ["a", "b", "c", "d"], facets)
+    report = core.build_report(examples, predictions, "/models/<m>", "fp", min_facet_rows=1)
+    report.decision = {"deploy": False, "reason": "below <champion>"}
+    page = core.render_html(report)
+    assert "<script>" not in page and "&lt;script&gt;x&lt;/script&gt;" in page and "A &amp; B" in page
+    assert "/models/&lt;m&gt;" in page and "below &lt;champion&gt;" in page and "do not deploy" in page
+    text = " ".join(page.split())  # as a browser shows it: any run of white space is one space
+    assert "Gap: 0.500 between &lt;script&gt;x&lt;/script&gt; (1.000) and A &amp; B (0.500), over 2 values" in text
+    assert "1.000 (n=2)" in page and "0.500 (n=2)" in page
+    from xml.etree import ElementTree
+
+    for svg in page.split("<svg")[1:]:  # both charts are well-formed XML
+        ElementTree.fromstring("<svg" + svg.split("</svg>")[0] + "</svg>")
 
 
 def test_registry_round_trip(tmp_path: Path, classifier: Path, test_split: pd.DataFrame) -> None:
