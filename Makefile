@@ -10,6 +10,7 @@ OUTPUT   ?=
 PROFILE  ?= onprem
 TARGET   ?= kfp
 PYTEST_ARGS ?=
+ARGS     ?=
 
 .DEFAULT_GOAL := help
 .PHONY: help install run test test-all compile lint bench clean k8s-apiserver
@@ -26,8 +27,8 @@ $(STAMP): pyproject.toml
 
 install: $(STAMP) ## Create .venv and install the project with its dev tools
 
-run: $(STAMP) ## Run the whole pipeline locally (DATA=file.csv to use your own data, OUTPUT=dir)
-	$(BIN)/python -m pipelines run $(if $(DATA),--data $(DATA)) $(if $(OUTPUT),--output $(OUTPUT))
+run: $(STAMP) ## Run the whole pipeline locally (DATA=file.csv to use your own data, OUTPUT=dir, ARGS='--epochs 1')
+	$(BIN)/python -m pipelines run $(if $(DATA),--data $(DATA)) $(if $(OUTPUT),--output $(OUTPUT)) $(ARGS)
 
 test: $(STAMP) ## Run the default test suite (fast; skips `slow`)
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
@@ -35,12 +36,13 @@ test: $(STAMP) ## Run the default test suite (fast; skips `slow`)
 test-all: $(STAMP) ## Run every test, the slow ones too
 	$(BIN)/python -m pytest -m '' $(PYTEST_ARGS)
 
-compile: $(STAMP) ## Compile the pipeline YAML under build/ (PROFILE=onprem|eks|cpu, TARGET=kfp|sagemaker)
+compile: $(STAMP) ## Compile the pipeline YAML under build/ (PROFILE=onprem|eks|cpu)
 	$(BIN)/python -m pipelines compile --target $(TARGET) --profile $(PROFILE) --output build/pipeline-$(TARGET)-$(PROFILE).yaml
 
-lint: $(STAMP) ## Lint and check formatting
+lint: $(STAMP) ## Lint, check formatting and the layering contract (steps import only common; no cycles)
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
+	$(BIN)/lint-imports --no-cache
 
 bench: $(STAMP) ## Run the benchmarks (NAME=bias to run one)
 	$(BIN)/python -m bench $(or $(NAME),all)
