@@ -1,0 +1,114 @@
+"""`python -m pipelines run` checks every option before the first step: exit 2, one line naming the flag,
+nothing written — and a run that ends otherwise always leaves a summary that says how it ended."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from pipelines.__main__ import main
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def _run(argv: list[str], capsys: pytest.CaptureFixture[str]) -> tuple[int, list[str]]:
+    try:
+        code = main(["run", *argv])
+    except SystemExit as exit_:  # argparse's errors
+        code = exit_.code
+    return code, capsys.readouterr().err.strip().splitlines()
+
+
+@pytest.mark.parametrize(
+    ("args", "flag", "words"),
+    [
+        (["--epochs", "0"], "--epochs", "at least 1"),
+        (["--batch-size", "0"], "--batch-size", "at least 1"),
+        (["--learning-rate", "nan"], "--learning-rate", "finite"),
+        (["--min-accuracy", "2"], "--min-accuracy", "at most 1"),
+        (["--max-abs-ci", "-0.1"], "--max-abs-ci", "at least 0"),
+        (["--max-abs-dpl", "x"], "--max-abs-dpl", "expected float"),
+        (["--min-facet-rows", "0"], "--min-facet-rows", "at least 1"),
+        (["--max-rows", "-5"], "--max-rows", "at least 0"),
+        (["--max-seq-length", "2"], "--max-seq-length", "at least 3"),
+        (["--health-policy", "panic"], "--health-policy", "must be one of report, stop"),
+        (["--validation-fraction", "0.6", "--test-fraction", "0.5"], "--test-fraction", "nothing to train on"),
+        (["--feast-config", "no/such/feature_store.yaml"], "--feast-config", "no/such/feature_store.yaml"),
+        (["--base-model", "/no/such/model"], "--base-model", "does not exist"),
+        (["--epochs"], "--epochs", "expected one argument"),
+        (["--no-such-flag"], "--no-such-flag", "unrecognized"),
+    ],
+)
+def test_bad_option_exits_2_with_one_line_naming_the_flag(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], args: list[str], flag: str, words: str
+) -> None:
+    out = tmp_path / "run"
+    code, err = _run(["--output", str(out), *args], capsys)
+    assert code == 2
+    assert len(err) == 1 and err[0].startswith("error: ") and flag in err[0] and words in err[0], err
+    assert not out.exists()  # nothing written
+
+
+def test_malformed_feast_config_is_rejected_before_anything_runs(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    config = tmp_path / "feature_store.yaml"
+    config.write_text("project: [unclosed\n")
+    code, err = _run(["--output", str(tmp_path / "run"), "--feast-config", str(config)], capsys)
+    assert code == 2 and len(err) == 1 and "--feast-config" in err[0]
+    assert not (tmp_path / "run").exists()
+
+
+@pytest.mark.parametrize("where", ["file", "under-file"])
+def test_an_output_that_cannot_be_a_directory_is_one_error(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], where: str
+) -> None:
+    (tmp_path / "taken").write_text("not a directory")
+    output = tmp_path / "taken" if where == "file" else tmp_path / "taken" / "run"
+    code, err = _run(["--output", str(output)], capsys)
+    assert code == 2 and len(err) == 1 and "--output" in err[0] and "Traceback" not in err[0]
+    assert (tmp_path / "taken").read_text() == "not a directory"
+
+
+def test_an_unwritable_output_is_one_error(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """/proc refuses new directories even to root."""
+    code, err = _run(["--output", "/proc/bert-kfp-run"], capsys)
+    assert code == 2 and len(err) == 1 and "--output" in err[0] and "cannot write" in err[0]
+
+
+def test_an_earlier_run_is_neither_reused_silently_nor_left_as_a_stale_success(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    out = tmp_path / "run"
+    out.mkdir()
+    (out / "summary.json").write_text(json.dumps({"status": "succeeded"}))
+    code, err = _run(["--output", str(out), "--epochs", "1"], capsys)
+    assert code == 2 and len(err) == 1 and "--overwrite" in err[0]
+    assert json.loads((out / "summary.json").read_text())["status"] == "succeeded"  # untouched
+    # With --overwrite, bad input leaves no success summary behind that is not this run's.
+    code, err = _run(["--output", str(out), "--overwrite", "--data", str(tmp_path / "missing.csv")], capsys)
+    assert code == 2 and len(err) == 1 and "does not exist" in err[0]
+    assert not (out / "summary.json").exists()
+
+
+def test_ctrl_c_leaves_an_interrupted_summary(tmp_path: Path) -> None:
+    out = tmp_path / "run"
+    env = {**os.environ, "MLFLOW_TRACKING_URI": f"sqlite:///{tmp_path}/mlflow.db", "PYTHONUNBUFFERED": "1"}
+    command = [sys.executable, "-m", "pipelines", "run", "--output", str(out), "--max-rows", "60", "--epochs", "1"]
+    process = subprocess.Popen(command, cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    assert process.stdout is not None
+    for line in process.stdout:  # wait until a step runs
+        if line.startswith("▶ check-bias"):
+            break
+    process.send_signal(signal.SIGINT)
+    _, err = process.communicate(timeout=120)
+    assert process.returncode == 130, err
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["status"] == "interrupted" and "Ctrl-C" in summary["error"]
+    assert "Traceback" not in err
