@@ -1,8 +1,8 @@
 """`python -m pipelines run` on bad review files: exit 2, one `error:` line naming the file or flag and the
 fix, no traceback, nothing written.
 
-Each case runs the real CLI in a subprocess (as a user would); the rules themselves are tested on
-`components.prepare_data.core` in tests/unit/test_prepare_data.py.
+Each case calls the CLI's `main` (one also runs it as a separate process, as a user would); the rules
+themselves are tested on `components.prepare_data.core` in tests/unit/test_prepare_data.py.
 """
 
 from __future__ import annotations
@@ -14,6 +14,8 @@ import sys
 from pathlib import Path
 
 import pytest
+
+from pipelines.__main__ import main
 
 ROOT = Path(__file__).resolve().parents[2]
 HEADER = b"Review Text,Rating,Class Name\n"
@@ -74,24 +76,29 @@ CASES = [
 
 @pytest.mark.parametrize(("make_data", "flags", "says"), [c[1:] for c in CASES], ids=[c[0] for c in CASES])
 def test_bad_data_fails_with_one_line_and_writes_nothing(
-    tmp_path: Path, make_data, flags: list[str], says: list[str]
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], make_data, flags: list[str], says: list[str]
 ) -> None:
     data = make_data(tmp_path)
     output = tmp_path / "out"
+    assert main(["run", "--data", data, "--output", str(output), *flags]) == 2
+    lines = capsys.readouterr().err.splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: "), lines
+    assert data in lines[0] or any(flag in lines[0] for flag in ("--data", "--text-column"))
+    for text in says:
+        assert text in lines[0]
+    assert not output.exists()
+
+
+def test_the_real_process_prints_one_line_and_no_traceback(tmp_path: Path) -> None:
+    """The same through a separate process, as a user runs it (one case: each process takes seconds)."""
+    data = _file("reviews.csv", b"Review Text,Rating,Class Name,Rating\n" + ROWS)(tmp_path)
     result = subprocess.run(
-        [sys.executable, "-m", "pipelines", "run", "--data", data, "--output", str(output), *flags],
+        [sys.executable, "-m", "pipelines", "run", "--data", data, "--output", str(tmp_path / "out")],
         cwd=ROOT,
         capture_output=True,
         text=True,
         timeout=300,
     )
-    assert result.returncode == 2, result.stderr
-    lines = result.stderr.splitlines()
-    assert len(lines) == 1, result.stderr
-    line = lines[0]
-    assert line.startswith("error: ")
-    assert "Traceback" not in result.stderr
-    assert data in line or any(flag in line for flag in ("--data", "--text-column"))
-    for text in says:
-        assert text in line
-    assert not output.exists()
+    assert result.returncode == 2 and len(result.stderr.splitlines()) == 1, result.stderr
+    assert "duplicated column name(s): 'Rating'" in result.stderr and "Traceback" not in result.stderr
+    assert not (tmp_path / "out").exists()
