@@ -17,4 +17,3 @@ def _version() -> str:
 VERSION = _version()
 COMPONENTS_IMAGE = f"{REGISTRY}/components:{VERSION}"
 TRAIN_IMAGE = f"{REGISTRY}/train:{VERSION}"
-SERVE_IMAGE = f"{REGISTRY}/serve:{VERSION}"
