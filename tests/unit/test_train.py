@@ -20,7 +20,7 @@ import pandas as pd
 import pytest
 
 from components.common import batching as D
-from components.train import cli, core, loop, testing
+from components.train import checkpoints, cli, core, testing
 from components.train.health import HealthArguments
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -144,7 +144,6 @@ def test_features_from_another_tokenizer(tmp_path: Path, tiny: Path, synthetic) 
 def test_unreachable_mlflow_fails_before_training(tmp_path: Path, tiny: Path, synthetic) -> None:
     features = pd.concat([synthetic[0].assign(split="train"), synthetic[1].assign(split="validation")])
     features.to_parquet(tmp_path / "features.parquet")
-    started = time.perf_counter()
     code = cli.main(
         [
             "--features", str(tmp_path / "features.parquet"), "--base_model", str(tiny),
@@ -152,7 +151,6 @@ def test_unreachable_mlflow_fails_before_training(tmp_path: Path, tiny: Path, sy
         ]
     )  # fmt: skip
     assert code == 2
-    assert time.perf_counter() - started < 30
     assert not (tmp_path / "out").exists()
 
 
@@ -167,7 +165,7 @@ def test_unreachable_mlflow_message(tmp_path: Path, tiny: Path, synthetic, capsy
     [
         ({"output_dir": ""}, "--output-dir is required"),
         ({"per_device_train_batch_size": 0}, "--per-device-train-batch-size must be at least 1"),
-        ({"warmup_ratio": 1.0}, "--warmup-ratio must be in"),
+        ({"warmup_ratio": 1.0}, "--warmup-ratio must be"),
         ({"learning_rate": float("nan")}, "--learning-rate must be a finite number"),
     ],
 )
@@ -232,7 +230,7 @@ def test_training_writes_model_metrics_and_checkpoints(tmp_path: Path, tiny: Pat
     assert {f"health_{r}" for r in ("vanishing_gradient", "exploding_gradient")} <= set(result.metrics)
     assert [s for m, s in logged if "loss" in m] == list(range(2, 17, 2))
     assert all(m["samples_per_second"] > 0 for m, _ in logged if "loss" in m)
-    names = sorted(p.name for p in loop.checkpoint_dirs(tmp_path / "out"))
+    names = sorted(p.name for p in checkpoints.checkpoint_dirs(tmp_path / "out"))
     assert f"checkpoint-{result.global_step}" in names and f"checkpoint-{result.best_step}" in names
     assert len(names) <= 2  # the newest and the best
 
@@ -318,14 +316,14 @@ def test_resume_after_sigkill_matches_an_uninterrupted_run(tmp_path: Path, tiny:
         _cli(tiny_dropout, features, killed), env=env, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
     )
     deadline = time.monotonic() + 120
-    while not loop.checkpoint_dirs(killed) and time.monotonic() < deadline and process.poll() is None:
+    while not checkpoints.checkpoint_dirs(killed) and time.monotonic() < deadline and process.poll() is None:
         time.sleep(0.01)
     process.send_signal(signal.SIGKILL)
     process.wait()
     assert process.returncode == -signal.SIGKILL
-    assert loop.checkpoint_dirs(killed), "no checkpoint before the kill"
+    assert checkpoints.checkpoint_dirs(killed), "no checkpoint before the kill"
     assert not (killed / "training_report.json").exists(), "the run finished before it was killed"
-    first = int(loop.checkpoint_dirs(killed)[-1].name.split("-")[1])
+    first = int(checkpoints.checkpoint_dirs(killed)[-1].name.split("-")[1])
 
     subprocess.run(_cli(tiny_dropout, features, killed), check=True, env=env, cwd=ROOT, capture_output=True)
     a = json.loads((straight / "training_report.json").read_text())
