@@ -13,7 +13,6 @@ memory needed does not grow with the number of rows.
 
 from __future__ import annotations
 
-import html
 import json
 import math
 from collections.abc import Iterator
@@ -285,14 +284,26 @@ def bias_report(counts: LabelCounts, label: str, positive_label: object = 1) -> 
     )
 
 
-def check_gates(report: BiasReport, max_abs_ci: float = 1.0, max_abs_dpl: float = 1.0) -> None:
+@dataclass(frozen=True)
+class BiasGates:
+    """The step's options: limits on |CI| and |DPL| per facet value (1.0, the most either can be, is off)."""
+
+    max_abs_ci: float = field(
+        default=1.0, metadata={"help": "Bias gate: fail when a facet value's |CI| exceeds this (1.0: off).", "min": 0}
+    )
+    max_abs_dpl: float = field(
+        default=1.0, metadata={"help": "Bias gate: fail when a facet value's |DPL| exceeds this (1.0: off).", "min": 0}
+    )
+
+
+def check_gates(report: BiasReport, gates: BiasGates) -> None:
     """Fail when a facet value's |CI| or |DPL| exceeds its limit (1.0, the default, never fails).
 
     Raises:
         ValueError: naming every facet value over a limit and the option that sets it.
     """
     problems = []
-    for name, limit, flag in (("CI", max_abs_ci, "--max-abs-ci"), ("DPL", max_abs_dpl, "--max-abs-dpl")):
+    for name, limit, flag in (("CI", gates.max_abs_ci, "--max-abs-ci"), ("DPL", gates.max_abs_dpl, "--max-abs-dpl")):
         over = {v: m[name] for v, m in report.metrics.items() if m[name] is not None and abs(m[name]) > limit}
         if over:
             listed = ", ".join(f"{v!r} ({x:+.4f})" for v, x in sorted(over.items(), key=lambda kv: -abs(kv[1])))
@@ -305,54 +316,40 @@ def check_gates(report: BiasReport, max_abs_ci: float = 1.0, max_abs_dpl: float 
         )
 
 
-def render_html(report: BiasReport) -> str:
-    """A self-contained page: a bar chart of CI and DPL per facet value and the full metric table."""
-    values = sorted(report.metrics, key=lambda v: -report.facet_rows[v])
-    names = [m for m in (*METRICS, "CDDL") if any(m in report.metrics[v] for v in values)]
-    bar_h, gap, label_w, half = 16, 10, 170, 230
-    height = len(values) * (2 * bar_h + gap) + 40
-    svg = [
-        f'<svg xmlns="http://www.w3.org/2000/svg" width="{label_w + 2 * half + 20}" height="{height}" '
-        'font-family="sans-serif" font-size="12">',
-        f'<line x1="{label_w + half}" y1="20" x2="{label_w + half}" y2="{height - 10}" stroke="#444"/>',
-        f'<text x="{label_w}" y="14">-1</text><text x="{label_w + half - 4}" y="14">0</text>'
-        f'<text x="{label_w + 2 * half - 8}" y="14">+1</text>',
-    ]
-    for i, value in enumerate(values):
-        y = 24 + i * (2 * bar_h + gap)
-        svg.append(f'<text x="{label_w - 6}" y="{y + bar_h + 4}" text-anchor="end">{html.escape(value)}</text>')
-        for j, (name, colour) in enumerate((("CI", "#4e79a7"), ("DPL", "#e15759"))):
-            x = report.metrics[value][name] or 0.0
-            left = label_w + half + min(0.0, x) * half
-            svg.append(
-                f'<rect x="{left:.1f}" y="{y + j * bar_h}" width="{abs(x) * half:.1f}" '
-                f'height="{bar_h - 2}" fill="{colour}"><title>{name} {x:+.4f}</title></rect>'
-            )
-    svg.append("</svg>")
-    head = "".join(f"<th>{n}</th>" for n in names)
-    rows = "".join(
-        f"<tr><td>{html.escape(v)}</td><td>{report.facet_rows[v]}</td><td>{report.positive_rate[v]:.3f}</td>"
-        + "".join(
-            "<td>—</td>" if report.metrics[v].get(n) is None else f"<td>{report.metrics[v][n]:+.5f}</td>" for n in names
-        )
-        + "</tr>"
-        for v in values
-    )
-    legend = "".join(f"<li><b>{n}</b>: {DESCRIPTIONS[n]}</li>" for n in names)
-    return f"""<!doctype html>
-<html><head><meta charset="utf-8"><title>Pre-training bias: {html.escape(report.facet)}</title>
-<style>body{{font-family:sans-serif;margin:1.5em}} table{{border-collapse:collapse}}
-td,th{{border:1px solid #ccc;padding:3px 8px;text-align:right}} td:first-child{{text-align:left}}</style>
-</head><body>
-<h2>Pre-training bias of <code>{html.escape(report.label)}</code> across <code>{html.escape(report.facet)}</code></h2>
-<p>{report.rows} rows; positive label <code>{html.escape(report.positive_label)}</code>; each facet value
+#: The bias report page (see `components.common.report_html`; every string is escaped).
+_PAGE = """{% extends "page.html" %}
+{% block title %}Pre-training bias: {{ r.facet }}{% endblock %}
+{% block body %}
+<h2>Pre-training bias of <code>{{ r.label }}</code> across <code>{{ r.facet }}</code></h2>
+<p>{{ r.rows }} rows; positive label <code>{{ r.positive_label }}</code>; each facet value
 compared with all other rows (SageMaker Clarify definitions). Bars: <span style="color:#4e79a7">CI</span>
 and <span style="color:#e15759">DPL</span>.</p>
-{"".join(svg)}
-<table><tr><th>facet value</th><th>rows</th><th>positive rate</th>{head}</tr>{rows}</table>
-<ul>{legend}</ul>
-</body></html>
+{{ chart }}
+<table><tr><th>facet value</th><th>rows</th><th>positive rate</th>{% for n in names %}<th>{{ n }}</th>{% endfor %}</tr>
+{% for v in values %}
+<tr><td>{{ v }}</td><td>{{ r.facet_rows[v] }}</td><td>{{ "%.3f"|format(r.positive_rate[v]) }}</td>
+{%- for n in names %}{% set x = r.metrics[v].get(n) %}<td>{{ "—" if x is none else "%+.5f"|format(x) }}</td>{% endfor %}
+</tr>
+{% endfor %}
+</table>
+<ul>{% for n in names %}<li><b>{{ n }}</b>: {{ descriptions[n] }}</li>{% endfor %}</ul>
+{% endblock %}
 """
+
+
+def render_html(report: BiasReport) -> str:
+    """A self-contained page: a bar chart of CI and DPL per facet value and the full metric table."""
+    from components.common import report_html
+
+    values = sorted(report.metrics, key=lambda v: -report.facet_rows[v])
+    names = [m for m in (*METRICS, "CDDL") if any(m in report.metrics[v] for v in values)]
+    rows = []
+    for value in values:
+        ci, dpl = (report.metrics[value][name] or 0.0 for name in ("CI", "DPL"))
+        bars = [report_html.Bar(ci, "#4e79a7", f"CI {ci:+.4f}"), report_html.Bar(dpl, "#e15759", f"DPL {dpl:+.4f}")]
+        rows.append(report_html.BarRow(value, bars))
+    chart = report_html.bar_chart(rows, [(-1.0, "-1"), (0.0, "0"), (1.0, "+1")], lo=-1.0, hi=1.0, bar_height=16, gap=10)
+    return report_html.render_page(_PAGE, r=report, values=values, names=names, chart=chart, descriptions=DESCRIPTIONS)
 
 
 def write_outputs(report: BiasReport, json_path: str, html_path: str) -> None:
@@ -369,12 +366,11 @@ def run(
     label: str,
     positive_label: object = 1,
     group: str | None = None,
-    max_abs_ci: float = 1.0,
-    max_abs_dpl: float = 1.0,
+    gates: BiasGates | None = None,
 ) -> BiasReport:
     """Count, compute and gate: what the component calls."""
     report = bias_report(count_labels(path, facet, label, positive_label, group), label, positive_label)
     if group:
         report.group = group
-    check_gates(report, max_abs_ci, max_abs_dpl)
+    check_gates(report, gates or BiasGates())
     return report

@@ -124,11 +124,11 @@ def _report() -> core.BiasReport:
 
 def test_gates_are_off_by_default_and_fail_with_the_values_named() -> None:
     report = _report()
-    core.check_gates(report)  # 1.0 never fails
+    core.check_gates(report, core.BiasGates())  # 1.0 never fails
     with pytest.raises(ValueError, match=r"\|CI\| > 0\.5 \(--max-abs-ci\) for 'a' \(\+0\.8000\), 'b' \(-0\.8000\)"):
-        core.check_gates(report, max_abs_ci=0.5)
+        core.check_gates(report, core.BiasGates(max_abs_ci=0.5))
     with pytest.raises(ValueError, match=r"\|DPL\| > 0\.3 \(--max-abs-dpl\)"):
-        core.check_gates(report, max_abs_dpl=0.3)
+        core.check_gates(report, core.BiasGates(max_abs_dpl=0.3))
 
 
 def test_outputs_json_and_html(tmp_path: Path) -> None:
@@ -140,3 +140,11 @@ def test_outputs_json_and_html(tmp_path: Path) -> None:
     assert page.startswith("<!doctype html>") and "<svg" in page and "<table>" in page
     assert page.count("<rect") == 4  # CI and DPL bars for two facet values
     assert report.headline() == {"max_abs_CI": pytest.approx(0.8), "max_abs_DPL": pytest.approx(80 / 90 - 0.2)}
+
+
+def test_html_escapes_facet_values_and_names(tmp_path: Path) -> None:
+    frame = pd.DataFrame({"<f>": ["<script>x</script>"] * 10 + ["A & B"] * 10, "y": [1, 0] * 10})
+    page = core.render_html(core.bias_report(core.counts_from_frame(frame, "<f>", "y", 1), "y", 1))
+    assert "<script>" not in page and "&lt;script&gt;x&lt;/script&gt;" in page and "A &amp; B" in page
+    assert "<title>Pre-training bias: &lt;f&gt;</title>" in page
+    assert page.count("&lt;script&gt;x&lt;/script&gt;") == 2  # the chart's label and the table's row
