@@ -4,23 +4,52 @@
 pipeline's `feast_ingest` step calls `definitions()` with the offline location it was configured with,
 so both register the same objects.
 
-The offline Parquet location is the one environment-dependent part (a file under the store directory
-by default; an `s3://` URI on clusters that keep offline data in S3/MinIO), so the module-level objects
-read it from `FEAST_OFFLINE_PATH` (and `FEAST_S3_ENDPOINT_URL` for MinIO) as Feast repositories
-conventionally do.  These literals match `components/common/features.py` (a unit test checks).
+The offline location is the one environment-dependent part, and `offline_path` below is the one place
+that decides it, for the CLI and for the ingest step alike: an explicit path (the step's `offline_path`),
+else `FEAST_OFFLINE_PATH` (the cluster profile's ConfigMap), else `DEFAULT_OFFLINE_PATH`; a relative path
+resolves under the repository (store) directory and is registered absolute, because Feast's DuckDB
+offline store reads the path as it is registered.  It names a directory of Parquet files: each ingest adds
+its own file there, so runs that share a store never rewrite each other's rows.  `FEAST_S3_ENDPOINT_URL`
+sets the S3 endpoint for MinIO.  These literals match `components/common/features.py` (a unit test checks).
 """
 
 from __future__ import annotations
 
 import os
 from datetime import timedelta
+from pathlib import Path
 
 from feast import Entity, FeatureView, Field, FileSource, ValueType
 from feast.data_format import ParquetFormat
 from feast.types import Array, Int32, Int64, String
 
 PROJECT_TAGS = {"team": "ml", "course": "practical-data-science"}
-DEFAULT_OFFLINE_PATH = "data/offline/review_features.parquet"
+DEFAULT_OFFLINE_PATH = "data/offline/review_features"
+
+
+def offline_path(repo_dir: str | Path, override: str = "") -> str:
+    """Where the offline Parquet files live: ``override``, else `FEAST_OFFLINE_PATH`, else the default.
+
+    Relative paths resolve under ``repo_dir`` (the store directory) and come back absolute; URIs
+    (`s3://...`) come back as they are.
+
+    Raises:
+        ValueError: ``override`` and `FEAST_OFFLINE_PATH` are both set and differ (two places deciding).
+    """
+    override = (override or "").strip()
+    env = os.environ.get("FEAST_OFFLINE_PATH", "").strip()
+    if override and env and override != env:
+        raise ValueError(
+            f"The offline path is set twice: --offline-path {override!r} and FEAST_OFFLINE_PATH={env!r}. "
+            "Leave --offline-path empty to use FEAST_OFFLINE_PATH (the cluster profile's ConfigMap), "
+            "or make them equal."
+        )
+    path = override or env or DEFAULT_OFFLINE_PATH
+    if "://" in path:
+        return path
+    resolved = Path(path).expanduser()
+    return str(resolved if resolved.is_absolute() else Path(repo_dir).resolve() / resolved)
+
 
 review = Entity(
     name="review",
@@ -30,8 +59,8 @@ review = Entity(
 )
 
 
-def review_features_source(path: str = DEFAULT_OFFLINE_PATH, s3_endpoint_override: str | None = None) -> FileSource:
-    """The offline Parquet data the `feast_ingest` step writes (relative paths resolve in the store directory)."""
+def review_features_source(path: str, s3_endpoint_override: str | None = None) -> FileSource:
+    """The offline Parquet files the `feast_ingest` step writes (``path``: from `offline_path`)."""
     return FileSource(
         name="review_features_source",
         path=path,
@@ -62,14 +91,13 @@ def review_feature_view(source: FileSource) -> FeatureView:
     )
 
 
-def definitions(offline_path: str = DEFAULT_OFFLINE_PATH, s3_endpoint_override: str | None = None) -> list:
-    """The objects to apply: the entity and the feature view (which carries its source)."""
-    return [review, review_feature_view(review_features_source(offline_path, s3_endpoint_override))]
+def definitions(location: str, s3_endpoint_override: str | None = None) -> list:
+    """The objects to apply: the entity and the feature view (which carries its source at ``location``)."""
+    return [review, review_feature_view(review_features_source(location, s3_endpoint_override))]
 
 
-# What the Feast CLI registers.
+# What the Feast CLI registers (Feast repositories declare module-level objects; this file's directory is
+# the repository directory).
 review_bert_features = review_feature_view(
-    review_features_source(
-        os.environ.get("FEAST_OFFLINE_PATH") or DEFAULT_OFFLINE_PATH, os.environ.get("FEAST_S3_ENDPOINT_URL")
-    )
+    review_features_source(offline_path(Path(__file__).parent), os.environ.get("FEAST_S3_ENDPOINT_URL"))
 )

@@ -1,9 +1,14 @@
 """The BERT feature table and the Feast feature store: names, configuration, and reading features back.
 
 Training reads the splits point-in-time correctly with `get_training_features` /
-`get_split_features` (Feast's `get_historical_features`); serving and the consistency check read
-single reviews with `get_online_features`.  Both go through Feast's public `FeatureStore` API, configured from the
-project's Feast repository (`feature_repo/`) with the store's data under a run directory.
+`get_split_features` (Feast's `get_historical_features`, on Feast's DuckDB offline store); serving and
+the consistency check read single reviews with `get_online_features`.  Both go through Feast's public
+`FeatureStore` API, configured from the project's Feast repository (`feature_repo/`) with the store's data
+under a store directory.
+
+Where the offline data lives is decided in one place, `feature_repo.review_features.offline_path`
+(re-exported here as `offline_location`): the step's explicit offline path, else `FEAST_OFFLINE_PATH`,
+else `DEFAULT_OFFLINE_PATH` under the store directory.
 
 Feast is imported inside the functions, so importing this module is cheap.
 """
@@ -54,8 +59,9 @@ ENTITY = "review"
 FEATURE_VIEW = "review_bert_features"
 #: Features of the feature view, in order (the entity key `review_id` and the timestamp are not features).
 FEATURES = (INPUT_IDS, LABEL_ID, SPLIT, schema.FACET)
-#: Where the offline (Parquet) data lives, relative to the store directory, unless configured otherwise.
-DEFAULT_OFFLINE_PATH = "data/offline/review_features.parquet"
+#: Where the offline data lives, relative to the store directory, unless configured otherwise: a directory of
+#: Parquet files, one per ingested features table (see `offline_location`).
+DEFAULT_OFFLINE_PATH = "data/offline/review_features"
 #: Named configurations of the project's feature repository; anything else is a path to a feature_store.yaml.
 STORE_CONFIGS = {"local": "feature_store.yaml", "cluster": "feature_store.cluster.yaml"}
 
@@ -97,7 +103,8 @@ def load_store_config(store_dir: str | Path, feast_config: str = "local") -> Rep
         ValueError: Unset variables, an invalid configuration, or a missing client library for the
             configured online store (e.g. `redis` for the cluster configuration).
     """
-    from feast.errors import FeastExtrasDependencyImportError, FeastModuleImportError
+    import yaml
+    from feast.errors import FeastError, FeastExtrasDependencyImportError, FeastModuleImportError
     from feast.repo_config import FeastConfigError, load_repo_config
 
     yaml_path = store_config_path(feast_config)
@@ -110,15 +117,34 @@ def load_store_config(store_dir: str | Path, feast_config: str = "local") -> Rep
         )
     try:
         config = load_repo_config(Path(store_dir).resolve(), yaml_path)
-        config.online_store  # noqa: B018 - builds the online store config: imports its client library
+        # Building the store configs imports their client libraries (redis, duckdb + ibis).
+        config.online_store  # noqa: B018
+        config.offline_store  # noqa: B018
     except (FeastExtrasDependencyImportError, FeastModuleImportError, ImportError) as error:
         raise ValueError(
-            f"The online store configured in {yaml_path} needs a client library that is not installed "
-            f"({error}). For the cluster configuration install the `redis` package (Feast's `redis` extra)."
+            f"A store configured in {yaml_path} needs a client library that is not installed ({error}); "
+            "the project's dependencies include redis, duckdb and ibis-framework: reinstall them."
         ) from error
-    except FeastConfigError as error:
+    except yaml.YAMLError as error:
+        raise ValueError(f"Feature store configuration {yaml_path} is not valid YAML: {error}") from error
+    except (FeastConfigError, FeastError, TypeError) as error:
         raise ValueError(f"Invalid feature store configuration {yaml_path}: {error}") from error
     return config
+
+
+def offline_location(store_dir: str | Path, offline_path: str = "") -> str:
+    """The offline data's location for a store: an absolute directory, or an `s3://`-style URI.
+
+    The one rule (`feature_repo.review_features.offline_path`): ``offline_path`` when given, else the
+    `FEAST_OFFLINE_PATH` environment variable (the cluster profile's ConfigMap sets it), else
+    `DEFAULT_OFFLINE_PATH`; relative paths resolve under ``store_dir``.
+
+    Raises:
+        ValueError: ``offline_path`` and `FEAST_OFFLINE_PATH` are both set and differ.
+    """
+    from feature_repo import review_features
+
+    return review_features.offline_path(Path(store_dir).expanduser(), offline_path)
 
 
 def feature_store(store_dir: str | Path, feast_config: str = "local") -> FeatureStore:
@@ -217,7 +243,7 @@ def get_historical_features(
 
 
 def offline_uri(store: FeatureStore) -> str:
-    """The (resolved) location of the feature view's offline Parquet data."""
+    """The (resolved) location of the feature view's offline data: a directory of Parquet files."""
     from feast.infra.offline_stores.file_source import FileSource
 
     source = store.get_feature_view(FEATURE_VIEW).batch_source
@@ -235,8 +261,7 @@ def get_training_features(
 
     The review ids come from the offline data (those with features at ``as_of``); the features from
     Feast's point-in-time join (`get_historical_features`), so a later re-featurization does not leak
-    into an earlier snapshot.  One Feast call for all splits: the file offline store's cost is mostly
-    per call, not per row.
+    into an earlier snapshot.  One Feast call for all splits.
 
     Returns:
         {split: frame} for train, validation and test; one row per review, sorted by review_id, with

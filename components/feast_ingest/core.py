@@ -1,82 +1,106 @@
-"""Put the BERT features into the Feast feature store: registry, offline Parquet and online store.
+"""Put the BERT features into the Feast feature store, through Feast's public API only.
 
-`ingest` validates everything first (the features, the configuration, that the store directory is
-writable and the online store reachable), then
+`ingest` validates everything first (the options with `IngestConfig.validate`, every feature row, that
+the store directory is writable and the online store reachable), then
 
-1. writes the merged offline Parquet to a temporary file beside the target,
-2. snapshots the registry and applies the definitions (`FeatureStore.apply`),
-3. writes the online store - SQLite in one transaction (bulk, see below), other stores through Feast's
-   `OnlineStore.online_write_batch` in large batches,
-4. renames the offline file into place and commits the online transaction.
+1. writes the rows as one new Parquet file into the offline directory (`offline_path` decides where),
+   named by a digest of its content: runs that share a store each add their own file and never rewrite
+   another's, and re-ingesting the same features writes the same file again (idempotent);
+2. registers the entity and the feature view with `FeatureStore.apply`, only when the registry does not
+   already hold exactly these definitions (under a lock file for a local file registry);
+3. writes the online store with `FeatureStore.write_to_online_store`.
 
-Any failure in 2-4 rolls the online transaction back, restores the registry file and leaves the
-previous offline file, so the store reads as it did before.  Re-ingesting the same features is
-idempotent: offline rows are keyed by (review_id, event_timestamp), online rows by entity key.
-
-SQLite bulk path: the rows Feast's `SqliteOnlineStore.online_write_batch` would write (entity key from
-`serialize_entity_key`'s layout, `ValueProto` bytes, Feast's timestamp adaptation), sorted by key and
-written with one `executemany` in one transaction.  Before using it, `ingest` writes sample rows with
-Feast's own `online_write_batch` into a scratch database and checks that both paths produce the same
-bytes; if they differ (a Feast upgrade changed the layout), it falls back to Feast's writer.
+All-or-nothing where the store allows it: a failure in 2-3 removes the offline file this ingest added and
+undoes its own registry change (definitions it created are deleted again, unless another ingest's offline
+data already depends on them; definitions it replaced are re-applied).  Other runs' registry changes are
+never overwritten by a snapshot.  The SQLite online store (embedded default) is written in one
+`write_to_online_store` call, which Feast commits as one SQLite transaction, so it is all-or-nothing too.
+**Redis is not transactional**: it is written in batches of `online_batch_size` rows, and a failure part
+way (Redis going away mid-ingest) can leave some rows' online values updated while the offline data and
+registry are rolled back; re-running the ingest converges.  Offline rows become visible to readers when
+their file lands (step 1), before the online write.
 """
 
 from __future__ import annotations
 
 import contextlib
-import itertools
+import hashlib
 import json
-import logging
 import os
 import shutil
-import sqlite3
-import struct
 import tempfile
 import time
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import asdict, dataclass, field
-from datetime import datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from components.common import features as F
-from components.common import schema
+from components.common import options, schema
 
 if TYPE_CHECKING:  # pragma: no cover - typing only
-    from feast import FeatureView
-    from feast.protos.feast.types.EntityKey_pb2 import EntityKey
-    from feast.protos.feast.types.Value_pb2 import Value
+    from feast import FeatureStore
     from feast.repo_config import RepoConfig
 
 #: The features table as ingest expects it (what featurize writes).
 FEATURES_SCHEMA = F.FEATURES_SCHEMA
 _NUM_CLASSES = len(schema.LABEL_TO_ID)
-logger = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
 class IngestConfig:
     """Where and how to ingest."""
 
-    #: The store directory: relative paths of the feature_store.yaml resolve here (the run's directory
-    #: locally, a PVC mount on a cluster).
-    store_dir: str
-    #: `local` (SQLite + Parquet), `cluster` (Redis + PVC/S3) or a path to a feature_store.yaml.
-    feast_config: str = "local"
-    #: Offline Parquet location: relative to store_dir, or an s3:// URI; empty: `DEFAULT_OFFLINE_PATH`.
-    offline_path: str = ""
-    #: Rows per `online_write_batch` call on the generic (non-SQLite) path.
-    online_batch_size: int = 20_000
-    #: Use the SQLite bulk path where the online store is SQLite (off: Feast's writer, for comparison).
-    sqlite_bulk: bool = True
+    store_dir: str = field(
+        metadata={
+            "help": "Store directory: relative paths of the feature_store.yaml resolve here "
+            "(the run's directory locally, a PVC mount on a cluster)."
+        }
+    )
+    feast_config: str = field(
+        default="local",
+        metadata={"help": "`local` (SQLite + Parquet/DuckDB), `cluster` (Redis + PVC/S3) or a feature_store.yaml."},
+    )
+    offline_path: str = field(
+        default="",
+        metadata={
+            "help": "Directory of the offline Parquet files, relative to the store directory or s3://; "
+            "empty: FEAST_OFFLINE_PATH, else data/offline/review_features."
+        },
+    )
+    online_batch_size: int = field(
+        default=20_000,
+        metadata={
+            "help": "Rows per write_to_online_store call for non-transactional online stores (Redis); "
+            "SQLite is written in one call (one transaction).",
+            "min": 1,
+        },
+    )
 
-    @property
-    def offline(self) -> str:
-        return self.offline_path.strip() or F.DEFAULT_OFFLINE_PATH
+    def validate(self) -> None:
+        """Check the options and load the store configuration (Feast's own RepoConfig loading), writing nothing.
+
+        Raises:
+            ValueError: Naming the flag: a bound (`--online-batch-size`), an empty `--store-dir`, a missing,
+                malformed or incomplete feature_store.yaml (`--feast-config`), or an offline path set twice
+                (`--offline-path`).
+        """
+        options.check_fields(self)
+        if not self.store_dir.strip():
+            raise ValueError(f"{options.flag('store_dir')} is empty; name the feature store directory.")
+        try:
+            F.load_store_config(self.store_dir, self.feast_config)
+        except ValueError as error:
+            raise ValueError(f"{options.flag('feast_config')} {self.feast_config!r}: {error}") from error
+        self.offline_location()
+
+    def offline_location(self) -> str:
+        """The offline directory (absolute) or URI, by the one rule of `features.offline_location`."""
+        return F.offline_location(self.store_dir, self.offline_path)
 
 
 @dataclass
@@ -91,10 +115,11 @@ class IngestReport:
     registry: str
     online_store: dict[str, str]
     offline_uri: str
+    offline_file: str
     rows_written: int
-    rows_offline: int
     rows_per_split: dict[str, int]
     online_write: str
+    registry_changed: bool
     seconds: dict[str, float] = field(default_factory=dict)
 
     def to_dict(self) -> dict[str, Any]:
@@ -174,24 +199,29 @@ def validate_features(table: pa.Table, source: str = "features") -> pa.Table:
     fail(pc.invert(pc.is_in(table[F.SPLIT], value_set=pa.array(F.SPLITS))), f"have a split other than {F.SPLITS}")
     fail(pc.is_null(table[F.EVENT_TIMESTAMP]), "have no event_timestamp")
     fail(pc.is_null(table[schema.FACET]), f"have no {schema.FACET}")
-    return table
+    return table.sort_by([(schema.REVIEW_ID, "ascending")])
 
 
 # --- the store -------------------------------------------------------------------------------------------
 
 
-def _check_writable(directory: Path) -> None:
+def _check_writable(directory: Path, what: str = "the feature store") -> None:
+    """Fail unless ``directory`` exists writable or could be created (checked at its nearest existing parent)."""
+    existing = directory
+    while not existing.exists() and existing != existing.parent:
+        existing = existing.parent
     try:
-        directory.mkdir(parents=True, exist_ok=True)
-        with tempfile.NamedTemporaryFile(dir=directory, prefix=".write-check-"):
+        if not existing.is_dir():
+            raise NotADirectoryError(20, "Not a directory", str(existing))
+        with tempfile.NamedTemporaryFile(dir=existing, prefix=".write-check-"):
             pass
     except OSError as error:
         raise ValueError(
-            f"Cannot write the feature store at {directory}: {error}. Choose a writable --output/store directory."
+            f"Cannot write {what} at {directory}: {error}. Choose a writable --output/store directory."
         ) from error
 
 
-def _local_path(config: RepoConfig, path: str) -> Path | None:
+def _local(config: RepoConfig, path: str) -> Path | None:
     """``path`` resolved against the store directory, or None for remote URIs (s3://, gs://, ...)."""
     if "://" in path:
         return None
@@ -200,49 +230,35 @@ def _local_path(config: RepoConfig, path: str) -> Path | None:
 
 
 def _registry_file(config: RepoConfig) -> Path | None:
-    registry = config.registry
-    if getattr(registry, "registry_type", "file") != "file":
+    if getattr(config.registry, "registry_type", "file") != "file":
         return None
-    return _local_path(config, str(registry.path))
+    return _local(config, str(config.registry.path))
 
 
-def _sqlite_path(config: RepoConfig) -> Path | None:
-    if config.online_store.type not in ("sqlite",) and not str(config.online_store.type).endswith("SqliteOnlineStore"):
-        return None
-    return _local_path(config, str(config.online_store.path))
+def _transactional(config: RepoConfig) -> bool:
+    """Whether one `write_to_online_store` call is all-or-nothing (Feast's SQLite store: one transaction)."""
+    return str(config.online_store.type) in ("sqlite", "feast.infra.online_stores.sqlite.SqliteOnlineStore")
 
 
 def describe_online_store(config: RepoConfig) -> dict[str, str]:
     """Type and location of the online store (without credentials)."""
     kind = str(config.online_store.type)
-    sqlite_path = _sqlite_path(config)
-    if sqlite_path is not None:
-        return {"type": "sqlite", "path": str(sqlite_path)}
+    if _transactional(config):
+        return {"type": "sqlite", "path": str(_local(config, str(config.online_store.path)))}
     connection = str(getattr(config.online_store, "connection_string", "") or "")
     location = connection.split(",", 1)[0].rsplit("@", 1)[-1]
     return {"type": kind, "location": location} if location else {"type": kind}
 
 
-def check_online_store(config: RepoConfig, view: FeatureView) -> None:
-    """Fail early (before any write) when the online store cannot be written or reached.
+def check_online_store(store: FeatureStore, view: Any) -> None:
+    """Fail early (before any write) when the online store cannot be reached or written.
 
-    SQLite: the database can be opened and write-locked.  Other stores: one read of an unknown key
-    through Feast's `OnlineStore.online_read` (a network round trip).
+    SQLite: its directory must be writable.  Other stores: one read of an unknown key through the online
+    store (a network round trip; the Redis client raises on a refused connection).
     """
-    sqlite_path = _sqlite_path(config)
-    if sqlite_path is not None:
-        _check_writable(sqlite_path.parent)
-        if not sqlite_path.exists():
-            return  # a writable directory is enough; Feast creates the database at apply
-        try:
-            conn = sqlite3.connect(sqlite_path, timeout=10, isolation_level=None)
-            try:
-                conn.execute("BEGIN IMMEDIATE")
-                conn.execute("ROLLBACK")
-            finally:
-                conn.close()
-        except sqlite3.Error as error:
-            raise ValueError(f"Cannot write the SQLite online store {sqlite_path}: {error}.") from error
+    config = store.config
+    if _transactional(config):
+        _check_writable(Path(describe_online_store(config)["path"]).parent, "the SQLite online store")
         return
     from feast.infra.provider import get_provider
     from feast.protos.feast.types.EntityKey_pb2 import EntityKey
@@ -260,408 +276,133 @@ def check_online_store(config: RepoConfig, view: FeatureView) -> None:
         ) from error
 
 
-class RegistrySnapshot:
-    """The registry file's bytes before apply, to put back if the ingest fails (file registries only)."""
+@contextlib.contextmanager
+def registry_lock(config: RepoConfig) -> Iterator[None]:
+    """An exclusive lock beside a local file registry (Feast rewrites that file whole on every change)."""
+    path = _registry_file(config)
+    if path is None:
+        yield  # SQL or object-store registries: no local file to lock
+        return
+    import fcntl
 
-    def __init__(self, config: RepoConfig) -> None:
-        self.path = _registry_file(config)
-        self.content = self.path.read_bytes() if self.path is not None and self.path.exists() else None
-
-    def restore(self) -> None:
-        if self.path is None:
-            return
-        if self.content is None:
-            self.path.unlink(missing_ok=True)
-            return
-        tmp = self.path.with_name(f".{self.path.name}.restore-{os.getpid()}")
-        tmp.write_bytes(self.content)
-        os.replace(tmp, self.path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path.with_name(f".{path.name}.lock"), "a") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
 
 
 # --- offline ---------------------------------------------------------------------------------------------
 
 
-def _row_keys(table: pa.Table) -> pa.Array:
-    """One string per row: review_id and event time (microseconds), the offline table's key."""
-    micros = pc.cast(pc.cast(table[F.EVENT_TIMESTAMP], pa.int64()), pa.string())
-    return pc.binary_join_element_wise(table[schema.REVIEW_ID], micros, "\x00").combine_chunks()
+class OfflineFile:
+    """This ingest's own Parquet file in the offline directory; `remove` takes it back out."""
 
-
-def merge_offline(existing: pa.Table | None, new: pa.Table) -> pa.Table:
-    """Offline rows after ingesting ``new``: rows with the same (review_id, event_timestamp) are replaced."""
-    if existing is None or existing.num_rows == 0:
-        merged = new
-    else:
-        try:
-            existing = existing.select(FEATURES_SCHEMA.names).cast(FEATURES_SCHEMA)
-        except (KeyError, pa.ArrowInvalid, pa.ArrowNotImplementedError) as error:
-            raise ValueError(
-                f"The existing offline data does not match the feature schema ({error}); "
-                "use a new store directory or remove the old offline file."
-            ) from error
-        replaced = pc.is_in(_row_keys(existing), value_set=_row_keys(new))
-        kept = existing.filter(pc.invert(replaced))
-        merged = pa.concat_tables([kept, new])
-    return merged.sort_by([(schema.REVIEW_ID, "ascending"), (F.EVENT_TIMESTAMP, "ascending")])
-
-
-class OfflineWrite:
-    """Writes the offline Parquet to a temporary file first; `commit` renames it into place, `rollback` undoes."""
-
-    def __init__(self, uri: str) -> None:
-        self.uri = uri
-        self.local = None if "://" in uri else Path(uri)
-        self.tmp: Path | None = None
-        self.backup: Path | None = None
-        self.table: pa.Table | None = None
-        self.committed = False
-
-    def read_existing(self) -> pa.Table | None:
-        try:
-            if self.local is not None:
-                return pq.read_table(self.local) if self.local.exists() else None
-            from pyarrow import fs
-
-            filesystem, path = fs.FileSystem.from_uri(self.uri)
-            if filesystem.get_file_info(path).type == fs.FileType.NotFound:
-                return None
-            return pq.read_table(path, filesystem=filesystem)
-        except (OSError, pa.ArrowInvalid) as error:
-            raise ValueError(f"Cannot read the existing offline store file {self.uri}: {error}") from error
-
-    def prepare(self, table: pa.Table) -> None:
+    def __init__(self, directory: str, table: pa.Table) -> None:
+        sink = pa.BufferOutputStream()
+        with pa.ipc.new_stream(sink, table.schema) as writer:
+            writer.write_table(table)
+        digest = hashlib.sha256(sink.getvalue()).hexdigest()[:24]
+        self.uri = f"{directory.rstrip('/')}/features-{digest}.parquet"
         self.table = table
-        if self.local is None:
-            return  # an object store PUT is atomic; written at commit
-        try:
-            self.local.parent.mkdir(parents=True, exist_ok=True)
-            self.tmp = self.local.with_name(f".{self.local.name}.tmp-{os.getpid()}")
-            pq.write_table(table, self.tmp, compression="zstd")
-        except OSError as error:
-            self.discard()
-            raise ValueError(f"Cannot write the offline store file {self.local}: {error}") from error
+        self.created = False
 
-    def commit(self) -> None:
-        if self.local is None:
+    def write(self) -> None:
+        try:
+            if "://" in self.uri:  # object stores: one PUT, atomic
+                from pyarrow import fs
+
+                filesystem, path = fs.FileSystem.from_uri(self.uri)
+                self.created = filesystem.get_file_info(path).type == fs.FileType.NotFound
+                if self.created:
+                    pq.write_table(self.table, path, filesystem=filesystem, compression="zstd")
+                return
+            target = Path(self.uri)
+            if target.exists():
+                return  # the same rows were ingested before: the file already holds them
+            target.parent.mkdir(parents=True, exist_ok=True)
+            tmp = target.with_name(f".{target.name}.tmp-{os.getpid()}")  # hidden: readers skip it
+            try:
+                pq.write_table(self.table, tmp, compression="zstd")
+                os.replace(tmp, target)
+            finally:
+                tmp.unlink(missing_ok=True)
+            self.created = True
+        except OSError as error:
+            raise ValueError(f"Cannot write the offline store file {self.uri}: {error}") from error
+
+    def remove(self) -> None:
+        if not self.created:
+            return
+        if "://" in self.uri:
             from pyarrow import fs
 
             filesystem, path = fs.FileSystem.from_uri(self.uri)
-            pq.write_table(self.table, path, filesystem=filesystem, compression="zstd")
+            filesystem.delete_file(path)
         else:
-            if self.tmp is None:
-                raise RuntimeError("OfflineWrite.commit() before prepare()")
-            if self.local.exists():
-                self.backup = self.local.with_name(f".{self.local.name}.bak-{os.getpid()}")
-                os.link(self.local, self.backup)  # the previous file, kept until the ingest has finished
-            os.replace(self.tmp, self.local)
-            self.tmp = None
-        self.committed = True
-
-    def rollback(self) -> None:
-        """Undo `commit` (put the previous file back, or remove a first one) and drop temporary files."""
-        if self.committed and self.local is not None:
-            if self.backup is not None:
-                os.replace(self.backup, self.local)
-                self.backup = None
-            else:
-                self.local.unlink(missing_ok=True)
-            self.committed = False
-        self.discard()
-
-    def discard(self) -> None:
-        """Drop the temporary and backup files (after success, or as part of rollback)."""
-        for path in (self.tmp, self.backup):
-            if path is not None:
-                path.unlink(missing_ok=True)
-        self.tmp = self.backup = None
+            Path(self.uri).unlink(missing_ok=True)
+        self.created = False
 
 
-# --- online ----------------------------------------------------------------------------------------------
+def _others_in(directory: str, mine: str) -> bool:
+    """Whether the offline directory holds data files other than ``mine`` (another ingest's rows)."""
+    from pyarrow import fs
+
+    if "://" in directory:
+        filesystem, path = fs.FileSystem.from_uri(directory)
+    else:
+        filesystem, path = fs.LocalFileSystem(), directory
+    selector = fs.FileSelector(path, allow_not_found=True)
+    names = [Path(info.path).name for info in filesystem.get_file_info(selector)]
+    return any(n.endswith(".parquet") and not n.startswith(".") and n != Path(mine).name for n in names)
 
 
-def _value_protos(table: pa.Table) -> Iterator[tuple[str, dict[str, Value], datetime]]:
-    """(review_id, {feature: ValueProto}, event time) per row, as Feast's writers take them."""
-    from feast.protos.feast.types.Value_pb2 import Int32List, Value
-
-    cache: dict[tuple[str, Any], Any] = {}
-
-    def scalar(name: str, value: Any) -> Any:
-        key = (name, value)
-        if key not in cache:
-            cache[key] = Value(int64_val=value) if name == F.LABEL_ID else Value(string_val=value)
-        return cache[key]
-
-    columns = [table[c].to_pylist() for c in (schema.REVIEW_ID, F.INPUT_IDS, F.LABEL_ID, F.SPLIT, schema.FACET)]
-    times = table[F.EVENT_TIMESTAMP].to_pylist()
-    for (rid, ids, label, split, facet), when in zip(zip(*columns, strict=True), times, strict=True):
-        yield (
-            rid,
-            {
-                F.INPUT_IDS: Value(int32_list_val=Int32List(val=ids)),
-                F.LABEL_ID: scalar(F.LABEL_ID, label),
-                F.SPLIT: scalar(F.SPLIT, split),
-                schema.FACET: scalar(schema.FACET, facet),
-            },
-            when,
-        )
+# --- registry ----------------------------------------------------------------------------------------------
 
 
-def feast_rows(table: pa.Table) -> list[tuple[EntityKey, dict[str, Value], datetime, datetime | None]]:
-    """Rows in the form of `OnlineStore.online_write_batch` (entity key proto, values, event ts, created ts)."""
-    from feast.protos.feast.types.EntityKey_pb2 import EntityKey
-    from feast.protos.feast.types.Value_pb2 import Value
+def registered(store: FeatureStore, objects: list[Any]) -> list[Any]:
+    """The registry's current version of each of ``objects`` (None where it has none), read afresh."""
+    from feast import Entity
+    from feast.errors import EntityNotFoundException, FeatureViewNotFoundException
 
-    return [
-        (EntityKey(join_keys=[schema.REVIEW_ID], entity_values=[Value(string_val=rid)]), values, when, None)
-        for rid, values, when in _value_protos(table)
-    ]
-
-
-def write_online_feast(config: RepoConfig, view: FeatureView, table: pa.Table, batch_size: int) -> None:
-    """Write through Feast's `OnlineStore.online_write_batch` (any online store), ``batch_size`` rows a call."""
-    from feast.infra.provider import get_provider
-
-    online_store = get_provider(config).online_store
-    for start in range(0, table.num_rows, batch_size):
-        online_store.online_write_batch(config, view, feast_rows(table.slice(start, batch_size)), None)
-
-
-_UPSERT = (
-    "INSERT INTO {table} (entity_key, feature_name, value, value_text, event_ts, created_ts) "
-    "VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT(entity_key, feature_name) DO UPDATE SET "
-    "value = excluded.value, value_text = excluded.value_text, event_ts = excluded.event_ts, "
-    "created_ts = excluded.created_ts;"
-)
-
-
-def _quote(identifier: str) -> str:
-    return '"' + identifier.replace('"', '""') + '"'
-
-
-def _sqlite_table(config: RepoConfig, view: FeatureView) -> str:
-    """The (unquoted) name of the feature view's table in Feast's SQLite online store."""
-    from feast.infra.online_stores.helpers import compute_table_id
-
-    versioning = bool(getattr(config.registry, "enable_online_feature_view_versioning", False))
-    return compute_table_id(config.project, view, versioning)
-
-
-def sqlite_bulk_supported(config: RepoConfig) -> bool:
-    """The bulk path writes the columns Feast's SQLite store writes without vector/numeric extras."""
-    online = config.online_store
-    return (
-        _sqlite_path(config) is not None
-        and not getattr(online, "vector_enabled", False)
-        and not getattr(online, "enable_openai_compatible_store", False)
-    )
-
-
-def _varint(value: int) -> bytes:
-    out = bytearray()
-    while True:
-        byte = value & 0x7F
-        value >>= 7
-        if value:
-            out.append(byte | 0x80)
-        else:
-            out.append(byte)
-            return bytes(out)
-
-
-def int32_list_value_bytes(token_ids: pa.ListArray | pa.ChunkedArray) -> list[bytes]:
-    """``Value(int32_list_val=Int32List(val=ids)).SerializeToString()`` for every row, vectorised.
-
-    Protobuf's canonical encoding of a packed repeated int32 (non-negative values, which validation
-    guarantees): field tag, length, then one base-128 varint per id.  The varints of all rows are built
-    at once with numpy; each row then takes its slice behind a two-field header.  Field numbers come
-    from the message descriptors, and a unit test compares the bytes with `SerializeToString`.
-    """
-    from feast.protos.feast.types.Value_pb2 import Int32List, Value
-
-    if isinstance(token_ids, pa.ChunkedArray):
-        token_ids = token_ids.combine_chunks()
-    outer_tag = _varint(Value.DESCRIPTOR.fields_by_name["int32_list_val"].number << 3 | 2)
-    inner_tag = _varint(Int32List.DESCRIPTOR.fields_by_name["val"].number << 3 | 2)
-    offsets = np.asarray(token_ids.offsets, dtype=np.int64)
-    values = np.asarray(token_ids.values, dtype=np.int64)[offsets[0] : offsets[-1]].astype(np.uint32)
-    offsets = offsets - offsets[0]
-    nbytes = np.ones(len(values), dtype=np.int64)
-    for shift in (7, 14, 21, 28):
-        nbytes += values >= (1 << shift)
-    starts = np.zeros(len(values) + 1, dtype=np.int64)
-    np.cumsum(nbytes, out=starts[1:])
-    buffer = np.empty(int(starts[-1]), dtype=np.uint8)
-    for k in range(5):  # byte k of every value that has more than k bytes
-        chosen = np.flatnonzero(nbytes > k)
-        if not len(chosen):
-            break
-        byte = (values[chosen] >> np.uint32(7 * k)) & np.uint32(0x7F)
-        byte |= np.where(nbytes[chosen] > k + 1, np.uint32(0x80), np.uint32(0))
-        buffer[starts[chosen] + k] = byte.astype(np.uint8)
-    # Each row: outer tag, varint(inner length), inner tag, varint(payload size), then its payload.
-    # Headers are built as an (rows x 6) byte matrix with a mask, and inserted before each payload.
-    payload_start = starts[offsets]
-    sizes = np.diff(payload_start)
-    if len(sizes) and sizes.max() >= 1 << 14:  # pragma: no cover - ids lists far beyond any max_seq_length
-        raise ValueError("token id lists this long are not supported by the bulk encoder")
-    inner_len = len(inner_tag) + 1 + (sizes >= 128) + sizes
-    if len(outer_tag) != 1 or len(inner_tag) != 1:  # pragma: no cover - field numbers below 16 in Feast's proto
-        raise ValueError("unexpected field numbers in Feast's Value proto")
-    fields = [
-        (np.full(len(sizes), outer_tag[0]), True),
-        (np.where(inner_len >= 128, (inner_len & 0x7F) | 0x80, inner_len), True),
-        (inner_len >> 7, inner_len >= 128),
-        (np.full(len(sizes), inner_tag[0]), True),
-        (np.where(sizes >= 128, (sizes & 0x7F) | 0x80, sizes), True),
-        (sizes >> 7, sizes >= 128),
-    ]
-    header = np.stack([np.asarray(v, dtype=np.uint8) for v, _ in fields], axis=1)
-    mask = np.stack([np.broadcast_to(m, sizes.shape) for _, m in fields], axis=1)
-    header_len = mask.sum(axis=1)
-    out = np.insert(buffer, np.repeat(payload_start[:-1], header_len), header[mask])
-    row_start = np.zeros(len(sizes) + 1, dtype=np.int64)
-    np.cumsum(header_len + sizes, out=row_start[1:])
-    data = out.tobytes()
-    bounds = row_start.tolist()
-    return list(map(data.__getitem__, map(slice, bounds[:-1], bounds[1:])))
-
-
-def sqlite_rows(table: pa.Table, entity_key_serialization_version: int = 3) -> Iterator[tuple[Any, ...]]:
-    """The SQLite rows (entity_key, feature_name, value, value_text, event_ts, created_ts), sorted by key.
-
-    Entity keys follow `serialize_entity_key` (a prefix from Feast's `serialize_entity_key_prefix`,
-    then type, length and UTF-8 bytes of the id); values are `ValueProto` bytes; `value_text` is what
-    Feast's `extract_text_and_num` gives; event times are adapted exactly as Feast's SQLite store has
-    them adapted (`to_naive_utc`, then sqlite3's registered datetime adapter).  Rows come sorted by
-    (entity key, feature name), which makes the B-tree inserts sequential.
-    """
-    import feast.infra.online_stores.sqlite  # noqa: F401 - registers Feast's sqlite3 datetime adapters
-    from feast.infra.key_encoding_utils import serialize_entity_key_prefix
-    from feast.infra.online_stores.helpers import extract_text_and_num
-    from feast.protos.feast.types.Value_pb2 import Value, ValueType
-    from feast.utils import to_naive_utc
-
-    prefix = serialize_entity_key_prefix([schema.REVIEW_ID], entity_key_serialization_version)
-    prefix += struct.pack("<I", ValueType.STRING)
-    pack = struct.Struct("<I").pack
-    scalar_cache: dict[tuple[str, Any], tuple[bytes, str | None]] = {}
-
-    def scalar(name: str, value: Any) -> tuple[bytes, str | None]:
-        key = (name, value)
-        if key not in scalar_cache:
-            proto = Value(int64_val=value) if name == F.LABEL_ID else Value(string_val=value)
-            scalar_cache[key] = (proto.SerializeToString(), extract_text_and_num(proto, False)[0])
-        return scalar_cache[key]
-
-    ids = table[schema.REVIEW_ID].to_pylist()
-    keys = [prefix + pack(len(b)) + b for b in (rid.encode("utf8") for rid in ids)]
-    order = np.array(sorted(range(len(keys)), key=keys.__getitem__), dtype=np.int64)
-
-    def in_order(values: Sequence[Any]) -> list[Any]:
-        return np.asarray(values, dtype=object)[order].tolist()
-
-    def by_value(column: pa.ChunkedArray, encode: Any) -> list[Any]:
-        """encode(value) per row (sorted), computed once per distinct value."""
-        encoded = pc.dictionary_encode(column).combine_chunks()
-        distinct = np.empty(len(encoded.dictionary), dtype=object)
-        distinct[:] = [encode(v) for v in encoded.dictionary.to_pylist()]
-        return distinct[np.asarray(encoded.indices)[order]].tolist()
-
-    sorted_keys = in_order(keys)
-    sorted_ts = by_value(
-        table[F.EVENT_TIMESTAMP], lambda when: sqlite3.adapt(to_naive_utc(when), sqlite3.PrepareProtocol)
-    )
-    none = itertools.repeat(None)
-    columns = {
-        F.INPUT_IDS: zip(
-            sorted_keys,
-            itertools.repeat(F.INPUT_IDS),
-            in_order(int32_list_value_bytes(table[F.INPUT_IDS])),
-            none,
-            sorted_ts,
-            none,
-        )
-    }
-    for name in (F.LABEL_ID, schema.FACET, F.SPLIT):
-        encoded = by_value(table[name], lambda v, name=name: scalar(name, v))
-        blobs, texts = [e[0] for e in encoded], [e[1] for e in encoded]
-        columns[name] = zip(sorted_keys, itertools.repeat(name), blobs, texts, sorted_ts, none)
-    # Interleave the features in name order: rows come out sorted by (entity key, feature name).
-    return itertools.chain.from_iterable(zip(*(columns[name] for name in sorted(columns)), strict=True))
-
-
-@contextlib.contextmanager
-def sqlite_transaction(path: Path) -> Iterator[sqlite3.Connection]:
-    """One write transaction on the SQLite online store: committed on success, rolled back on error."""
-    conn = sqlite3.connect(path, timeout=30, isolation_level=None)
-    try:
-        conn.execute("PRAGMA cache_size = -262144")  # 256 MiB page cache for this connection's bulk insert
-        conn.execute("BEGIN IMMEDIATE")
+    current: list[Any] = []
+    for obj in objects:
+        getter = store.get_entity if isinstance(obj, Entity) else store.get_feature_view
         try:
-            yield conn
-        except BaseException:
-            conn.execute("ROLLBACK")
-            raise
-        conn.execute("COMMIT")
-    finally:
-        conn.close()
+            current.append(getter(obj.name, allow_registry_cache=False))
+        except (EntityNotFoundException, FeatureViewNotFoundException):
+            current.append(None)
+    return current
 
 
-def write_sqlite_rows(conn: sqlite3.Connection, table_name: str, rows: Iterable[tuple[Any, ...]]) -> None:
-    """Upsert ``rows`` into the (unquoted) table, as Feast's SQLite writer does."""
-    conn.executemany(_UPSERT.format(table=_quote(table_name)), rows)
+def _same(current: list[Any], objects: list[Any]) -> bool:
+    return all(old is not None and old == new for old, new in zip(current, objects, strict=True))
 
 
-def bulk_load_sqlite(conn: sqlite3.Connection, table_name: str, rows: Iterable[tuple[Any, ...]], count: int) -> None:
-    """`write_sqlite_rows` inside the caller's transaction; for a load at least as large as the table, the
-    secondary indexes (Feast's `<table>_ek`) are dropped first and re-created from their own SQL after,
-    which is faster than maintaining them row by row.  A rollback restores them with everything else."""
-    existing = conn.execute(f"SELECT max(rowid) FROM {_quote(table_name)}").fetchone()[0] or 0
-    indexes: list[tuple[str, str]] = []
-    if count >= existing:
-        indexes = conn.execute(
-            "SELECT name, sql FROM sqlite_master WHERE type = 'index' AND tbl_name = ? AND sql IS NOT NULL",
-            (table_name,),
-        ).fetchall()
-    for name, _ in indexes:
-        conn.execute(f"DROP INDEX {_quote(name)}")
-    write_sqlite_rows(conn, table_name, rows)
-    for _, sql in indexes:
-        conn.execute(sql)
+def undo_register(store: FeatureStore, objects: list[Any], before: list[Any], keep_created: bool) -> None:
+    """Undo this ingest's `apply`: re-apply what it replaced, delete what it created (unless ``keep_created``:
+    another ingest's offline data relies on it).  Objects already as they were are left alone."""
+    store.refresh_registry()
+    now = registered(store, objects)
+    restore = [old for old, cur in zip(before, now, strict=True) if old is not None and not _same([cur], [old])]
+    delete = [] if keep_created else [cur for old, cur in zip(before, now, strict=True) if old is None and cur]
+    if restore or delete:
+        store.apply(restore, objects_to_delete=delete, partial=not delete)
 
 
-def sqlite_bulk_matches_feast(config: RepoConfig, view: FeatureView, sample: pa.Table) -> bool:
-    """Whether the bulk path writes exactly the rows Feast's own SQLite writer writes for ``sample``."""
-    from feast.infra.online_stores.sqlite import SqliteOnlineStore
-    from feast.repo_config import RepoConfig as _RepoConfig
+# --- online --------------------------------------------------------------------------------------------
 
-    with tempfile.TemporaryDirectory(prefix="feast-check-") as scratch:
-        scratch_config = _RepoConfig(
-            project=config.project,
-            provider="local",
-            registry=str(Path(scratch) / "registry.db"),
-            online_store={"type": "sqlite", "path": str(Path(scratch) / "feast.db")},
-            offline_store={"type": "file"},
-            entity_key_serialization_version=config.entity_key_serialization_version,
-            repo_path=Path(scratch),
-        )
-        store = SqliteOnlineStore()
-        store.update(scratch_config, [], [view], [], [], partial=False)
-        store.online_write_batch(scratch_config, view, feast_rows(sample), None)
-        table_name = _sqlite_table(scratch_config, view)
-        query = f"SELECT entity_key, feature_name, value, value_text, event_ts, created_ts FROM {_quote(table_name)}"
-        conn = sqlite3.connect(Path(scratch) / "feast.db")
-        try:
-            expected = sorted(conn.execute(query).fetchall())
-            conn.execute(f"DELETE FROM {_quote(table_name)}")
-            conn.commit()
-            write_sqlite_rows(conn, table_name, sqlite_rows(sample, config.entity_key_serialization_version))
-            conn.commit()
-            ours = sorted(conn.execute(query).fetchall())
-        finally:
-            conn.close()
-            del store  # drops the store's cached connection to the scratch database
-    return expected == ours
+
+def write_online(store: FeatureStore, table: pa.Table, batch_rows: int) -> str:
+    """Write the rows with `FeatureStore.write_to_online_store`; returns how (for the report)."""
+    if _transactional(store.config):
+        store.write_to_online_store(F.FEATURE_VIEW, table.to_pandas(), allow_registry_cache=False)
+        return "write_to_online_store (one SQLite transaction)"
+    for start in range(0, table.num_rows, batch_rows):
+        store.write_to_online_store(F.FEATURE_VIEW, table.slice(start, batch_rows).to_pandas())
+    return f"write_to_online_store (batches of {batch_rows} rows, not transactional)"
 
 
 # --- the step --------------------------------------------------------------------------------------------
@@ -682,91 +423,69 @@ def _copy_repo_files(config_file: Path, store_dir: Path) -> None:
 
 
 def ingest(features_path: str | Path, config: IngestConfig) -> IngestReport:
-    """Validate, then write the registry, offline and online store (see the module docstring).
+    """Validate, then write the offline file, the registry and the online store (see the module docstring).
 
     Raises:
-        ValueError: Bad features, an invalid or incomplete configuration, an unwritable store directory or
-            an unreachable online store; nothing has been changed then.
+        ValueError: Bad options or features, an invalid or incomplete configuration, an unwritable store
+            directory or an unreachable online store; nothing has been changed then.
     """
     from feature_repo import review_features as definitions
 
     seconds: dict[str, float] = {}
     started = time.perf_counter()
+    config.validate()
     table = read_features(features_path)
-    if config.online_batch_size < 1:
-        raise ValueError(f"online_batch_size must be at least 1, got {config.online_batch_size}.")
     store_dir = Path(config.store_dir).expanduser().resolve()
     _check_writable(store_dir)
-    repo_config = F.load_store_config(store_dir, config.feast_config)
-    config_file = F.store_config_path(config.feast_config)
-    objects = definitions.definitions(config.offline, os.environ.get("FEAST_S3_ENDPOINT_URL"))
-    view = objects[1]
-    registry_file = _registry_file(repo_config)
+    location = config.offline_location()
+    if "://" not in location:
+        _check_writable(Path(location), "the offline store")
+    store = F.feature_store(store_dir, config.feast_config)
+    objects = definitions.definitions(location, os.environ.get("FEAST_S3_ENDPOINT_URL"))
+    registry_file = _registry_file(store.config)
     if registry_file is not None:
-        _check_writable(registry_file.parent)
-    check_online_store(repo_config, view)
-    from feast.infra.offline_stores.file_source import FileSource
-
-    offline_uri = FileSource.get_uri_for_file_path(store_dir, config.offline)
+        _check_writable(registry_file.parent, "the feature store registry")
+    check_online_store(store, objects[1])
     seconds["validate"] = time.perf_counter() - started
 
     started = time.perf_counter()
-    offline = OfflineWrite(offline_uri)
-    offline.prepare(merge_offline(offline.read_existing(), table))
+    offline = OfflineFile(location, table)
+    offline.write()
     seconds["offline"] = time.perf_counter() - started
-
-    snapshot = RegistrySnapshot(repo_config)
-    sqlite_path = _sqlite_path(repo_config)
-    method = "feast-online_write_batch"
+    changed = False
     try:
         started = time.perf_counter()
-        store = F.feature_store(store_dir, config.feast_config)
-        store.apply(objects)
-        registered = store.get_feature_view(F.FEATURE_VIEW)
+        with registry_lock(store.config):
+            before = registered(store, objects)
+            changed = not _same(before, objects)
+            if changed:
+                store.apply(objects)
         seconds["apply"] = time.perf_counter() - started
-
         started = time.perf_counter()
-        bulk = (
-            config.sqlite_bulk
-            and sqlite_bulk_supported(repo_config)
-            and sqlite_bulk_matches_feast(repo_config, registered, table.slice(0, 3))
-        )
-        if config.sqlite_bulk and sqlite_path is not None and not bulk:
-            logger.warning("SQLite bulk path disagrees with this Feast version's writer; using online_write_batch")
-        if bulk and sqlite_path is not None:
-            method = "sqlite-bulk"
-            rows = sqlite_rows(table, repo_config.entity_key_serialization_version)
-            with sqlite_transaction(sqlite_path) as conn:
-                bulk_load_sqlite(conn, _sqlite_table(repo_config, registered), rows, 4 * table.num_rows)
-                offline.commit()
-        else:
-            # SQLite: one call, so Feast's writer commits all rows in one transaction (or none).
-            batch = table.num_rows if sqlite_path is not None else config.online_batch_size
-            write_online_feast(repo_config, registered, table, batch)
-            offline.commit()
+        method = write_online(store, table, config.online_batch_size)
         seconds["online"] = time.perf_counter() - started
     except BaseException:
-        offline.rollback()
-        snapshot.restore()
+        with registry_lock(store.config):
+            offline.remove()
+            if changed:
+                undo_register(store, objects, before, keep_created=_others_in(location, offline.uri))
         raise
-    offline.discard()
-    _copy_repo_files(config_file, store_dir)
+    _copy_repo_files(F.store_config_path(config.feast_config), store_dir)
 
-    split_counts = {s: int(pc.sum(pc.equal(table[F.SPLIT], s)).as_py() or 0) for s in F.SPLITS}
-    rows_offline = offline.table.num_rows if offline.table is not None else table.num_rows
     return IngestReport(
         feature_view=F.FEATURE_VIEW,
         entity=F.ENTITY,
-        project=repo_config.project,
+        project=store.config.project,
         store=str(store_dir),
-        config_file=str(config_file),
-        registry=str(registry_file) if registry_file is not None else str(repo_config.registry.path),
-        online_store=describe_online_store(repo_config),
-        offline_uri=offline_uri,
+        config_file=str(F.store_config_path(config.feast_config)),
+        registry=str(registry_file) if registry_file is not None else str(store.config.registry.path),
+        online_store=describe_online_store(store.config),
+        offline_uri=location,
+        offline_file=offline.uri,
         rows_written=table.num_rows,
-        rows_offline=rows_offline,
-        rows_per_split=split_counts,
+        rows_per_split={s: int(pc.sum(pc.equal(table[F.SPLIT], s)).as_py() or 0) for s in F.SPLITS},
         online_write=method,
+        registry_changed=changed,
         seconds={k: round(v, 3) for k, v in seconds.items()},
     )
 
@@ -777,6 +496,6 @@ def write_report(report: IngestReport, path: str | Path) -> None:
 
 def metric_items(report: IngestReport) -> list[tuple[str, float]]:
     """Headline numbers for the step's KFP Metrics."""
-    items: list[tuple[str, float]] = [("rows_written", report.rows_written), ("rows_offline", report.rows_offline)]
+    items: list[tuple[str, float]] = [("rows_written", report.rows_written)]
     items += [(f"rows_{s}", n) for s, n in report.rows_per_split.items()]
     return items

@@ -1,13 +1,16 @@
-"""feast_ingest core and the read-back functions, on a real embedded Feast store (SQLite + Parquet).
+"""feast_ingest core and the read-back functions, on a real embedded Feast store (SQLite + DuckDB/Parquet).
 
-Consistency (online == historical == tokenizer), idempotent re-ingest, point-in-time reads, and that a
-failed ingest leaves the registry and the earlier features exactly as they were.
+Consistency (online == historical == tokenizer), idempotent re-ingest, point-in-time reads, that a
+failed ingest leaves the registry and the earlier features as they were, the options' validation, and
+two ingests into one store from two processes at once.
 """
 
 from __future__ import annotations
 
-import os
+import multiprocessing
 import sqlite3
+from collections.abc import Iterator
+from contextlib import contextmanager
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -23,6 +26,12 @@ from components.featurize import core as featurize
 from tests.unit.test_featurize import reviews_table
 
 T0 = datetime(2026, 11, 22, 10, 0, tzinfo=UTC)
+
+
+@pytest.fixture(autouse=True)
+def _no_cluster_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+    for name in ("FEAST_OFFLINE_PATH", "FEAST_REGISTRY_PATH", "FEAST_REDIS_CONNECTION_STRING"):
+        monkeypatch.delenv(name, raising=False)
 
 
 @pytest.fixture(scope="module")
@@ -65,13 +74,34 @@ def state(store_dir: Path) -> dict:
         for table in tables:
             rows += conn.execute(f'SELECT * FROM "{table}" ORDER BY entity_key, feature_name').fetchall()
         conn.close()
-    offline = data / "offline" / "review_features.parquet"
+    offline = data / "offline" / "review_features"
+    files = sorted(offline.glob("*.parquet")) if offline.exists() else []
     return {
         "registry": (data / "registry.db").read_bytes() if (data / "registry.db").exists() else None,
-        "offline": pq.read_table(offline).to_pylist() if offline.exists() else None,
+        "offline": sorted(
+            (r for f in files for r in pq.read_table(f).to_pylist()),
+            key=lambda r: (r[schema.REVIEW_ID], r[F.EVENT_TIMESTAMP]),
+        ),
         "online": rows,
-        "files": sorted(p.name for p in data.rglob("*")) if data.exists() else [],
+        "files": sorted(str(p.relative_to(data)) for p in data.rglob("*") if ".lock" not in p.name)
+        if data.exists()
+        else [],
     }
+
+
+@contextmanager
+def locked_online_store(store_dir: Path) -> Iterator[None]:
+    """Another connection holds the SQLite online store's write lock: Feast's writes fail with "database is
+    locked" after its 5 s busy timeout - a real failure after validation, no mock."""
+    path = store_dir / "data" / "online_store.db"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    conn = sqlite3.connect(path, isolation_level=None)
+    conn.execute("BEGIN EXCLUSIVE")
+    try:
+        yield
+    finally:
+        conn.execute("ROLLBACK")
+        conn.close()
 
 
 # --- names -------------------------------------------------------------------------------------------
@@ -86,6 +116,7 @@ def test_feature_repo_names_match_the_shared_constants() -> None:
     assert [f.name for f in view.features] == list(F.FEATURES)
     assert view.batch_source.timestamp_field == F.EVENT_TIMESTAMP
     assert repo.DEFAULT_OFFLINE_PATH == F.DEFAULT_OFFLINE_PATH
+    assert view.batch_source.path == str(F.feature_repo_dir() / F.DEFAULT_OFFLINE_PATH)
     assert list(core.FEATURES_SCHEMA.names) == list(F.FEATURE_COLUMNS)
 
 
@@ -125,20 +156,24 @@ def test_unknown_ids_read_back_as_missing(store_dir: Path) -> None:
     assert frame[F.INPUT_IDS].tolist() == [None] and frame[F.LABEL_ID].isna().all()
 
 
-def test_the_bulk_sqlite_path_writes_what_feasts_writer_writes(tmp_path: Path, features: Path) -> None:
-    bulk = core.ingest(features, core.IngestConfig(store_dir=str(tmp_path / "a")))
-    feast = core.ingest(features, core.IngestConfig(store_dir=str(tmp_path / "b"), sqlite_bulk=False))
-    assert (bulk.online_write, feast.online_write) == ("sqlite-bulk", "feast-online_write_batch")
-    assert state(tmp_path / "a")["online"] == state(tmp_path / "b")["online"]
-    assert state(tmp_path / "a")["offline"] == state(tmp_path / "b")["offline"]
+def test_each_ingest_adds_its_own_offline_file(store_dir: Path, tmp_path: Path, tokenizer, reviews: pa.Table) -> None:
+    later = make_features(tokenizer, reviews, tmp_path / "later.parquet", T0 + timedelta(days=1), max_seq_length=8)
+    first = sorted((store_dir / "data" / "offline" / "review_features").glob("*.parquet"))
+    report = core.ingest(later, core.IngestConfig(store_dir=str(store_dir)))
+    files = sorted((store_dir / "data" / "offline" / "review_features").glob("*.parquet"))
+    assert len(first) == 1 and set(files) == {*first, Path(report.offline_file)}
+    assert pq.read_table(first[0]).num_rows == pq.read_table(report.offline_file).num_rows == 120
+    assert not report.registry_changed  # the same definitions: the registry is not rewritten
 
 
 def test_report_names_view_rows_and_location(tmp_path: Path, features: Path) -> None:
     report = core.ingest(features, core.IngestConfig(store_dir=str(tmp_path / "s")))
-    assert report.feature_view == "review_bert_features" and report.rows_written == 120 == report.rows_offline
+    assert report.feature_view == "review_bert_features" and report.rows_written == 120
     assert report.rows_per_split == {"train": 108, "validation": 6, "test": 6}
     assert report.online_store == {"type": "sqlite", "path": str(tmp_path / "s" / "data" / "online_store.db")}
-    assert report.offline_uri == str(tmp_path / "s" / "data" / "offline" / "review_features.parquet")
+    assert report.offline_uri == str(tmp_path / "s" / "data" / "offline" / "review_features")
+    assert Path(report.offline_file).parent == Path(report.offline_uri) and report.registry_changed
+    assert report.online_write == "write_to_online_store (one SQLite transaction)"
     assert (tmp_path / "s" / "feature_store.yaml").is_file() and (tmp_path / "s" / "review_features.py").is_file()
 
 
@@ -149,7 +184,7 @@ def test_reingesting_the_same_features_is_idempotent(store_dir: Path, features: 
     before = state(store_dir)
     core.ingest(features, core.IngestConfig(store_dir=str(store_dir)))
     after = state(store_dir)
-    assert after["offline"] == before["offline"] and after["online"] == before["online"]
+    assert after == before  # same offline file, same online rows, registry not rewritten
     store = F.open_store(store_dir)
     ids = [r[schema.REVIEW_ID] for r in before["offline"]]
     entity_df = pd.DataFrame({schema.REVIEW_ID: ids, F.EVENT_TIMESTAMP: pd.Timestamp(T0 + timedelta(days=1))})
@@ -208,39 +243,28 @@ def test_a_bad_row_mid_way_changes_nothing(
     assert len(F.get_online_features(F.open_store(store_dir), ["id-00060"])[F.INPUT_IDS][0]) > 0
 
 
-def test_a_failure_after_apply_rolls_everything_back(
-    store_dir: Path, tmp_path: Path, tokenizer, reviews: pa.Table, monkeypatch: pytest.MonkeyPatch
+def test_a_failed_online_write_rolls_everything_back(
+    store_dir: Path, tmp_path: Path, tokenizer, reviews: pa.Table
 ) -> None:
-    """Simulates the disk failing while the offline file is renamed into place, after the registry was
-    applied and the online rows written (a real disk error cannot be provoked here: tests run as root)."""
+    """The online write of newer features fails after their offline file was written: both are undone."""
     before = state(store_dir)
     newer = make_features(tokenizer, reviews, tmp_path / "newer.parquet", T0 + timedelta(days=1), max_seq_length=8)
-
-    real_replace = os.replace
-
-    def failing_replace(src, dst):
-        if str(dst).endswith("review_features.parquet"):
-            raise OSError(28, "No space left on device")
-        real_replace(src, dst)
-
-    monkeypatch.setattr(core.os, "replace", failing_replace)
-    with pytest.raises(OSError, match="No space left"):
+    with locked_online_store(store_dir), pytest.raises(sqlite3.OperationalError, match="database is locked"):
         core.ingest(newer, core.IngestConfig(store_dir=str(store_dir)))
-    monkeypatch.undo()
     assert state(store_dir) == before
     online = F.get_online_features(F.open_store(store_dir), ["id-00001"])
     assert len(online[F.INPUT_IDS][0]) > 8
 
 
-def test_a_failed_first_ingest_leaves_no_registry(
-    tmp_path: Path, features: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    """Same simulated disk failure on an empty store: no registry (and no features) afterwards."""
-    monkeypatch.setattr(core, "write_sqlite_rows", lambda *args: (_ for _ in ()).throw(OSError(5, "I/O error")))
-    with pytest.raises(OSError, match="I/O error"):
-        core.ingest(features, core.IngestConfig(store_dir=str(tmp_path / "fresh")))
-    after = state(tmp_path / "fresh")
-    assert after["registry"] is None and after["offline"] is None and after["online"] == []
+def test_a_failed_first_ingest_leaves_no_definitions_and_no_rows(tmp_path: Path, features: Path) -> None:
+    """Registering fails (the online store cannot create its table): no feature view, no offline rows."""
+    fresh = tmp_path / "fresh"
+    with locked_online_store(fresh), pytest.raises(sqlite3.OperationalError, match="database is locked"):
+        core.ingest(features, core.IngestConfig(store_dir=str(fresh)))
+    after = state(fresh)
+    assert after["offline"] == [] and after["online"] == []
+    with pytest.raises(ValueError, match="run the feast_ingest step first"):
+        F.open_store(fresh)
 
 
 def test_an_unwritable_store_path_is_a_clear_error(tmp_path: Path, features: Path) -> None:
@@ -254,8 +278,8 @@ def test_an_unwritable_offline_path_changes_nothing(store_dir: Path, features: P
     before = state(store_dir)
     blocker = tmp_path / "blocker"
     blocker.write_text("x")
-    with pytest.raises(ValueError, match=r"Cannot write the offline store file"):
-        core.ingest(features, core.IngestConfig(store_dir=str(store_dir), offline_path=str(blocker / "f.parquet")))
+    with pytest.raises(ValueError, match=r"Cannot write the offline store at .*blocker/offline"):
+        core.ingest(features, core.IngestConfig(store_dir=str(store_dir), offline_path=str(blocker / "offline")))
     assert state(store_dir) == before
 
 
@@ -308,35 +332,102 @@ def test_unknown_features_and_splits_are_rejected(store_dir: Path) -> None:
         F.get_split_features(store, "dev")
 
 
-def test_bulk_layout_self_check_agrees_with_this_feast(features: Path, tmp_path: Path) -> None:
+def test_the_local_configuration_needs_no_environment(tmp_path: Path) -> None:
+    """With every FEAST_* variable unset (autouse fixture), the local configuration loads and ingests."""
     config = F.load_store_config(tmp_path, "local")
-    from feature_repo import review_features
-
-    view = review_features.definitions()[1]
-    assert core.sqlite_bulk_matches_feast(config, view, core.read_features(features).slice(0, 5))
+    assert (config.online_store.type, config.offline_store.type, config.project) == ("sqlite", "duckdb", "bert_reviews")
 
 
-def test_environment_is_not_needed_for_the_local_configuration(tmp_path: Path) -> None:
-    for name in ("FEAST_REGISTRY_PATH", "FEAST_REDIS_CONNECTION_STRING"):
-        assert name not in (F.feature_repo_dir() / "feature_store.yaml").read_text() or name not in os.environ
-    config = F.load_store_config(tmp_path, "local")
-    assert config.online_store.type == "sqlite" and config.project == "bert_reviews"
+@pytest.mark.parametrize(
+    ("yaml_text", "message"),
+    [
+        ("project: [unclosed\n", r"--feast-config .* is not valid YAML"),
+        ("- just\n- a list\n", r"--feast-config .*Invalid feature store configuration"),
+        ("project: p\nprovider: local\nonline_store:\n  type: nosuch\n", r"--feast-config .*nosuch"),
+        ("project: p\nregistry: ${NOT_SET_ANYWHERE}\n", r"--feast-config .*not set: NOT_SET_ANYWHERE"),
+    ],
+)
+def test_validate_rejects_a_bad_feature_store_yaml_before_writing(tmp_path: Path, yaml_text: str, message: str) -> None:
+    bad = tmp_path / "feature_store.yaml"
+    bad.write_text(yaml_text)
+    config = core.IngestConfig(store_dir=str(tmp_path / "store"), feast_config=str(bad))
+    with pytest.raises(ValueError, match=message):
+        config.validate()
+    assert not (tmp_path / "store").exists()
 
 
-@pytest.mark.parametrize("seed", [0, 1])
-def test_vectorised_token_id_encoding_equals_protobuf(seed: int) -> None:
-    import numpy as np
-    from feast.protos.feast.types.Value_pb2 import Int32List, Value
+@pytest.mark.parametrize(
+    ("changes", "message"),
+    [
+        ({"feast_config": "no-such.yaml"}, r"--feast-config 'no-such.yaml': .*neither one of"),
+        ({"online_batch_size": 0}, r"--online-batch-size"),
+        ({"store_dir": " "}, r"--store-dir is empty"),
+        ({"offline_path": "elsewhere"}, r"set twice: --offline-path 'elsewhere' and FEAST_OFFLINE_PATH='shared/x'"),
+    ],
+)
+def test_validate_names_the_flag(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, features: Path, changes: dict, message: str
+) -> None:
+    monkeypatch.setenv("FEAST_OFFLINE_PATH", "shared/x")
+    config = core.IngestConfig(**{"store_dir": str(tmp_path / "store"), **changes})
+    with pytest.raises(ValueError, match=message):
+        config.validate()
+    with pytest.raises(ValueError, match=message):
+        core.ingest(features, config)
+    assert not (tmp_path / "store" / "data").exists()
 
-    rng = np.random.default_rng(seed)
-    edges = [[0], [127], [128], [16383], [16384], [2**21 - 1], [2**21], [2**28 - 1], [2**28], [2**31 - 1]]
-    rows = [rng.integers(0, 2**31 - 1 if i % 7 == 0 else 50_000, rng.integers(1, 600)).tolist() for i in range(500)]
-    rows += edges
-    array = pa.array(rows, pa.list_(pa.int32()))
-    expected = [Value(int32_list_val=Int32List(val=r)).SerializeToString() for r in rows]
-    assert core.int32_list_value_bytes(array) == expected
-    assert core.int32_list_value_bytes(array.slice(3, 40)) == expected[3:43]
-    assert core.int32_list_value_bytes(pa.chunked_array([array.slice(0, 5), array.slice(5, 9)])) == expected[:14]
+
+@pytest.mark.parametrize(
+    ("argument", "environment", "expected"),
+    [
+        ("", "", "{store}/data/offline/review_features"),
+        ("", "shared/offline", "{store}/shared/offline"),
+        ("mine", "", "{store}/mine"),
+        ("same", "same", "{store}/same"),
+        ("/abs/dir", "", "/abs/dir"),
+        ("", "s3://bucket/feast/reviews", "s3://bucket/feast/reviews"),
+    ],
+)
+def test_one_rule_decides_the_offline_path(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, argument: str, environment: str, expected: str
+) -> None:
+    monkeypatch.setenv("FEAST_OFFLINE_PATH", environment)
+    store = tmp_path / "store"
+    assert core.IngestConfig(str(store), offline_path=argument).offline_location() == expected.format(store=store)
+
+
+def test_the_offline_path_from_the_environment_is_where_ingest_writes(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, features: Path
+) -> None:
+    monkeypatch.setenv("FEAST_OFFLINE_PATH", "from-env")
+    report = core.ingest(features, core.IngestConfig(store_dir=str(tmp_path / "s")))
+    assert Path(report.offline_file).parent == tmp_path / "s" / "from-env"
+    store = F.open_store(tmp_path / "s")
+    assert F.offline_uri(store) == str(tmp_path / "s" / "from-env")
+    assert sum(len(f) for f in F.get_training_features(store).values()) == 120
+
+
+def _ingest_in_process(features: str, store: str) -> int:
+    return core.ingest(features, core.IngestConfig(store_dir=store)).rows_written
+
+
+def test_two_processes_ingesting_into_one_store_keep_both_rows(tmp_path: Path, tokenizer, reviews: pa.Table) -> None:
+    """Two real processes ingest different reviews into the same (new) store at the same time."""
+    other = reviews_table(80, seed=1, text="other {i}: the colour is {q}")
+    other = other.set_column(0, schema.REVIEW_ID, pa.array([f"other-{i:05d}" for i in range(80)]))
+    paths = [
+        make_features(tokenizer, reviews, tmp_path / "a.parquet"),
+        make_features(tokenizer, other, tmp_path / "b.parquet", T0 + timedelta(hours=1)),
+    ]
+    store = tmp_path / "shared-store"
+    with multiprocessing.get_context("spawn").Pool(2) as pool:
+        results = [pool.apply_async(_ingest_in_process, (str(path), str(store))) for path in paths]
+        assert [r.get(timeout=600) for r in results] == [120, 80]
+    opened = F.open_store(store)
+    ids = sorted(rid for frame in F.get_training_features(opened).values() for rid in frame[schema.REVIEW_ID])
+    assert ids == sorted([f"id-{i:05d}" for i in range(120)] + [f"other-{i:05d}" for i in range(80)])
+    online = F.get_online_features(opened, ["id-00003", "other-00003", "other-00079"])
+    assert all(len(v) > 0 for v in online[F.INPUT_IDS])
 
 
 def test_real_reviews_online_equals_historical_equals_tokenizer(reviews_csv: Path, tokenizer, tmp_path: Path) -> None:
