@@ -20,6 +20,8 @@ import math
 from dataclasses import asdict, dataclass, field
 from typing import Any, Literal
 
+from components.common import options
+
 RULES = ("vanishing_gradient", "exploding_gradient", "loss_not_decreasing", "overfitting")
 
 
@@ -34,16 +36,24 @@ class HealthArguments:
     health_rules: str = field(
         default=",".join(RULES), metadata={"help": f"Comma-separated rules to check, of {', '.join(RULES)}."}
     )
-    vanishing_grad_norm: float = field(default=1e-7, metadata={"help": "Gradient norm below this is vanishing."})
-    exploding_grad_norm: float = field(default=1e3, metadata={"help": "Gradient norm above this is exploding."})
-    gradient_patience: int = field(default=3, metadata={"help": "Consecutive steps a gradient rule must hold."})
-    loss_window: int = field(default=100, metadata={"help": "Steps per training-loss window."})
+    vanishing_grad_norm: float = field(
+        default=1e-7, metadata={"help": "Gradient norm below this is vanishing.", "min": 0}
+    )
+    exploding_grad_norm: float = field(
+        default=1e3, metadata={"help": "Gradient norm above this is exploding.", "above": 0}
+    )
+    gradient_patience: int = field(
+        default=3, metadata={"help": "Consecutive steps a gradient rule must hold.", "min": 1}
+    )
+    loss_window: int = field(default=100, metadata={"help": "Steps per training-loss window.", "min": 1})
     loss_min_decrease: float = field(
         default=0.001, metadata={"help": "Relative decrease of the windowed loss that counts as progress."}
     )
-    loss_patience: int = field(default=3, metadata={"help": "Windows in a row without progress before firing."})
+    loss_patience: int = field(
+        default=3, metadata={"help": "Windows in a row without progress before firing.", "min": 1}
+    )
     overfit_patience: int = field(
-        default=2, metadata={"help": "Evaluations in a row with validation loss up and training loss down."}
+        default=2, metadata={"help": "Evaluations in a row with validation loss up and training loss down.", "min": 1}
     )
 
     def rules(self) -> tuple[str, ...]:
@@ -55,13 +65,9 @@ class HealthArguments:
 
     def validate(self) -> None:
         """Raise ValueError for thresholds no run can use."""
+        options.check_fields(self)
         self.rules()
-        if self.health_policy not in ("report", "stop"):
-            raise ValueError(f"--health-policy must be 'report' or 'stop', got {self.health_policy!r}.")
-        for name in ("gradient_patience", "loss_window", "loss_patience", "overfit_patience"):
-            if getattr(self, name) < 1:
-                raise ValueError(f"--{name.replace('_', '-')} must be at least 1, got {getattr(self, name)}.")
-        if not 0 <= self.vanishing_grad_norm < self.exploding_grad_norm:
+        if not self.vanishing_grad_norm < self.exploding_grad_norm:
             raise ValueError(
                 "--vanishing-grad-norm must be >= 0 and below --exploding-grad-norm, got "
                 f"{self.vanishing_grad_norm} and {self.exploding_grad_norm}."
