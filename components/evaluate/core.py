@@ -26,14 +26,15 @@ from components.common import report_html
 from components.common.metrics import classification_scores
 from components.common.modeling import predict_classes as predict  # (bench train calls it from here)
 from components.evaluate.champion import champion_accuracy, decide, tokenizer_fingerprint
+from components.evaluate.config import EvaluateConfig
 
 if TYPE_CHECKING:  # pragma: no cover - typing only
     from components.common.tracking import RegisteredVersion
 
-#: Default deploy gate: better than chance on 3 classes (the course's value).
-DEFAULT_MIN_ACCURACY = 0.33
+#: Default deploy gate: better than chance on 3 classes (the course's value); declared in `EvaluateConfig`.
+DEFAULT_MIN_ACCURACY = EvaluateConfig().min_accuracy
 #: Facet values with fewer test rows are shown but left out of the gap (their accuracy is noise).
-DEFAULT_MIN_FACET_ROWS = 10
+DEFAULT_MIN_FACET_ROWS = EvaluateConfig().min_facet_test_rows
 
 
 # --- metrics ----------------------------------------------------------------------------------------
