@@ -19,13 +19,16 @@ def ingest_features(
 ) -> NamedTuple("IngestOutputs", feature_view=str, store=str, rows_written=int):  # type: ignore[valid-type]
     """Apply the Feast definitions (entity `review`, view `review_bert_features`) and ingest the features.
 
-    Validates everything first; a failure leaves the registry and earlier features as they were.
+    Writes through Feast's public API. Validates everything first; a failure leaves the registry and earlier
+    features as they were, except that a Redis online store is not transactional (see feast_ingest/core.py).
 
     Args:
         features: Features (Parquet) from featurize_reviews.
         store_dir: Store directory: relative paths of the feature_store.yaml resolve here (run dir or PVC).
         feast_config: `local` (SQLite + Parquet), `cluster` (Redis + PVC/S3) or a feature_store.yaml path.
-        offline_path: Offline Parquet location, relative to store_dir or s3://; empty for the default.
+        offline_path: Directory of the offline Parquet files, relative to store_dir or s3://; empty (the
+            usual choice): FEAST_OFFLINE_PATH if set, else data/offline/review_features. Setting both differently
+            is an error.
         report: What was written where (JSON; summary `feature_store`).
         metrics: Rows written, per split.
 

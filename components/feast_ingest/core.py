@@ -30,7 +30,7 @@ import os
 import shutil
 import tempfile
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -38,17 +38,17 @@ from typing import TYPE_CHECKING, Any
 import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
+from pyarrow import fs
 
 from components.common import features as F
 from components.common import options, schema
+from components.feast_ingest.validation import FEATURES_SCHEMA, read_features, validate_features
+
+__all__ = ["FEATURES_SCHEMA", "IngestConfig", "IngestReport", "ingest", "read_features", "validate_features"]
 
 if TYPE_CHECKING:  # pragma: no cover - typing only
     from feast import FeatureStore
     from feast.repo_config import RepoConfig
-
-#: The features table as ingest expects it (what featurize writes).
-FEATURES_SCHEMA = F.FEATURES_SCHEMA
-_NUM_CLASSES = len(schema.LABEL_TO_ID)
 
 
 @dataclass(frozen=True)
@@ -124,82 +124,6 @@ class IngestReport:
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
-
-
-# --- validation ----------------------------------------------------------------------------------------
-
-
-def _examples(values: Sequence[Any], limit: int = 5) -> str:
-    shown = ", ".join(repr(v) for v in list(values)[:limit])
-    return shown + (", ..." if len(values) > limit else "")
-
-
-def read_features(path: str | Path) -> pa.Table:
-    """The features Parquet written by featurize, validated (see `validate_features`)."""
-    try:
-        table = pq.read_table(path)
-    except (OSError, pa.ArrowInvalid) as error:
-        raise ValueError(f"Cannot read features {str(path)!r} as Parquet: {error}") from error
-    return validate_features(table, str(path))
-
-
-def validate_features(table: pa.Table, source: str = "features") -> pa.Table:
-    """Check every row before anything is written; returns the table cast to `FEATURES_SCHEMA`.
-
-    Raises:
-        ValueError: Missing columns or wrong types, no rows, missing or duplicate review ids, empty or
-            negative token ids, label ids outside 0-2, unknown splits, missing timestamps or facet values.
-            The message names the column and some offending review ids.
-    """
-    missing = [c for c in FEATURES_SCHEMA.names if c not in table.column_names]
-    if missing:
-        raise ValueError(
-            f"Features {source!r} lack column(s) {missing} (have {table.column_names}); "
-            "ingest reads featurize's output."
-        )
-    if table.num_rows == 0:
-        raise ValueError(f"Features {source!r} hold no rows; nothing to ingest.")
-    columns = {}
-    for column in FEATURES_SCHEMA:
-        try:
-            columns[column.name] = table[column.name].cast(column.type)
-        except (pa.ArrowInvalid, pa.ArrowNotImplementedError) as error:
-            raise ValueError(
-                f"Column {column.name!r} of {source!r} is {table[column.name].type}, expected {column.type}: {error}"
-            ) from error
-    table = pa.table(columns, schema=FEATURES_SCHEMA).combine_chunks()
-    ids = table[schema.REVIEW_ID]
-
-    def fail(mask: pa.ChunkedArray | pa.Array, what: str) -> None:
-        mask = pc.fill_null(mask, True)
-        if pc.any(mask).as_py():
-            bad = ids.filter(mask).to_pylist()
-            raise ValueError(
-                f"{len(bad)} row(s) of {source!r} {what} (review_id {_examples(bad)}); nothing was written. "
-                "Re-run featurize on clean input."
-            )
-
-    if ids.null_count:
-        raise ValueError(f"{ids.null_count} row(s) of {source!r} have no review_id; nothing was written.")
-    if pc.count_distinct(ids).as_py() != table.num_rows:
-        dupes = [v["values"] for v in pc.value_counts(ids).to_pylist() if v["counts"] > 1]
-        raise ValueError(f"review_id is not unique in {source!r}: {_examples(dupes)}; nothing was written.")
-    token_ids = table[F.INPUT_IDS]
-    fail(pc.less_equal(pc.list_value_length(token_ids), 0), "have no token ids")
-    flat = pc.list_flatten(token_ids)
-    if flat.null_count or (len(flat) and pc.min(flat).as_py() < 0):
-        parents = pc.list_parent_indices(token_ids)
-        bad_rows = pc.unique(parents.filter(pc.fill_null(pc.less(flat, 0), True)))
-        mask = pc.is_in(pa.array(range(table.num_rows)), value_set=bad_rows)
-        fail(mask, "have missing or negative token ids")
-    fail(
-        pc.invert(pc.and_(pc.greater_equal(table[F.LABEL_ID], 0), pc.less(table[F.LABEL_ID], _NUM_CLASSES))),
-        f"have a label_id outside 0-{_NUM_CLASSES - 1}",
-    )
-    fail(pc.invert(pc.is_in(table[F.SPLIT], value_set=pa.array(F.SPLITS))), f"have a split other than {F.SPLITS}")
-    fail(pc.is_null(table[F.EVENT_TIMESTAMP]), "have no event_timestamp")
-    fail(pc.is_null(table[schema.FACET]), f"have no {schema.FACET}")
-    return table.sort_by([(schema.REVIEW_ID, "ascending")])
 
 
 # --- the store -------------------------------------------------------------------------------------------
@@ -298,65 +222,46 @@ def registry_lock(config: RepoConfig) -> Iterator[None]:
 
 
 class OfflineFile:
-    """This ingest's own Parquet file in the offline directory; `remove` takes it back out."""
+    """This ingest's own Parquet file in the offline directory (local or s3://), named by its content."""
 
     def __init__(self, directory: str, table: pa.Table) -> None:
         sink = pa.BufferOutputStream()
         with pa.ipc.new_stream(sink, table.schema) as writer:
             writer.write_table(table)
-        digest = hashlib.sha256(sink.getvalue()).hexdigest()[:24]
-        self.uri = f"{directory.rstrip('/')}/features-{digest}.parquet"
+        self.directory = directory.rstrip("/")
+        self.name = f"features-{hashlib.sha256(sink.getvalue()).hexdigest()[:24]}.parquet"
+        self.uri = f"{self.directory}/{self.name}"
         self.table = table
         self.created = False
 
     def write(self) -> None:
+        """Write the file under a hidden name, then rename it into place; nothing if it exists (same rows)."""
+        filesystem, directory = fs.FileSystem.from_uri(self.directory)
+        target, tmp = f"{directory}/{self.name}", f"{directory}/.{self.name}.tmp-{os.getpid()}"
         try:
-            if "://" in self.uri:  # object stores: one PUT, atomic
-                from pyarrow import fs
-
-                filesystem, path = fs.FileSystem.from_uri(self.uri)
-                self.created = filesystem.get_file_info(path).type == fs.FileType.NotFound
-                if self.created:
-                    pq.write_table(self.table, path, filesystem=filesystem, compression="zstd")
+            if filesystem.get_file_info(target).type != fs.FileType.NotFound:
                 return
-            target = Path(self.uri)
-            if target.exists():
-                return  # the same rows were ingested before: the file already holds them
-            target.parent.mkdir(parents=True, exist_ok=True)
-            tmp = target.with_name(f".{target.name}.tmp-{os.getpid()}")  # hidden: readers skip it
-            try:
-                pq.write_table(self.table, tmp, compression="zstd")
-                os.replace(tmp, target)
-            finally:
-                tmp.unlink(missing_ok=True)
+            filesystem.create_dir(directory, recursive=True)
+            pq.write_table(self.table, tmp, filesystem=filesystem, compression="zstd")
+            filesystem.move(tmp, target)  # a rename locally; object stores copy, then delete
             self.created = True
         except OSError as error:
+            with contextlib.suppress(OSError):
+                filesystem.delete_file(tmp)
             raise ValueError(f"Cannot write the offline store file {self.uri}: {error}") from error
 
     def remove(self) -> None:
-        if not self.created:
-            return
-        if "://" in self.uri:
-            from pyarrow import fs
-
+        if self.created:
             filesystem, path = fs.FileSystem.from_uri(self.uri)
             filesystem.delete_file(path)
-        else:
-            Path(self.uri).unlink(missing_ok=True)
-        self.created = False
+            self.created = False
 
-
-def _others_in(directory: str, mine: str) -> bool:
-    """Whether the offline directory holds data files other than ``mine`` (another ingest's rows)."""
-    from pyarrow import fs
-
-    if "://" in directory:
-        filesystem, path = fs.FileSystem.from_uri(directory)
-    else:
-        filesystem, path = fs.LocalFileSystem(), directory
-    selector = fs.FileSelector(path, allow_not_found=True)
-    names = [Path(info.path).name for info in filesystem.get_file_info(selector)]
-    return any(n.endswith(".parquet") and not n.startswith(".") and n != Path(mine).name for n in names)
+    def others(self) -> bool:
+        """Whether the directory holds other ingests' files (whose rows rely on the registered definitions)."""
+        filesystem, directory = fs.FileSystem.from_uri(self.directory)
+        infos = filesystem.get_file_info(fs.FileSelector(directory, allow_not_found=True))
+        names = [info.base_name for info in infos]
+        return any(n.endswith(".parquet") and not n.startswith(".") and n != self.name for n in names)
 
 
 # --- registry ----------------------------------------------------------------------------------------------
@@ -468,7 +373,7 @@ def ingest(features_path: str | Path, config: IngestConfig) -> IngestReport:
         with registry_lock(store.config):
             offline.remove()
             if changed:
-                undo_register(store, objects, before, keep_created=_others_in(location, offline.uri))
+                undo_register(store, objects, before, keep_created=offline.others())
         raise
     _copy_repo_files(F.store_config_path(config.feast_config), store_dir)
 

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pyarrow.parquet as pq
 import pytest
-from kfp import compiler, dsl
+from kfp import dsl
 
 from components.common import features as F
 from components.feast_ingest.component import ingest_features
@@ -76,11 +76,50 @@ def test_ingest_features_writes_the_store_and_returns_its_location(
     assert F.get_online_features(store, ["id-00007"])[F.INPUT_IDS][0]
 
 
-@pytest.mark.parametrize("component", [featurize_reviews, ingest_features])
-def test_components_compile(component, tmp_path: Path) -> None:
-    target = tmp_path / "component.yaml"
-    compiler.Compiler().compile(component, str(target))
-    assert component.name.replace("_", "-") in target.read_text()
+@pytest.mark.parametrize(
+    ("arguments", "environment", "message"),
+    [
+        ({"feast_config": "no-such-config.yaml"}, {}, r"--feast-config 'no-such-config.yaml'"),
+        ({"offline_path": "mine"}, {"FEAST_OFFLINE_PATH": "theirs"}, r"set twice: --offline-path 'mine'"),
+        (
+            {"feast_config": "cluster"},
+            {"FEAST_REGISTRY_PATH": "registry.db"},
+            r"--feast-config 'cluster'.* not set: FEAST_REDIS_CONNECTION_STRING",
+        ),
+    ],
+)
+def test_ingest_features_rejects_bad_options_before_writing(
+    featurized: dict[str, dsl.Artifact],
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    arguments: dict,
+    environment: dict,
+    message: str,
+) -> None:
+    for name in ("FEAST_OFFLINE_PATH", "FEAST_REGISTRY_PATH", "FEAST_REDIS_CONNECTION_STRING"):
+        monkeypatch.delenv(name, raising=False)
+    for name, value in environment.items():
+        monkeypatch.setenv(name, value)
+    report = _artifact(dsl.Artifact, tmp_path, "ingest-report")
+    with pytest.raises(ValueError, match=message):
+        ingest_features.python_func(
+            features=featurized["features"],
+            **{"store_dir": str(tmp_path / "feature_store"), "feast_config": "local", "offline_path": "", **arguments},
+            report=report,
+            metrics=_artifact(dsl.Metrics, tmp_path, "ingest-metrics"),
+        )
+    assert not Path(report.path).exists() and not (tmp_path / "feature_store").exists()
+
+
+def test_ingest_features_takes_the_options_of_ingest_config() -> None:
+    """The component's scalar parameters are IngestConfig fields (options are declared once, in core)."""
+    from dataclasses import fields
+
+    from components.feast_ingest.core import IngestConfig
+
+    parameters = set(ingest_features.component_spec.inputs) - {"features"}
+    assert parameters <= {f.name for f in fields(IngestConfig)}
+    assert {"store_dir", "feast_config", "offline_path"} <= parameters
 
 
 # --- Feast's own CLI -----------------------------------------------------------------------------------
