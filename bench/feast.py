@@ -1,18 +1,19 @@
-"""Feast ingest and online-read speed: our `feast_ingest` vs. `FeatureStore.materialize()` on the same data.
+"""Feast ingest and read speed: our `feast_ingest` vs. `FeatureStore.materialize()`, both through public calls.
 
 ``--rows`` feature rows (default 100,000: token-id lists of 4-128 ids, about 76 on average like the
-course reviews) in the embedded configuration (SQLite online store, Parquet offline store).
+course reviews) in the embedded configuration (SQLite online store, DuckDB over Parquet offline store).
 
-- ours: `components.feast_ingest.core.ingest` into an empty store - validation, offline Parquet,
-  registry apply and the online store (SQLite bulk path), end to end; rows/s.  Also reported: the
-  online-write part alone, a re-ingest of the same rows (upserts) and Feast's own
-  `online_write_batch` path (``--sqlite-bulk`` off) for comparison.
+- ours (*value*): `components.feast_ingest.core.ingest` into an empty store - validation, the offline
+  Parquet file, `FeatureStore.apply` and `FeatureStore.write_to_online_store`, end to end; rows/s.  Also
+  reported: a re-ingest of the same rows (offline file and registry unchanged, online upserts).
 - baseline: the same definitions applied and the same offline Parquet in place, then
-  `FeatureStore.materialize(start, end)` into the SQLite online store; rows/s.
+  `FeatureStore.materialize(start, end)` into the SQLite online store (timed alone); rows/s.
 - online reads: ``--reads`` single-review `FeatureStore.get_online_features` calls (all four features)
   on the ingested store; p50/p99 latency in ms (goal: p99 <= 10 ms).
+- training reads: `get_training_features` (one point-in-time read of every split) on ``--pit-rows`` rows,
+  with the DuckDB offline store and with Feast's file (Dask) offline store; seconds.
 
-Every figure is the median of ``--repeat`` runs, each on a fresh store.
+Every figure is the median of ``--repeat`` runs, each ingest on a fresh store.
 """
 
 from __future__ import annotations
@@ -32,7 +33,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from bench._util import result
+from bench._util import median_seconds, result
 
 
 def write_features(path: Path, rows: int, seed: int = 0) -> datetime:
@@ -64,18 +65,19 @@ def write_features(path: Path, rows: int, seed: int = 0) -> datetime:
 def _warm_up() -> None:
     """Import what both paths import, so neither pays for it inside a timing."""
     import feast.infra.offline_stores.dask
+    import feast.infra.offline_stores.duckdb
     import feast.infra.online_stores.sqlite  # noqa: F401
 
     import components.feast_ingest.core  # noqa: F401
     import feature_repo.review_features  # noqa: F401
 
 
-def _ingest(features: Path, store_dir: Path, sqlite_bulk: bool = True) -> tuple[float, dict]:
+def _ingest(features: Path, store_dir: Path) -> float:
     from components.feast_ingest import core
 
     start = time.perf_counter()
-    report = core.ingest(features, core.IngestConfig(store_dir=str(store_dir), sqlite_bulk=sqlite_bulk))
-    return time.perf_counter() - start, report.seconds
+    core.ingest(features, core.IngestConfig(store_dir=str(store_dir)))
+    return time.perf_counter() - start
 
 
 def _materialize(features: Path, store_dir: Path, when: datetime) -> float:
@@ -85,10 +87,10 @@ def _materialize(features: Path, store_dir: Path, when: datetime) -> float:
     from feature_repo import review_features
 
     store = F.feature_store(store_dir)
-    offline = store_dir / F.DEFAULT_OFFLINE_PATH
-    offline.parent.mkdir(parents=True, exist_ok=True)
-    pq.write_table(core.read_features(features), offline)
-    store.apply(review_features.definitions())
+    location = F.offline_location(store_dir)
+    Path(location).mkdir(parents=True, exist_ok=True)
+    pq.write_table(core.read_features(features), Path(location) / "features.parquet")
+    store.apply(review_features.definitions(location))
     start = time.perf_counter()
     with contextlib.redirect_stdout(sys.stderr):  # materialize prints progress; stdout is for the JSON result
         store.materialize(when - timedelta(days=1), when + timedelta(days=1))
@@ -114,16 +116,37 @@ def _read_latencies(store_dir: Path, ids: list[str], reads: int) -> list[float]:
     return times
 
 
+def _training_reads(root: Path, rows: int, repeat: int) -> dict[str, float]:
+    """Median seconds of `get_training_features` on ``rows`` rows, per offline store type (after one warm call)."""
+    from components.common import features as F
+
+    features = root / "pit-features.parquet"
+    write_features(features, rows, seed=1)
+    store_dir = root / "pit-store"
+    _ingest(features, store_dir)
+    seconds = {}
+    for kind in ("duckdb", "file"):
+        yaml = root / f"feature_store.{kind}.yaml"
+        yaml.write_text(F.store_config_path("local").read_text().replace("type: duckdb", f"type: {kind}"))
+        store = F.open_store(store_dir, str(yaml))
+        counts = {s: len(f) for s, f in F.get_training_features(store).items()}
+        if sum(counts.values()) != rows:
+            raise RuntimeError(f"{kind}: read {counts}, expected {rows} rows")
+        seconds[kind] = median_seconds(lambda store=store: F.get_training_features(store), repeat)[0]
+    return seconds
+
+
 def main(argv: list[str]) -> dict:
     parser = argparse.ArgumentParser(prog="python -m bench feast")
     parser.add_argument("--rows", type=int, default=100_000)
     parser.add_argument("--repeat", type=int, default=3)
     parser.add_argument("--reads", type=int, default=2000)
-    parser.add_argument("--skip-feast-writer", action="store_true", help="skip Feast's online_write_batch path")
+    parser.add_argument("--pit-rows", type=int, default=10_000, help="rows for the training-read comparison")
     args = parser.parse_args(argv)
     os.environ.setdefault("FEAST_USAGE", "False")
+    os.environ.pop("FEAST_OFFLINE_PATH", None)
 
-    ours, online_only, reingest, feast_writer, baseline = [], [], [], [], []
+    ours, reingest, baseline = [], [], []
     _warm_up()
     with tempfile.TemporaryDirectory() as tmp:
         root = Path(tmp)
@@ -131,14 +154,11 @@ def main(argv: list[str]) -> dict:
         when = write_features(features, args.rows)
         ids = pq.read_table(features, columns=["review_id"])["review_id"].to_pylist()
         for i in range(args.repeat):
-            seconds, parts = _ingest(features, root / f"ours-{i}")
-            ours.append(seconds)
-            online_only.append(parts["online"])
-            reingest.append(_ingest(features, root / f"ours-{i}")[0])
+            ours.append(_ingest(features, root / f"ours-{i}"))
+            reingest.append(_ingest(features, root / f"ours-{i}"))
             baseline.append(_materialize(features, root / f"materialize-{i}", when))
-            if not args.skip_feast_writer:
-                feast_writer.append(_ingest(features, root / f"feast-writer-{i}", sqlite_bulk=False)[0])
         latencies = sorted(_read_latencies(root / "ours-0", ids, args.reads))
+        training = _training_reads(root, args.pit_rows, args.repeat) if args.pit_rows else {}
 
     def rate(samples: list[float]) -> float:
         return args.rows / statistics.median(samples)
@@ -152,14 +172,15 @@ def main(argv: list[str]) -> dict:
         rows=args.rows,
         ingest_seconds=[round(x, 2) for x in ours],
         materialize_seconds=[round(x, 2) for x in baseline],
-        online_write_seconds=[round(x, 2) for x in online_only],
-        online_write_rows_per_s=round(rate(online_only), 1),
         reingest_rows_per_s=round(rate(reingest), 1),
-        feast_online_write_batch_ingest_rows_per_s=round(rate(feast_writer), 1) if feast_writer else None,
         online_read_p50_ms=round(p(0.50), 3),
         online_read_p99_ms=round(p(0.99), 3),
         online_read_max_ms=round(latencies[-1] * 1000, 3),
         reads=args.reads,
+        training_read_rows=args.pit_rows,
+        training_read_seconds_duckdb=round(training["duckdb"], 2) if training else None,
+        training_read_seconds_file_dask=round(training["file"], 2) if training else None,
         online_store="sqlite",
+        offline_store="duckdb",
         repeat=args.repeat,
     )
