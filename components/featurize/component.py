@@ -33,15 +33,11 @@ def featurize_reviews(
         report: Rows per split and class, token-length statistics, tokenizer (JSON; summary `features`).
         metrics: Rows per split and token-length statistics.
     """
+    parameters = dict(locals())  # the step's options are handed on by name
+    from components.common import options
     from components.featurize import core
 
-    config = core.FeaturizeConfig(
-        base_model=base_model,
-        max_seq_length=max_seq_length,
-        validation_fraction=validation_fraction,
-        test_fraction=test_fraction,
-        seed=seed,
-    )
+    config = options.from_mapping(core.FeaturizeConfig, parameters, ignore_unknown=True)
     result = core.run(reviews.path, features.path, config, report.path, core.parse_timestamp(event_timestamp))
     for name, value in core.metric_items(result):
         metrics.log_metric(name, value)

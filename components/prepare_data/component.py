@@ -46,19 +46,11 @@ def prepare_reviews(
     Returns:
         data_hash: SHA-256 of the input file (lineage of the model trained on it).
     """
+    parameters = dict(locals())  # the step's options are handed on by name
+    from components.common import options
     from components.prepare_data import core
 
-    config = core.PrepareConfig(
-        text_column=text_column,
-        rating_column=rating_column,
-        label_column=label_column,
-        facet_column=facet_column,
-        group_column=group_column,
-        min_facet_rows=min_facet_rows,
-        balance=balance,
-        max_rows=max_rows,
-        seed=seed,
-    )
+    config = options.from_mapping(core.PrepareConfig, parameters, ignore_unknown=True)
     result = core.run(data, config, cleaned_reviews.path, reviews.path, report.path)
     for name, value in core.metric_items(result):
         metrics.log_metric(name, value)
