@@ -96,14 +96,6 @@ class _ServerProcess:
             if time.monotonic() > deadline:
                 pytest.fail(f"mlflow server gave no /health in {STARTUP_TIMEOUT_S:.0f} s:\n{self._log()}")
             time.sleep(0.25)
-        # /health answers before the stores are set up; the first tracking and registry calls set them up
-        # (seconds): pay that here, while a test is not yet timing-sensitive.
-        for path in (
-            "/api/2.0/mlflow/experiments/get-by-name?experiment_name=Default",
-            "/api/2.0/mlflow/registered-models/search?max_results=1",
-        ):
-            with urllib.request.urlopen(self.server.uri + path, timeout=STARTUP_TIMEOUT_S) as response:
-                response.read()
         return self.server
 
     def _log(self) -> str:
