@@ -39,6 +39,11 @@ if TYPE_CHECKING:  # pragma: no cover - typing only
 log = logging.getLogger("components.tracking")
 
 ENV_TRACKING_URI = "MLFLOW_TRACKING_URI"
+#: The help of every step's `mlflow_tracking_uri` option.
+TRACKING_URI_HELP = (
+    "MLflow tracking + registry URI; empty: $MLFLOW_TRACKING_URI, else the embedded SQLite store (locally; in a "
+    "KFP pod that is an error: the profile's `mlflow` entry sets the URI)."
+)
 DEFAULT_EXPERIMENT = "bert-review-sentiment"
 DEFAULT_REGISTERED_MODEL = "review-sentiment-classifier"
 CHAMPION = "champion"

@@ -29,7 +29,8 @@ def evaluate_classifier(
         feast_config: Feast configuration: local, cluster, or a feature_store.yaml path.
         model: The trained model directory from train_classifier.
         min_accuracy: Deploy only at or above this test accuracy (and not below the champion).
-        mlflow_tracking_uri: MLflow tracking URI; empty: $MLFLOW_TRACKING_URI, else the embedded SQLite store.
+        mlflow_tracking_uri: MLflow tracking URI; empty: $MLFLOW_TRACKING_URI (a KFP pod gets it from the
+            profile), else the embedded SQLite store (locally).
         registered_model_name: Registered model whose `champion` alias is compared; this model becomes its
             `challenger`. Empty: the project default.
         pipeline_run_id: The pipeline run's id (one MLflow run per pipeline run).

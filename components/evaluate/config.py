@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from components.common import tracking
+
 
 @dataclass(frozen=True)
 class EvaluateConfig:
@@ -22,13 +24,7 @@ class EvaluateConfig:
         default="",
         metadata={"help": "MLflow registered model (champion/challenger aliases); empty: review-sentiment-classifier."},
     )
-    mlflow_tracking_uri: str = field(
-        default="",
-        metadata={
-            "help": "MLflow tracking + registry URI; empty: $MLFLOW_TRACKING_URI, else the embedded SQLite store "
-            "(locally) — on a cluster the profile's `mlflow` entry sets it."
-        },
-    )
+    mlflow_tracking_uri: str = field(default="", metadata={"help": tracking.TRACKING_URI_HELP})
     min_facet_test_rows: int = field(
         default=10, metadata={"help": "Facet values with fewer test rows are left out of the accuracy gap.", "min": 1}
     )

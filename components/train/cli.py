@@ -48,9 +48,7 @@ class IOArguments:
     features: str = field(default="", metadata={"help": "Or: features Parquet with a split column (featurize)."})
     model_dir: str = field(default="", metadata={"help": "Final model directory (default <output-dir>/model)."})
     report: str = field(default="", metadata={"help": "Report JSON (default <output-dir>/training_report.json)."})
-    mlflow_tracking_uri: str = field(
-        default="", metadata={"help": "Default: $MLFLOW_TRACKING_URI, else the embedded SQLite store."}
-    )
+    mlflow_tracking_uri: str = field(default="", metadata={"help": tracking.TRACKING_URI_HELP})
     no_mlflow: bool = field(default=False, metadata={"help": "Do not log to MLflow."})
     mlflow_experiment: str = field(default=tracking.DEFAULT_EXPERIMENT, metadata={"help": "MLflow experiment."})
     mlflow_child_run: str = field(default="", metadata={"help": "Log into this child run (tuning trials)."})

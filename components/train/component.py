@@ -43,7 +43,8 @@ def train_classifier(
         health_policy: report (record firing health rules) or stop (end training when one fires).
         checkpoint_root: Persistent directory (e.g. a PVC) for checkpoints, so a retried task resumes; empty:
             a temporary directory.
-        mlflow_tracking_uri: MLflow tracking URI; empty: $MLFLOW_TRACKING_URI, else the embedded SQLite store.
+        mlflow_tracking_uri: MLflow tracking URI; empty: $MLFLOW_TRACKING_URI (a KFP pod gets it from the
+            profile), else the embedded SQLite store (locally).
         pipeline_run_id: The pipeline run's id (one MLflow run per pipeline run).
         data_hash: Hash of the input data file, recorded as a lineage tag.
         model: Hugging Face save_pretrained directory: weights, config with id2label, tokenizer.
