@@ -6,16 +6,15 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-import pyarrow as pa
-import pyarrow.parquet as pq
 import pytest
 import yaml
 from kfp import compiler, dsl
 
-from components.common import schema, tracking
+from components.common import tracking
 from components.evaluate.component import evaluate_classifier
 from components.train import testing
 from components.train.component import train_classifier
+from tests.stores import synthetic_feature_store
 
 
 def _artifact(kind: type[dsl.Artifact], tmp_path: Path, name: str) -> dsl.Artifact:
@@ -32,25 +31,7 @@ def _private_mlflow_store(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> No
 @pytest.fixture(scope="module")
 def store(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A Feast store with 150 synthetic reviews (120/15/15), written by the featurize and feast_ingest cores."""
-    from components.feast_ingest import core as ingest
-    from components.featurize import core as featurize
-
-    root = tmp_path_factory.mktemp("store")
-    texts, labels, facets = testing.synthetic_reviews(150, seed=2)
-    reviews = pa.table(
-        {
-            schema.REVIEW_ID: [f"id-{i:05d}" for i in range(150)],
-            schema.TEXT: texts,
-            schema.RATING: pa.array([1 + 2 * v for v in labels], pa.int64()),
-            schema.LABEL: pa.array([v - 1 for v in labels], pa.int8()),
-            schema.FACET: facets,
-        }
-    )
-    pq.write_table(reviews, root / "reviews.parquet")
-    config = featurize.FeaturizeConfig(max_seq_length=32, validation_fraction=0.1, test_fraction=0.1, seed=1)
-    featurize.run(root / "reviews.parquet", root / "features.parquet", config, root / "featurize.json", None)
-    ingest.ingest(root / "features.parquet", ingest.IngestConfig(store_dir=str(root / "fs"), feast_config="local"))
-    return root / "fs"
+    return synthetic_feature_store(tmp_path_factory.mktemp("store"), rows=150, seed=2)
 
 
 def test_train_then_evaluate_components(tmp_path: Path, store: Path) -> None:
@@ -60,11 +41,24 @@ def test_train_then_evaluate_components(tmp_path: Path, store: Path) -> None:
     metrics = _artifact(dsl.Metrics, tmp_path, "train-metrics")
     report = _artifact(dsl.Artifact, tmp_path, "train-report")
     train_classifier.python_func(
-        feature_store=str(store), feast_config="local", base_model=str(base), num_train_epochs=2, learning_rate=5e-3,
-        per_device_train_batch_size=16, max_seq_length=32, seed=1, hyperparameters={"logging_steps": 2, "warmup_ratio": 0.0},
-        health_policy="report", checkpoint_root="", mlflow_tracking_uri=uri, pipeline_run_id="run-1",
-        data_hash="abc123", model=model, metrics=metrics, report=report,
-    )  # fmt: skip
+        feature_store=str(store),
+        feast_config="local",
+        base_model=str(base),
+        num_train_epochs=2,
+        learning_rate=5e-3,
+        per_device_train_batch_size=16,
+        max_seq_length=32,
+        seed=1,
+        hyperparameters={"logging_steps": 2, "warmup_ratio": 0.0},
+        health_policy="report",
+        checkpoint_root="",
+        mlflow_tracking_uri=uri,
+        pipeline_run_id="run-1",
+        data_hash="abc123",
+        model=model,
+        metrics=metrics,
+        report=report,
+    )
     trained = json.loads(Path(report.path).read_text())
     assert trained["train_rows"] == 120 and trained["validation_rows"] == 15 and trained["global_step"] == 16
     assert trained["parameters"]["learning_rate"] == 5e-3 and trained["parameters"]["logging_steps"] == 2
@@ -77,10 +71,18 @@ def test_train_then_evaluate_components(tmp_path: Path, store: Path) -> None:
     html = _artifact(dsl.HTML, tmp_path, "report.html")
     eval_json = _artifact(dsl.Artifact, tmp_path, "eval.json")
     outputs = evaluate_classifier.python_func(
-        feature_store=str(store), feast_config="local", model=model, min_accuracy=0.0, mlflow_tracking_uri=uri,
-        registered_model_name="clf", pipeline_run_id="run-1", metrics=eval_metrics, classification=classification,
-        report_html=html, report_json=eval_json,
-    )  # fmt: skip
+        feature_store=str(store),
+        feast_config="local",
+        model=model,
+        min_accuracy=0.0,
+        mlflow_tracking_uri=uri,
+        registered_model_name="clf",
+        pipeline_run_id="run-1",
+        metrics=eval_metrics,
+        classification=classification,
+        report_html=html,
+        report_json=eval_json,
+    )
     assert outputs.deploy is True and "no champion yet" in outputs.reason and outputs.model_version == "1"
     evaluation = json.loads(Path(eval_json.path).read_text())
     assert evaluation["rows"] == 15 and set(evaluation["per_facet_accuracy"]) <= {"Blouses", "Dresses", "Knits"}
@@ -101,21 +103,44 @@ def test_train_then_evaluate_components(tmp_path: Path, store: Path) -> None:
 def test_train_component_rejects_unknown_hyperparameters(tmp_path: Path, store: Path) -> None:
     with pytest.raises(ValueError, match=r"Unknown training option\(s\) \['learning_rat'\]; valid: .*learning_rate"):
         train_classifier.python_func(
-            feature_store=str(store), feast_config="local", base_model="", num_train_epochs=1, learning_rate=5e-5,
-            per_device_train_batch_size=16, max_seq_length=32, seed=1, hyperparameters={"learning_rat": 1e-4}, health_policy="report",
-            checkpoint_root="", mlflow_tracking_uri=f"sqlite:///{tmp_path / 'm.db'}", pipeline_run_id="", data_hash="",
-            model=_artifact(dsl.Model, tmp_path, "m"), metrics=_artifact(dsl.Metrics, tmp_path, "x"),
+            feature_store=str(store),
+            feast_config="local",
+            base_model="",
+            num_train_epochs=1,
+            learning_rate=5e-5,
+            per_device_train_batch_size=16,
+            max_seq_length=32,
+            seed=1,
+            hyperparameters={"learning_rat": 1e-4},
+            health_policy="report",
+            checkpoint_root="",
+            mlflow_tracking_uri=f"sqlite:///{tmp_path / 'm.db'}",
+            pipeline_run_id="",
+            data_hash="",
+            model=_artifact(dsl.Model, tmp_path, "m"),
+            metrics=_artifact(dsl.Metrics, tmp_path, "x"),
             report=_artifact(dsl.Artifact, tmp_path, "r"),
-        )  # fmt: skip
+        )
 
 
 def test_checkpoint_root_keeps_checkpoints_for_a_retry(tmp_path: Path, store: Path) -> None:
     base = testing.tiny_model(tmp_path / "tiny", dropout=0.0)
     kwargs = dict(
-        feature_store=str(store), feast_config="local", base_model=str(base), num_train_epochs=1, learning_rate=1e-3,
-        per_device_train_batch_size=16, max_seq_length=32, seed=1, hyperparameters={}, health_policy="report",
-        checkpoint_root=str(tmp_path / "pvc"), mlflow_tracking_uri="", pipeline_run_id="run-7", data_hash="",
-    )  # fmt: skip
+        feature_store=str(store),
+        feast_config="local",
+        base_model=str(base),
+        num_train_epochs=1,
+        learning_rate=1e-3,
+        per_device_train_batch_size=16,
+        max_seq_length=32,
+        seed=1,
+        hyperparameters={},
+        health_policy="report",
+        checkpoint_root=str(tmp_path / "pvc"),
+        mlflow_tracking_uri="",
+        pipeline_run_id="run-7",
+        data_hash="",
+    )
     assert tracking.resolve_tracking_uri("").startswith(f"sqlite:///{tmp_path}")  # (the fixture's store)
     for attempt in ("a", "b"):
         train_classifier.python_func(

@@ -10,13 +10,12 @@ import subprocess
 import sys
 from pathlib import Path
 
-import pyarrow as pa
-import pyarrow.parquet as pq
 import pytest
 from mlflow import MlflowClient
 
-from components.common import schema, tracking
+from components.common import tracking
 from components.train import testing
+from tests.stores import synthetic_feature_store
 
 pytestmark = pytest.mark.integration
 
@@ -50,24 +49,8 @@ print("OUTPUTS " + json.dumps(outputs._asdict()))
 @pytest.fixture(scope="module")
 def data(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     """60 synthetic reviews featurized (48/6/6) into a features Parquet and a Feast store; a tiny BERT."""
-    from components.feast_ingest import core as ingest
-    from components.featurize import core as featurize
-
     root = tmp_path_factory.mktemp("data")
-    texts, labels, facets = testing.synthetic_reviews(60, seed=5)
-    reviews = pa.table(
-        {
-            schema.REVIEW_ID: [f"id-{i:05d}" for i in range(60)],
-            schema.TEXT: texts,
-            schema.RATING: pa.array([1 + 2 * v for v in labels], pa.int64()),
-            schema.LABEL: pa.array([v - 1 for v in labels], pa.int8()),
-            schema.FACET: facets,
-        }
-    )
-    pq.write_table(reviews, root / "reviews.parquet")
-    config = featurize.FeaturizeConfig(max_seq_length=32, validation_fraction=0.1, test_fraction=0.1, seed=1)
-    featurize.run(root / "reviews.parquet", root / "features.parquet", config)
-    ingest.ingest(root / "features.parquet", ingest.IngestConfig(store_dir=str(root / "fs"), feast_config="local"))
+    synthetic_feature_store(root, rows=60, seed=5)
     return {
         "features": root / "features.parquet",
         "store": root / "fs",
