@@ -140,3 +140,22 @@ def test_redis_gone_before_ingest_changes_nothing(
         _ingest(newer, tmp_path / "pvc")
     assert cluster_env.read_bytes() == registry
     assert sorted((tmp_path / "pvc" / "offline" / "reviews").iterdir()) == offline
+
+
+def test_a_redis_write_refused_mid_ingest_undoes_the_first_ingest(
+    tmp_path: Path, cluster_env: Path, redis_server: RedisServer, tokenizer
+) -> None:
+    """Redis answers reads (validation passes) but refuses writes (`maxmemory` reached, no eviction), after
+    `apply` registered the definitions: the ingest fails, its offline file and its definitions are removed."""
+    import redis
+
+    client = redis.Redis(host="127.0.0.1", port=redis_server.port)
+    client.config_set("maxmemory-policy", "noeviction")
+    client.config_set("maxmemory", "1")
+    features = make_features(tokenizer, reviews_table(30), tmp_path / "features.parquet")
+    with pytest.raises(redis.exceptions.OutOfMemoryError):
+        _ingest(features, tmp_path / "pvc")
+    assert list((tmp_path / "pvc" / "offline" / "reviews").glob("*.parquet")) == []
+    assert cluster_env.is_file()  # apply had written the registry; the undo deleted what it registered
+    with pytest.raises(ValueError, match=r"No feature view 'review_bert_features' .* run the feast_ingest step first"):
+        F.open_store(tmp_path / "pvc", "cluster")
