@@ -9,7 +9,6 @@ from __future__ import annotations
 import http.server
 import sqlite3
 import threading
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -72,11 +71,9 @@ def test_other_pods_keep_the_embedded_default(monkeypatch: pytest.MonkeyPatch, t
     assert tracking.resolve_tracking_uri("") == f"sqlite:///{tmp_path}/bert-kfp/mlflow.db"
 
 
-def test_closed_port_fails_fast_with_advice() -> None:
-    started = time.perf_counter()
+def test_closed_port_is_an_error_with_advice() -> None:
     with pytest.raises(ValueError, match=r"unreachable .*MLFLOW_TRACKING_URI.*embedded SQLite"):
         tracking.check_tracking_uri("http://127.0.0.1:9", timeout=2)
-    assert time.perf_counter() - started < 5
 
 
 def test_in_a_kfp_pod_the_advice_does_not_suggest_the_embedded_store(monkeypatch: pytest.MonkeyPatch) -> None:
