@@ -98,13 +98,14 @@ class RunLog(io.TextIOBase):
     def write(self, text: str) -> int:
         if self.everything.closed:
             return len(text)
-        self.everything.write(text)
         if self.verbose:
             self.terminal.write(text)
-        lines = (self._partial + text).split("\n")
+        plain = _ANSI.sub("", text)  # the log files without kfp's colours
+        self.everything.write(plain)
+        lines = (self._partial + plain).split("\n")
         self._partial = lines.pop()
         for line in lines:
-            self._line(_ANSI.sub("", line))
+            self._line(line)
         return len(text)
 
     def _say(self, text: str) -> None:

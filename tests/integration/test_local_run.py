@@ -21,7 +21,12 @@ def fast(tmp_path: Path, rows: int = 240) -> list[str]:
 def test_default_run_on_the_synthetic_sample(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["run", "--output", str(tmp_path / "run"), *fast(tmp_path)]) == 0
     summary_path = tmp_path / "run" / "summary.json"
-    assert str(summary_path) in capsys.readouterr().out
+    printed = capsys.readouterr().out
+    # A line per step start and end, the progress lines, the decision and the summary's path; the rest: logs/.
+    assert str(summary_path) in printed and "Deploy decision:" in printed and len(printed.splitlines()) <= 40
+    assert "✓ train-classifier" in printed and "Executing task" not in printed
+    assert "Executing task 'train-classifier'" in (tmp_path / "run" / "logs" / "run.log").read_text()
+    assert (tmp_path / "run" / "logs" / "train-classifier.log").stat().st_size > 0
     summary = json.loads(summary_path.read_text())
     assert summary["status"] == "succeeded"
     data = summary["data"]
