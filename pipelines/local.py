@@ -94,6 +94,7 @@ class RunLog(io.TextIOBase):
         self.finished: tuple[str, str, float] | None = None
         self.last_error: str | None = None
         self._partial = ""
+        self._metrics_next = False  # the finished step's Metrics output is being listed
 
     def write(self, text: str) -> int:
         if self.everything.closed:
@@ -129,9 +130,9 @@ class RunLog(io.TextIOBase):
                 self._report(None)
             return
         if self.finished and _METRICS.match(line):
-            self._pending_metrics = True
-        if self.finished and getattr(self, "_pending_metrics", False) and (found := _METADATA.search(line)):
-            self._pending_metrics = False
+            self._metrics_next = True
+        if self.finished and self._metrics_next and (found := _METADATA.search(line)):
+            self._metrics_next = False
             self._report(ast.literal_eval(found.group(1)))
             return
         if match := _ERROR_LINE.match(line.strip()):
