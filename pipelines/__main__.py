@@ -42,6 +42,11 @@ def _parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _one_line(error: BaseException) -> str:
+    """An error message on one line (a library's message, e.g. YAML's, may span several)."""
+    return " ".join(str(error).split())
+
+
 def _run(args: argparse.Namespace) -> int:
     from pipelines import local, parameters
 
@@ -56,10 +61,11 @@ def _run(args: argparse.Namespace) -> int:
     try:
         summary = local.run_pipeline(options)
     except ValueError as err:
-        print(f"error: {err}", file=sys.stderr)
+        print(f"error: {_one_line(err)}", file=sys.stderr)
         return 2
     except local.PipelineFailed as err:
-        print(f"error: {err}\n(summary with status 'failed': {options.output / 'summary.json'})", file=sys.stderr)
+        summary = options.output / "summary.json"
+        print(f"error: {_one_line(err)}\n(summary with status 'failed': {summary})", file=sys.stderr)
         return 1
     except KeyboardInterrupt:
         print(f"interrupted (summary with status 'interrupted': {options.output / 'summary.json'})", file=sys.stderr)

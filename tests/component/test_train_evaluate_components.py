@@ -34,6 +34,27 @@ def store(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return synthetic_feature_store(tmp_path_factory.mktemp("store"), rows=150, seed=2)
 
 
+def _train_args(store: Path, **overrides: object) -> dict[str, object]:
+    """The train component's parameters (what the pipeline passes), with ``overrides``."""
+    return {
+        "feature_store": str(store),
+        "feast_config": "local",
+        "base_model": "",
+        "num_train_epochs": 1,
+        "learning_rate": 1e-3,
+        "per_device_train_batch_size": 16,
+        "max_seq_length": 32,
+        "seed": 1,
+        "hyperparameters": {},
+        "health_policy": "report",
+        "checkpoint_root": "",
+        "mlflow_tracking_uri": "",
+        "pipeline_run_id": "",
+        "data_hash": "",
+        **overrides,
+    }
+
+
 def test_train_then_evaluate_components(tmp_path: Path, store: Path) -> None:
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
     base = testing.tiny_model(tmp_path / "tiny", dropout=0.0)
@@ -41,20 +62,16 @@ def test_train_then_evaluate_components(tmp_path: Path, store: Path) -> None:
     metrics = _artifact(dsl.Metrics, tmp_path, "train-metrics")
     report = _artifact(dsl.Artifact, tmp_path, "train-report")
     train_classifier.python_func(
-        feature_store=str(store),
-        feast_config="local",
-        base_model=str(base),
-        num_train_epochs=2,
-        learning_rate=5e-3,
-        per_device_train_batch_size=16,
-        max_seq_length=32,
-        seed=1,
-        hyperparameters={"logging_steps": 2, "warmup_ratio": 0.0},
-        health_policy="report",
-        checkpoint_root="",
-        mlflow_tracking_uri=uri,
-        pipeline_run_id="run-1",
-        data_hash="abc123",
+        **_train_args(
+            store,
+            base_model=str(base),
+            num_train_epochs=2,
+            learning_rate=5e-3,
+            hyperparameters={"logging_steps": 2, "warmup_ratio": 0.0},
+            mlflow_tracking_uri=uri,
+            pipeline_run_id="run-1",
+            data_hash="abc123",
+        ),
         model=model,
         metrics=metrics,
         report=report,
@@ -103,20 +120,9 @@ def test_train_then_evaluate_components(tmp_path: Path, store: Path) -> None:
 def test_train_component_rejects_unknown_hyperparameters(tmp_path: Path, store: Path) -> None:
     with pytest.raises(ValueError, match=r"Unknown training option\(s\) \['learning_rat'\]; valid: .*learning_rate"):
         train_classifier.python_func(
-            feature_store=str(store),
-            feast_config="local",
-            base_model="",
-            num_train_epochs=1,
-            learning_rate=5e-5,
-            per_device_train_batch_size=16,
-            max_seq_length=32,
-            seed=1,
-            hyperparameters={"learning_rat": 1e-4},
-            health_policy="report",
-            checkpoint_root="",
-            mlflow_tracking_uri=f"sqlite:///{tmp_path / 'm.db'}",
-            pipeline_run_id="",
-            data_hash="",
+            **_train_args(
+                store, hyperparameters={"learning_rat": 1e-4}, mlflow_tracking_uri=f"sqlite:///{tmp_path / 'm.db'}"
+            ),
             model=_artifact(dsl.Model, tmp_path, "m"),
             metrics=_artifact(dsl.Metrics, tmp_path, "x"),
             report=_artifact(dsl.Artifact, tmp_path, "r"),
@@ -125,22 +131,7 @@ def test_train_component_rejects_unknown_hyperparameters(tmp_path: Path, store: 
 
 def test_checkpoint_root_keeps_checkpoints_for_a_retry(tmp_path: Path, store: Path) -> None:
     base = testing.tiny_model(tmp_path / "tiny", dropout=0.0)
-    kwargs = dict(
-        feature_store=str(store),
-        feast_config="local",
-        base_model=str(base),
-        num_train_epochs=1,
-        learning_rate=1e-3,
-        per_device_train_batch_size=16,
-        max_seq_length=32,
-        seed=1,
-        hyperparameters={},
-        health_policy="report",
-        checkpoint_root=str(tmp_path / "pvc"),
-        mlflow_tracking_uri="",
-        pipeline_run_id="run-7",
-        data_hash="",
-    )
+    kwargs = _train_args(store, base_model=str(base), checkpoint_root=str(tmp_path / "pvc"), pipeline_run_id="run-7")
     assert tracking.resolve_tracking_uri("").startswith(f"sqlite:///{tmp_path}")  # (the fixture's store)
     for attempt in ("a", "b"):
         train_classifier.python_func(
