@@ -49,7 +49,7 @@ class IOArguments:
     model_dir: str = field(default="", metadata={"help": "Final model directory (default <output-dir>/model)."})
     report: str = field(default="", metadata={"help": "Report JSON (default <output-dir>/training_report.json)."})
     mlflow_tracking_uri: str = field(default="", metadata={"help": tracking.TRACKING_URI_HELP})
-    no_mlflow: bool = field(default=False, metadata={"help": "Do not log to MLflow."})
+    mlflow: bool = field(default=True, metadata={"help": "Log params, metrics and the model to MLflow."})
     mlflow_experiment: str = field(default=tracking.DEFAULT_EXPERIMENT, metadata={"help": "MLflow experiment."})
     mlflow_child_run: str = field(default="", metadata={"help": "Log into this child run (tuning trials)."})
     pipeline_run_id: str = field(default="", metadata={"help": "Pipeline run id: one MLflow run per pipeline run."})
@@ -138,7 +138,7 @@ def open_tracker(io: IOArguments, extra_tags: dict[str, str]) -> tracking.Pipeli
     Raises:
         ValueError: The tracking URI is unreachable or unusable (before anything is trained).
     """
-    if io.no_mlflow:
+    if not io.mlflow:
         return None
     uri = tracking.resolve_tracking_uri(io.mlflow_tracking_uri)
     tracking.check_tracking_uri(uri)

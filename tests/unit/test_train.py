@@ -294,7 +294,7 @@ def test_stop_policy_ends_training_when_a_rule_fires(tmp_path: Path, tiny: Path,
 def _cli(tiny: Path, features: Path, out: Path) -> list[str]:
     return [
         sys.executable, "-m", "components.train", "--features", str(features), "--base_model", str(tiny),
-        "--output_dir", str(out), "--no_mlflow", "--max_seq_length", "32", "--num_train_epochs", "3",
+        "--output_dir", str(out), "--no-mlflow", "--max_seq_length", "32", "--num_train_epochs", "3",
         "--per_device_train_batch_size", "8", "--learning_rate", "3e-3", "--save_steps", "4",
         "--logging_steps", "4", "--early_stopping_patience", "0", "--seed", "11",
     ]  # fmt: skip
@@ -362,7 +362,7 @@ def test_ddp_on_two_cpu_processes_matches_one_process(tmp_path: Path, tiny: Path
     frame = testing.features(texts, labels, 32, facets=facets).assign(split=["train"] * 128 + ["validation"] * 32)
     features = tmp_path / "features.parquet"
     frame.to_parquet(features)
-    common = ["--features", str(features), "--base_model", str(tiny), "--no_mlflow", "--use_cpu", "--epochs", "2"]
+    common = ["--features", str(features), "--base_model", str(tiny), "--no-mlflow", "--use_cpu", "--epochs", "2"]
     common += ["--learning_rate", "5e-3", "--save_steps", "0", "--max_seq_length", "32"]
     assert cli.main([*common, "--output_dir", str(tmp_path / "one"), "--per_device_train_batch_size", "16"]) == 0
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "PYTHONPATH": str(ROOT)}
