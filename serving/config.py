@@ -1,0 +1,52 @@
+"""The model server's options, declared once: `python -m serving`'s flags and their checks come from here."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from components.common import options
+
+DEFAULT_MODEL_NAME = "review-sentiment"
+
+
+@dataclass
+class ServeConfig:
+    """What `python -m serving` serves, where, and how it batches and limits requests."""
+
+    model_dir: str = field(
+        default="", metadata={"help": "Model directory written by train (save_pretrained: weights, config, tokenizer)."}
+    )
+    port: int = field(default=8080, metadata={"help": "HTTP port.", "min": 1, "max": 65535})
+    host: str = field(
+        default="127.0.0.1", metadata={"help": "Address to listen on (0.0.0.0: every interface, as in a container)."}
+    )
+    model_name: str = field(
+        default=DEFAULT_MODEL_NAME,
+        metadata={"help": "Name in the routes: /v1/models/<name>:predict, /v2/models/<name>/infer."},
+    )
+    max_batch_size: int = field(
+        default=32, metadata={"help": "Texts per forward pass at most (1: no batching across requests).", "min": 1}
+    )
+    max_latency_ms: float = field(
+        default=5.0,
+        metadata={"help": "How long a batch waits for more requests after its first one (ms).", "min": 0, "max": 10000},
+    )
+    max_texts: int = field(default=64, metadata={"help": "Texts per request at most (more: HTTP 413).", "min": 1})
+    max_text_chars: int = field(
+        default=5000, metadata={"help": "Characters per text at most (longer: HTTP 413).", "min": 1}
+    )
+    max_seq_length: int = field(
+        default=128, metadata={"help": "Tokens per text at most (longer texts are cut, as in training).", "min": 3}
+    )
+
+    def validate(self) -> None:
+        """Check every option.
+
+        Raises:
+            ValueError: An option out of bounds, no model directory, or an empty model name.
+        """
+        options.check_fields(self)
+        if not self.model_dir.strip():
+            raise ValueError("--model-dir is required: the model directory written by train.")
+        if not self.model_name.strip() or "/" in self.model_name or ":" in self.model_name:
+            raise ValueError(f"--model-name must be a non-empty name without '/' or ':', got {self.model_name!r}.")

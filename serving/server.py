@@ -1,0 +1,104 @@
+"""Run `ReviewSentimentModel` in KServe's model server (REST only: V1, V2, readiness, /metrics).
+
+The listening socket is bound first — a port in use fails at once, with a clear message, before the model
+loads — and handed to KServe's REST server (uvicorn), which would otherwise bind every interface.  Two
+exception handlers join KServe's: a request over a limit is HTTP 413, and a V2 body FastAPI cannot parse
+(malformed JSON, a missing field) is HTTP 400 instead of FastAPI's 422.
+
+`kserve` parses ``sys.argv`` when it is first imported (its own server flags), so it is imported here,
+inside the functions, after `python -m serving` has parsed its own flags.
+"""
+
+from __future__ import annotations
+
+import errno
+import logging
+import socket
+from typing import TYPE_CHECKING, Any
+
+from serving.config import ServeConfig
+
+if TYPE_CHECKING:  # pragma: no cover - typing only
+    from fastapi import FastAPI
+
+    from serving.model import ReviewSentimentModel
+
+log = logging.getLogger("serving")
+
+
+def bind(host: str, port: int) -> socket.socket:
+    """A TCP socket bound to (host, port), not yet listening (uvicorn listens on it).
+
+    Raises:
+        ValueError: The port is in use, needs privileges, or the host is no address of this machine.
+    """
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as uvicorn does: TIME_WAIT is no conflict
+    try:
+        sock.bind((host, port))
+    except OSError as error:
+        sock.close()
+        if error.errno == errno.EADDRINUSE:
+            raise ValueError(f"Port {port} on {host} is in use (another server?); pass a free --port.") from error
+        if error.errno == errno.EACCES:
+            raise ValueError(f"Port {port} on {host} needs privileges; pass a --port above 1023.") from error
+        if error.errno in (errno.EADDRNOTAVAIL, errno.EAFNOSUPPORT) or isinstance(error, socket.gaierror):
+            raise ValueError(f"--host {host} is no address of this machine; use 127.0.0.1 or 0.0.0.0.") from error
+        raise ValueError(f"Cannot listen on {host}:{port}: {error.strerror or error}.") from error
+    return sock
+
+
+def add_exception_handlers(app: FastAPI) -> None:
+    """HTTP 413 for `LimitExceeded`, 400 (not 422) for request bodies FastAPI cannot parse."""
+    from fastapi.exceptions import RequestValidationError
+    from fastapi.responses import JSONResponse
+
+    from serving.model import LimitExceeded
+
+    async def too_large(_: Any, error: Exception) -> JSONResponse:
+        return JSONResponse(status_code=413, content={"error": str(error)})
+
+    async def unparsable(_: Any, error: Exception) -> JSONResponse:
+        details = getattr(error, "errors", lambda: [])()
+        parts = [f"{'.'.join(map(str, d.get('loc', ())))}: {d.get('msg', '')}" for d in details[:3]]
+        return JSONResponse(status_code=400, content={"error": f"Malformed request: {'; '.join(parts) or error}"})
+
+    app.add_exception_handler(LimitExceeded, too_large)
+    app.add_exception_handler(RequestValidationError, unparsable)
+
+
+def run(model: ReviewSentimentModel, sock: socket.socket) -> None:
+    """Serve ``model`` on the bound socket ``sock`` until SIGINT/SIGTERM (blocks)."""
+    from kserve import ModelServer
+    from kserve.constants.constants import FASTAPI_APP_IMPORT_STRING
+    from kserve.model_server import app
+    from kserve.protocol.rest.server import RESTServer
+
+    port = sock.getsockname()[1]
+    server = ModelServer(http_port=port, enable_grpc=False, workers=1, enable_latency_logging=False)
+    server.register_model(model)
+    add_exception_handlers(app)
+    rest = RESTServer(FASTAPI_APP_IMPORT_STRING, server.dataplane, server.model_repository_extension, port, workers=1)
+    host = sock.getsockname()[0]
+    log.info("Serving model %r on http://%s:%d (V1 and V2 routes, /metrics)", model.name, host, port)
+    rest.run(sockets=[sock])
+
+
+def serve(config: ServeConfig) -> None:
+    """Check the options, bind the port, load the model, serve (blocks).
+
+    Raises:
+        ValueError: A bad option, a port that cannot be bound, or a model directory that does not load.
+    """
+    config.validate()
+    sock = bind(config.host, config.port)  # before the slow imports and the model: a port in use fails at once
+    try:
+        from serving.model import ReviewSentimentModel
+
+        model = ReviewSentimentModel(config)
+        model.load()
+    except BaseException:
+        sock.close()
+        raise
+    run(model, sock)
