@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from pathlib import Path
 
-from components.common import options
+from components.common import modeling, options
 
 DEFAULT_MODEL_NAME = "review-sentiment"
 
@@ -43,10 +44,14 @@ class ServeConfig:
         """Check every option.
 
         Raises:
-            ValueError: An option out of bounds, no model directory, or an empty model name.
+            ValueError: An option out of bounds, an empty model name, no model directory, or one without
+                config.json or tokenizer files (whether the weights load, `SentimentClassifier.load` finds out).
         """
         options.check_fields(self)
         if not self.model_dir.strip():
             raise ValueError("--model-dir is required: the model directory written by train.")
+        if not Path(self.model_dir).expanduser().is_dir():
+            raise ValueError(f"--model-dir {self.model_dir}: no such directory; pass a directory written by train.")
+        modeling.resolve_base_model(self.model_dir)  # config.json and tokenizer files are there (cheap, no torch)
         if not self.model_name.strip() or "/" in self.model_name or ":" in self.model_name:
             raise ValueError(f"--model-name must be a non-empty name without '/' or ':', got {self.model_name!r}.")
