@@ -23,6 +23,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from components.common import batching as D
+from components.common import trial_metrics
 from components.common.modeling import autocast, first_token_id, load_classifier, pick_precision
 from components.train.checkpoints import Checkpoints, TrainerState, TrainingParts, export_model, fingerprint
 from components.train.evaluation import evaluate_split, record_evaluation
@@ -263,6 +264,8 @@ class Trainer:
         }
         state.history.append(entry)
         if self.dist.main:
+            # The metric line a tuning trial reports from (Optuna engine, Katib's StdOut collector): stdout.
+            print(trial_metrics.format_line(len(state.history), state.global_step, result), flush=True)
             log.info(
                 "eval at step %d: loss %.4f accuracy %.4f f1_macro %.4f%s",
                 state.global_step,
