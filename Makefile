@@ -44,6 +44,10 @@ lint: $(STAMP) ## Lint, check formatting and the layering contract (steps import
 	$(BIN)/ruff format --check .
 	$(BIN)/lint-imports --no-cache
 
+.PHONY: serve
+serve: $(STAMP) ## Serve a model on 127.0.0.1:8080 (MODEL_DIR=dir, else the MLflow champion; PORT=, ARGS=)
+	$(BIN)/python -m serving $(if $(MODEL_DIR),--model-dir $(MODEL_DIR),--champion) --port $(or $(PORT),8080) $(ARGS)
+
 bench: $(STAMP) ## Run the benchmarks (NAME=bias to run one)
 	$(BIN)/python -m bench $(or $(NAME),all)
 

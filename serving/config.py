@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from components.common import modeling, options
+from components.common import modeling, options, tracking
 
 DEFAULT_MODEL_NAME = "review-sentiment"
 
@@ -17,6 +17,15 @@ class ServeConfig:
     model_dir: str = field(
         default="", metadata={"help": "Model directory written by train (save_pretrained: weights, config, tokenizer)."}
     )
+    champion: bool = field(
+        default=False,
+        metadata={"help": "Serve the MLflow registry's champion (alias champion of --registered-model)."},
+    )
+    registered_model: str = field(
+        default=tracking.DEFAULT_REGISTERED_MODEL,
+        metadata={"help": "Registered model whose champion --champion serves."},
+    )
+    mlflow_tracking_uri: str = field(default="", metadata={"help": tracking.TRACKING_URI_HELP})
     port: int = field(default=8080, metadata={"help": "HTTP port.", "min": 1, "max": 65535})
     host: str = field(
         default="127.0.0.1", metadata={"help": "Address to listen on (0.0.0.0: every interface, as in a container)."}
@@ -29,12 +38,20 @@ class ServeConfig:
         default=32, metadata={"help": "Texts per forward pass at most (1: no batching across requests).", "min": 1}
     )
     max_latency_ms: float = field(
-        default=5.0,
-        metadata={"help": "How long a batch waits for more requests after its first one (ms).", "min": 0, "max": 10000},
+        default=0.0,
+        metadata={
+            "help": "How long a batch waits for more requests after its first one, in ms (0: it takes the requests "
+            "already waiting — those that arrived during the previous forward pass — and starts).",
+            "min": 0,
+            "max": 10000,
+        },
     )
     max_texts: int = field(default=64, metadata={"help": "Texts per request at most (more: HTTP 413).", "min": 1})
     max_text_chars: int = field(
         default=5000, metadata={"help": "Characters per text at most (longer: HTTP 413).", "min": 1}
+    )
+    torch_threads: int = field(
+        default=0, metadata={"help": "CPU threads of one forward pass (0: torch's default, one per core).", "min": 0}
     )
     max_seq_length: int = field(
         default=128, metadata={"help": "Tokens per text at most (longer texts are cut, as in training).", "min": 3}
@@ -48,10 +65,14 @@ class ServeConfig:
                 config.json or tokenizer files (whether the weights load, `SentimentClassifier.load` finds out).
         """
         options.check_fields(self)
+        if not self.model_name.strip() or "/" in self.model_name or ":" in self.model_name:
+            raise ValueError(f"--model-name must be a non-empty name without '/' or ':', got {self.model_name!r}.")
+        if self.champion:
+            if self.model_dir.strip():
+                raise ValueError("Pass --model-dir or --champion, not both.")
+            return
         if not self.model_dir.strip():
-            raise ValueError("--model-dir is required: the model directory written by train.")
+            raise ValueError("--model-dir is required (the model directory written by train), or --champion.")
         if not Path(self.model_dir).expanduser().is_dir():
             raise ValueError(f"--model-dir {self.model_dir}: no such directory; pass a directory written by train.")
         modeling.resolve_base_model(self.model_dir)  # config.json and tokenizer files are there (cheap, no torch)
-        if not self.model_name.strip() or "/" in self.model_name or ":" in self.model_name:
-            raise ValueError(f"--model-name must be a non-empty name without '/' or ':', got {self.model_name!r}.")

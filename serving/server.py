@@ -11,9 +11,12 @@ inside the functions, after `python -m serving` has parsed its own flags.
 
 from __future__ import annotations
 
+import dataclasses
 import errno
 import logging
 import socket
+import tempfile
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from serving.config import ServeConfig
@@ -86,19 +89,27 @@ def run(model: ReviewSentimentModel, sock: socket.socket) -> None:
 
 
 def serve(config: ServeConfig) -> None:
-    """Check the options, bind the port, load the model, serve (blocks).
+    """Check the options, bind the port, fetch the champion (``--champion``), load the model, serve (blocks).
 
     Raises:
-        ValueError: A bad option, a port that cannot be bound, or a model directory that does not load.
+        ValueError: A bad option, a port that cannot be bound, a model directory that does not load, or
+            (``--champion``) no champion in the MLflow registry.
     """
     config.validate()
     sock = bind(config.host, config.port)  # before the slow imports and the model: a port in use fails at once
-    try:
+    with sock, tempfile.TemporaryDirectory(prefix="serving-") as tmp:
+        if config.champion:
+            from serving.champion import champion_dir
+
+            path, version = champion_dir(config.mlflow_tracking_uri, config.registered_model, Path(tmp))
+            log.info("Serving the champion: %s", version)
+            config = dataclasses.replace(config, model_dir=str(path), champion=False)
+        import torch
+
         from serving.model import ReviewSentimentModel
 
+        if config.torch_threads:
+            torch.set_num_threads(config.torch_threads)
         model = ReviewSentimentModel(config)
         model.load()
-    except BaseException:
-        sock.close()
-        raise
-    run(model, sock)
+        run(model, sock)

@@ -184,3 +184,23 @@ def test_a_model_directory_that_does_not_load_is_one_clear_error(
     assert result.returncode == 2, result.stderr
     lines = result.stderr.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("error: ") and message in lines[0], result.stderr
+
+
+def test_no_champion_is_one_clear_error(tmp_path: Path) -> None:
+    uri = f"sqlite:///{tmp_path}/mlflow.db"
+    result = run_cli("--champion", "--mlflow-tracking-uri", uri, "--port", str(free_port()))
+    assert result.returncode == 2
+    assert result.stderr.startswith(f"error: No champion to serve: the MLflow registry at {uri} has no version")
+    assert "--model-dir DIR (make serve MODEL_DIR=DIR)" in result.stderr and len(result.stderr.splitlines()) == 1
+    assert not (tmp_path / "mlflow.db").exists()  # looking created no database
+
+
+def test_the_champion_is_downloaded_and_loads(model_dir: Path, tmp_path: Path) -> None:
+    from components.common import tracking
+    from serving.champion import champion_dir
+
+    uri = f"sqlite:///{tmp_path}/mlflow.db"
+    tracking.register_version(uri, "reviews", str(model_dir), "", {}, alias=tracking.CHAMPION)
+    path, version = champion_dir(uri, "reviews", tmp_path / "download")
+    assert version.startswith("reviews version 1 (alias champion")
+    assert SentimentClassifier.load(path).labels == ("negative", "neutral", "positive")
