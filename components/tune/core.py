@@ -1,0 +1,353 @@
+"""The tune step: run a Katib-style search (`components.tune.spec`) with the training CLI as its trial.
+
+`TuneConfig` declares the step's options once (`components.common.options`).  `tune` checks everything
+before the first trial starts — the spec, its parameter names and values against the training CLI's own
+parser, the MLflow store — then runs the study with the ``optuna`` engine: every trial is
+``python -m components.train`` in a process of its own (`components.tune.trials`), reading the train and
+validation splits from the Feast store (or a features Parquet), logging into an MLflow child run of the
+pipeline run (``trial-0003``), and printing the metric lines the engine prunes on.  `write_outputs` writes
+the report JSON (summary.json's ``tuning``), the trials table (Parquet) and the HTML report.
+
+Trials run in ``<output_dir>/trials/<trial key>`` (the training's checkpoints: a trial re-queued after an
+interruption resumes there); each finished trial's model and checkpoints are removed, its report and log
+kept.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import os
+import shutil
+from collections.abc import Mapping
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Any
+
+from components.common import options, tracking
+from components.tune import results as R
+from components.tune import spec as S
+from components.tune import training_cli, trials
+
+log = logging.getLogger("components.tune")
+
+#: Training options the step hands every trial from its own parameters (the data and the model).
+TRIAL_DATA_OPTIONS = ("feature_store", "feast_config", "features", "base_model", "max_seq_length", "seed")
+
+
+@dataclass(frozen=True)
+class TuneConfig:
+    """The tune step's options."""
+
+    tuning_trials: int = field(
+        default=0,
+        metadata={"help": "Trials to run (the spec's maxTrialCount); 0: no tuning, train with the defaults.", "min": 0},
+    )
+    tuning_spec: str = field(
+        default="",
+        metadata={
+            "help": "Search spec: a YAML file (or YAML text) in the shape of a Katib Experiment spec; empty: "
+            "random search over learning rate and batch size, maximising validation accuracy."
+        },
+    )
+    study_storage: str = field(
+        default="",
+        metadata={
+            "help": "Optuna study database URL (sqlite:///…, postgresql://…, mysql://…); empty: study.db beside "
+            "the tuning outputs. A re-run with the same storage and study resumes it."
+        },
+    )
+    study_name: str = field(
+        default="", metadata={"help": "Optuna study name; empty: tune-<pipeline run id> (tune without one)."}
+    )
+    warm_start: bool = field(
+        default=True,
+        metadata={"help": "A new study starts with the best parameters of earlier studies in the same storage."},
+    )
+    seed: int = field(default=42, metadata={"help": "Seed of the sampler (and of every trial's training)."})
+    mlflow_tracking_uri: str = field(default="", metadata={"help": tracking.TRACKING_URI_HELP})
+    mlflow: bool = field(default=True, metadata={"help": "Every trial is an MLflow child run of the pipeline run."})
+    pipeline_run_id: str = field(default="", metadata={"help": "Pipeline run id: one MLflow run per pipeline run."})
+
+    def validate(self) -> None:
+        options.check_fields(self)
+
+    def storage_url(self, output_dir: Path) -> str:
+        return self.study_storage.strip() or f"sqlite:///{(output_dir / 'study.db').resolve()}"
+
+    def name(self) -> str:
+        return self.study_name.strip() or (f"tune-{self.pipeline_run_id}" if self.pipeline_run_id else "tune")
+
+
+@dataclass
+class TuneOutcome:
+    """What the component returns and writes."""
+
+    best_params: dict[str, Any]
+    best_value: float
+    report: dict[str, Any]
+    result: R.StudyResult | None = None
+
+    def headline(self) -> dict[str, float]:
+        """The step's KFP Metrics."""
+        if self.result is None:
+            return {}
+        counts = self.result.counts()
+        out = {f"trials_{k}": float(v) for k, v in counts.items()}
+        if self.result.best_value is not None:
+            out["best_value"] = float(self.result.best_value)
+        return out
+
+
+def load(config: TuneConfig, data: Mapping[str, Any] | None = None) -> S.SearchSpec:
+    """The spec to run: `TuneConfig.tuning_spec` with the budget `TuneConfig.tuning_trials`, fully checked
+    (training option names and values through the training CLI's parser).
+
+    Raises:
+        ValueError: A bad option or spec (`spec.SpecError`), naming the field.
+    """
+    config.validate()
+    spec = S.load_spec(config.tuning_spec).with_budget(config.tuning_trials)
+    spec.validate()
+    return check_training_options(spec, data)
+
+
+def check_training_options(spec: S.SearchSpec, data: Mapping[str, Any] | None = None) -> S.SearchSpec:
+    """The spec's parameters and trial options (and the trials' ``data`` options) against the training CLI;
+    returns the spec with discrete values of the option's type (``1`` for a float option: ``1.0``).
+
+    Raises:
+        SpecError: A name that is no training option, an alias, one the tuner sets itself, a parameter type
+            that does not fit the option's, or a value the CLI's own parser refuses.
+    """
+    known = training_cli.options()
+    fits = {"double": ("float",), "int": ("int", "float"), "discrete": ("int", "float")}
+    for i, p in enumerate(spec.parameters):
+        where = p.where(i)
+        if p.name in S.RESERVED_OPTIONS:
+            raise S.SpecError(f"tuning spec: {where}.name: the tuner sets {p.name} on every trial; it cannot be tuned")
+        try:
+            option = training_cli.resolve(p.name, known)
+        except ValueError as error:
+            raise S.SpecError(f"tuning spec: {where}.name: {error}") from None
+        if p.type in fits and option.kind not in fits[p.type]:
+            raise S.SpecError(
+                f"tuning spec: {where}.parameterType: {p.type} does not fit {option.flag}, which takes "
+                f"{option.kind}{' ' + str(list(option.choices)) if option.choices else ''}; use categorical"
+            )
+        if option.kind in ("bool", "flag") and not {str(c).lower() for c in p.choices} <= {"true", "false"}:
+            raise S.SpecError(f"tuning spec: {where}.feasibleSpace.list: {option.flag} is a switch: true or false")
+    for name in spec.trial_options:
+        if name in S.RESERVED_OPTIONS:
+            raise S.SpecError(f"tuning spec: trialOptions.{name}: the tuner sets it on every trial")
+        try:
+            training_cli.resolve(name, known)
+        except ValueError as error:
+            raise S.SpecError(f"tuning spec: trialOptions.{name}: {error}") from None
+    pairs = [(p.name, v) for p in spec.parameters for v in p.extremes()]
+    pairs += list(spec.trial_options.items()) + list((data or {}).items())
+    try:
+        training_cli.check_values(pairs)
+    except ValueError as error:
+        raise S.SpecError(f"tuning spec: a value the training CLI refuses: {error}") from None
+    typed = []
+    for p in spec.parameters:
+        kind = known[p.name].kind
+        if p.type == "discrete" and kind in ("int", "float"):
+            p = replace(p, choices=tuple(int(v) if kind == "int" else float(v) for v in p.choices))
+        typed.append(p)
+    return replace(spec, parameters=tuple(typed))
+
+
+# --- running ------------------------------------------------------------------------------------------------
+
+
+@dataclass
+class _Trials:
+    """Runs one trial's training CLI for the engine: options, directory, MLflow child run, clean-up."""
+
+    spec: S.SearchSpec
+    data: dict[str, Any]
+    root: Path
+    tracking_uri: str  # "" without MLflow
+    pipeline_run_id: str
+    env: dict[str, str]
+
+    def argv(self, key: str, params: Mapping[str, Any]) -> list[str]:
+        directory = self.root / key
+        values: dict[str, Any] = {
+            **self.data,
+            "metric_for_best_model": self.spec.objective.training_metric,
+            **self.spec.trial_options,
+            **params,
+            "output_dir": str(directory),
+            "report": str(directory / "training_report.json"),
+            "model_dir": str(directory / "model"),
+        }
+        if self.tracking_uri:
+            values.update(mlflow_tracking_uri=self.tracking_uri, mlflow_child_run=key)
+            if self.pipeline_run_id:
+                values["pipeline_run_id"] = self.pipeline_run_id
+        argv = training_cli.to_argv(values)
+        if not self.tracking_uri:
+            argv.append("--no-mlflow")
+        return argv
+
+    def __call__(self, key: str, params: dict[str, Any], on_metrics: Any) -> trials.TrialRun:
+        directory = self.root / key
+        shown = ", ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in params.items())
+        log.info("%s: %s", key, shown)
+        run = trials.run_training(self.argv(key, params), directory / "train.log", on_metrics, self.env)
+        state = "PRUNED" if run.pruned else "COMPLETE" if run.returncode == 0 else "FAIL"
+        best = [e.metrics.get(self.spec.objective.metric) for e in run.evaluations]
+        log.info(
+            "%s: %s after %d evaluation(s), %.0f s%s",
+            key,
+            state.lower(),
+            len(run.evaluations),
+            run.seconds,
+            f", last {self.spec.objective.metric} {best[-1]:.4f}" if best and best[-1] is not None else "",
+        )
+        if run.returncode == 0 or run.pruned:  # keep report and log; a failed one keeps its checkpoints too
+            for heavy in (directory / "model", directory / "checkpoints"):
+                shutil.rmtree(heavy, ignore_errors=True)
+        if self.tracking_uri:
+            self._close_child_run(key, state)
+        return run
+
+    def _close_child_run(self, key: str, state: str) -> None:
+        """Tag the trial's child run with its state and end it: FINISHED, KILLED (pruned: its process was
+        stopped before it could end the run) or FAILED."""
+        try:
+            child = tracking.PipelineRun(self.tracking_uri, pipeline_run_id=self.pipeline_run_id, child=key)
+            child.set_tags({"tune.state": state, "tune.trial": key})  # (finding the run marks it RUNNING)
+            child.end({"COMPLETE": "FINISHED", "PRUNED": "KILLED"}.get(state, "FAILED"))
+        except Exception as error:  # the tuning does not fail over a tag
+            log.warning("Could not tag MLflow child run %s: %s", key, error)
+
+
+def _trial_env(parallel: int) -> dict[str, str]:
+    env = dict(os.environ)
+    if parallel > 1 and "OMP_NUM_THREADS" not in env:
+        env["OMP_NUM_THREADS"] = str(max(1, (os.cpu_count() or 1) // parallel))
+    return env
+
+
+def tune(config: TuneConfig, data: Mapping[str, Any], output_dir: str | Path) -> TuneOutcome:
+    """Run the search (nothing at all when `TuneConfig.tuning_trials` is 0).
+
+    Args:
+        config: The step's options.
+        data: Training options every trial gets: where the splits are (``feature_store`` + ``feast_config``,
+            or ``features``), ``base_model``, ``max_seq_length``, ``seed`` (see `TRIAL_DATA_OPTIONS`).
+        output_dir: Trials' directories and, by default, the study database go here.
+
+    Raises:
+        ValueError: Bad options, spec or data options, an unusable MLflow store, a study of the same name made
+            for another search — all before the first trial.
+        RuntimeError: More trials failed than the spec allows.
+    """
+    config.validate()
+    if config.tuning_trials == 0:
+        return TuneOutcome({}, 0.0, {"status": "skipped", "trials": 0})
+    from components.tune.engines import optuna_engine
+
+    unknown = sorted(set(data) - set(TRIAL_DATA_OPTIONS))
+    if unknown:
+        raise ValueError(f"Unknown trial data option(s) {unknown}; valid: {', '.join(TRIAL_DATA_OPTIONS)}.")
+    data = {k: v for k, v in data.items() if v not in ("", None)}
+    if bool(data.get("feature_store")) == bool(data.get("features")):
+        raise ValueError("Pass exactly one of feature_store (Feast store directory) and features (Parquet).")
+    spec = load(config, data)
+    optuna_engine.check(spec)
+    tracking_uri = ""
+    if config.mlflow:
+        tracking_uri = tracking.resolve_tracking_uri(config.mlflow_tracking_uri)
+        tracking.check_tracking_uri(tracking_uri)
+    out = Path(output_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    settings = optuna_engine.OptunaSettings(
+        storage=config.storage_url(out), study_name=config.name(), seed=config.seed, warm_start=config.warm_start
+    )
+    runner = _Trials(
+        spec, dict(data), out / "trials", tracking_uri, config.pipeline_run_id, _trial_env(spec.parallel_trial_count)
+    )
+    log.info(
+        "Tuning: %s, %d trial(s), %s %s, study %s in %s",
+        spec.algorithm,
+        spec.max_trial_count,
+        spec.objective.direction,
+        spec.objective.metric,
+        settings.study_name,
+        optuna_engine.redact(settings.storage),
+    )
+    result = optuna_engine.run(spec, runner, settings)
+    report = {"status": "completed", **result.to_dict(), "spec": spec.to_dict()}
+    report["trials"] = [t.row() for t in result.trials]
+    if tracking_uri:
+        _log_parent(tracking_uri, config.pipeline_run_id, result)
+    best_value = float(result.best_value) if result.best_value is not None else 0.0
+    return TuneOutcome(dict(result.best_params), best_value, report, result)
+
+
+def _log_parent(uri: str, pipeline_run_id: str, result: R.StudyResult) -> None:
+    """The tuning's outcome on the pipeline run's MLflow run (``tune.*`` params, ``tune/*`` metrics)."""
+    try:
+        run = tracking.PipelineRun(uri, pipeline_run_id=pipeline_run_id, tags={"step": "tune"})
+        run.log_params(
+            {"algorithm": result.algorithm, "metric": result.metric, "study": result.study_name}
+            | {f"best.{k}": v for k, v in result.best_params.items()},
+            prefix="tune.",
+        )
+        metrics = {f"trials_{k}": float(v) for k, v in result.counts().items()}
+        if result.best_value is not None:
+            metrics["best_value"] = float(result.best_value)
+        run.log_metrics(metrics, prefix="tune/")
+    except Exception as error:
+        log.warning("Could not log the tuning to MLflow: %s", error)
+
+
+# --- outputs ------------------------------------------------------------------------------------------------
+
+
+def write_outputs(
+    outcome: TuneOutcome, report_json: str | Path, trials_path: str | Path, report_html: str | Path
+) -> None:
+    """The report JSON, the trials table (Parquet, one row per trial, ``param.<name>`` columns) and the HTML
+    report (objective per trial, one slice per parameter, the trials table)."""
+    import pandas as pd
+
+    from components.tune import report
+
+    for path in (report_json, trials_path, report_html):
+        Path(path).parent.mkdir(parents=True, exist_ok=True)
+    Path(report_json).write_text(json.dumps(_clean(outcome.report), indent=1, default=str))
+    rows = outcome.report.get("trials") if isinstance(outcome.report.get("trials"), list) else []
+    frame = pd.DataFrame(rows)
+    if "intermediate" in frame:
+        frame = frame.drop(columns="intermediate")
+    frame.to_parquet(trials_path, index=False)
+    spec = outcome.report.get("spec") or {}
+    log_params = [
+        p["name"] for p in spec.get("parameters", []) if p.get("feasibleSpace", {}).get("distribution") == "logUniform"
+    ]
+    Path(report_html).write_text(report.render(outcome.result, log_params))
+
+
+def _clean(value: Any) -> Any:
+    """NaN and infinities as None (strict JSON)."""
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    if isinstance(value, dict):
+        return {k: _clean(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_clean(v) for v in value]
+    return value
+
+
+def from_parameters(parameters: Mapping[str, Any]) -> tuple[TuneConfig, dict[str, Any]]:
+    """(TuneConfig, trial data options) from the component's parameters, by name."""
+    config = options.from_mapping(TuneConfig, parameters, ignore_unknown=True)
+    data = {k: v for k, v in parameters.items() if k in TRIAL_DATA_OPTIONS}
+    return config, data
