@@ -21,7 +21,6 @@ one place both sides agree on; it imports nothing from the steps.
 
 from __future__ import annotations
 
-import math
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -81,7 +80,3 @@ def parse_line(line: str) -> MetricLine | None:
     if "evaluation" not in counters or not metrics:
         return None
     return MetricLine(int(counters["evaluation"]), int(counters.get("step", 0)), metrics)
-
-
-def finite(value: float) -> bool:
-    return isinstance(value, int | float) and math.isfinite(value)

@@ -8,9 +8,9 @@ validation splits from the Feast store (or a features Parquet), logging into an 
 pipeline run (``trial-0003``), and printing the metric lines the engine prunes on.  `write_outputs` writes
 the report JSON (summary.json's ``tuning``), the trials table (Parquet) and the HTML report.
 
-Trials run in ``<output_dir>/trials/<trial key>`` (the training's checkpoints: a trial re-queued after an
-interruption resumes there); each finished trial's model and checkpoints are removed, its report and log
-kept.
+Trials run in ``<output_dir>/trial_runs/<trial key>``, beside the outputs: the training's checkpoints (a
+trial re-queued after an interruption resumes there), its report and log; a finished trial's model and
+checkpoints are removed.  The component's ``output_dir`` is its task directory, the folder of its outputs.
 """
 
 from __future__ import annotations
@@ -271,7 +271,12 @@ def tune(config: TuneConfig, data: Mapping[str, Any], output_dir: str | Path) ->
         storage=config.storage_url(out), study_name=config.name(), seed=config.seed, warm_start=config.warm_start
     )
     runner = _Trials(
-        spec, dict(data), out / "trials", tracking_uri, config.pipeline_run_id, _trial_env(spec.parallel_trial_count)
+        spec,
+        dict(data),
+        out / "trial_runs",
+        tracking_uri,
+        config.pipeline_run_id,
+        _trial_env(spec.parallel_trial_count),
     )
     log.info(
         "Tuning: %s, %d trial(s), %s %s, study %s in %s",

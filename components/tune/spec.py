@@ -39,7 +39,7 @@ the batch size, maximise validation accuracy), scaled to the bundled MiniLM.
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
@@ -549,12 +549,3 @@ def default_spec() -> SearchSpec:
         early_stopping=EarlyStopping(min_trials_required=3, start_step=2),
         trial_options={"num_train_epochs": 1, "eval_steps": 25},
     )
-
-
-def trial_values(spec: SearchSpec, params: Mapping[str, Any]) -> dict[str, Any]:
-    """A trial's training options: the spec's trial options, then the sampled ``params``."""
-    return {**spec.trial_options, **params}
-
-
-def names(spec: SearchSpec) -> Sequence[str]:
-    return [p.name for p in spec.parameters]

@@ -78,14 +78,14 @@ def test_killed_study_resumes_prunes_the_poor_trial_and_returns_the_best(tmp_pat
     tuner = subprocess.Popen(
         _tuner(data, out, uri), env=env, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE
     )
-    second = out / "trials" / "trial-0001"
+    second = out / "trial_runs" / "trial-0001"
     deadline = time.monotonic() + 240
     while not (second / "train.log").exists() and tuner.poll() is None and time.monotonic() < deadline:
         time.sleep(0.05)
     tuner.send_signal(signal.SIGKILL)
     tuner.wait()
     assert tuner.returncode == -signal.SIGKILL, tuner.stderr.read().decode() if tuner.stderr else ""
-    assert (out / "trials" / "trial-0000" / "training_report.json").exists(), "no completed trial before the kill"
+    assert (out / "trial_runs" / "trial-0000" / "training_report.json").exists(), "no completed trial before the kill"
     deadline = time.monotonic() + 30  # the trial's training dies with its tuner (PR_SET_PDEATHSIG)
     while _processes_using(second) and time.monotonic() < deadline:
         time.sleep(0.2)
@@ -102,11 +102,11 @@ def test_killed_study_resumes_prunes_the_poor_trial_and_returns_the_best(tmp_pat
         (1, "FAIL", {"learning_rate": 10.0}, "trial-0001"),  # interrupted
         (2, "PRUNED", {"learning_rate": 10.0}, "trial-0001"),  # its retry, stopped at its first evaluation
     ]
-    assert (out / "trials" / "trial-0000" / "train.log").read_text().count("$ python -m components.train") == 1
+    assert (out / "trial_runs" / "trial-0000" / "train.log").read_text().count("$ python -m components.train") == 1
     assert second.joinpath("train.log").read_text().count("$ python -m components.train") == 2
     good, poor = study.trials[0], study.trials[2]
     assert len(good.intermediate_values) == 3 and poor.value > 10 * good.value
-    assert not (out / "trials" / "trial-0000" / "model").exists()  # a finished trial's heavy files are removed
+    assert not (out / "trial_runs" / "trial-0000" / "model").exists()  # a finished trial's heavy files are removed
 
     report = json.loads((out / "tuning_report.json").read_text())
     assert json.loads(done.stdout) == {"best_params": {"learning_rate": 0.001}, "best_value": good.value}
