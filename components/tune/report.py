@@ -82,6 +82,7 @@ def _chart(
     log_x: bool = False,
     categories: Sequence[Any] | None = None,
     line: Sequence[tuple[float, float]] = (),
+    integer_x: bool = False,
 ) -> dict[str, Any]:
     """A scatter chart: ``points`` are (x, y, state, tooltip); ``categories``: x is one of them (evenly placed)."""
     plot_w, plot_h = _W - _LEFT - 10, _H - _TOP - _BOTTOM
@@ -113,7 +114,10 @@ def _chart(
                 share = (x - x_lo) / (x_hi - x_lo)
             return _LEFT + 8 + share * (plot_w - 16)
 
-        x_ticks = [{"at": round(sx(v), 1), "text": _fmt(v)} for v in _ticks(x_lo, x_hi, log_x)]
+        ticks = _ticks(x_lo, x_hi, log_x)
+        if integer_x:  # trial numbers
+            ticks = sorted({round(v) for v in ticks if x_lo <= round(v) <= x_hi})
+        x_ticks = [{"at": round(sx(v), 1), "text": _fmt(v)} for v in ticks]
 
     def sy(y: float) -> float:
         if not math.isfinite(y):  # a failed trial: on the bottom edge
@@ -161,7 +165,9 @@ def render(result: R.StudyResult | None, log_params: Sequence[str] = ()) -> str:
             best = t.value if best is None else (max(best, t.value) if maximize else min(best, t.value))
         if best is not None:
             best_line.append((float(t.number), best))
-    charts = [_chart([(t.number, value(t), t.state, title(t)) for t in shown], "trial", result.metric, line=best_line)]
+    steps = [p for i, p in enumerate(best_line) for p in ([(p[0], best_line[i - 1][1])] if i else []) + [p]]
+    points = [(t.number, value(t), t.state, title(t)) for t in shown]
+    charts = [_chart(points, "trial", result.metric, line=steps, integer_x=True)]
     for name in names:
         with_value = [t for t in shown if name in t.params]
         values = [t.params[name] for t in with_value]
