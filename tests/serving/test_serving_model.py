@@ -4,6 +4,7 @@ limits of both protocols, the `kserve.Model` called as KServe's data plane calls
 from __future__ import annotations
 
 import asyncio
+import json
 import shutil
 from pathlib import Path
 
@@ -147,3 +148,32 @@ def _config_only(model_dir: Path, target: Path) -> Path:
 def test_a_model_directory_that_does_not_load_is_a_value_error(model_dir: Path, tmp_path: Path, make, match) -> None:
     with pytest.raises(ValueError, match=match):
         SentimentClassifier.load(make(model_dir, tmp_path))
+
+
+def test_v2_binary_tensors_in_and_out(classifier: SentimentClassifier) -> None:
+    """KServe's binary extension: texts as a serialized BYTES tensor after the JSON header, binary outputs."""
+    from kserve.protocol.infer_type import InferInput, InferRequest, RequestedOutput
+
+    from serving.model import ReviewSentimentModel
+
+    texts = TEXTS[:2]
+    tensor = InferInput("text", [2], "BYTES")
+    tensor.set_data_from_numpy(np.array([t.encode() for t in texts], dtype=np.object_), binary_data=True)
+    wanted = [RequestedOutput("probabilities", {"binary_data": True}), RequestedOutput("label", {"binary_data": False})]
+    body, json_length = InferRequest("review-sentiment", [tensor], request_outputs=wanted).to_rest()
+    request = InferRequest.from_bytes(body, json_length, "review-sentiment")
+    model = ReviewSentimentModel(ServeConfig(model_dir="unused"), classifier)
+
+    async def call() -> object:
+        try:
+            return (await model(request, {}))[0]
+        finally:
+            assert model.batcher is not None
+            await model.batcher.close()
+
+    reply, reply_json_length = asyncio.run(call()).to_rest()
+    header = json.loads(reply[:reply_json_length])
+    assert [o["name"] for o in header["outputs"]] == ["probabilities", "label"]
+    rows = np.frombuffer(reply[reply_json_length:], dtype=np.float32).reshape(2, 3)
+    np.testing.assert_allclose(rows, classifier.probabilities(texts), atol=1e-5)
+    assert header["outputs"][1]["data"] == [classifier.labels[i] for i in rows.argmax(axis=1)]
