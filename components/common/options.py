@@ -119,7 +119,24 @@ def from_mapping(cls: type[T], values: Mapping[str, Any], *, ignore_unknown: boo
     unknown = sorted(set(values) - set(known))
     if unknown and not ignore_unknown:
         raise ValueError(f"Unknown option(s) {unknown} for {cls.__name__}; valid: {', '.join(sorted(known))}.")
-    return cls(**{k: v for k, v in values.items() if k in known})
+    return cls(**{k: coerce(cls, k, v) for k, v in values.items() if k in known})
+
+
+def coerce(cls: type, name: str, value: Any) -> Any:
+    """``value`` as the option's declared type where that loses nothing: a KFP dict parameter (JSON) brings
+    ``16.0`` for an int option, and an int is a fine float.
+
+    Raises:
+        ValueError: a number that is not whole for an int option.
+    """
+    kind, _ = value_type(cls, name)
+    if kind is int and isinstance(value, float) and not isinstance(value, bool):
+        if not value.is_integer():
+            raise ValueError(f"{flag(name)} must be a whole number, got {value}.")
+        return int(value)
+    if kind is float and isinstance(value, int) and not isinstance(value, bool):
+        return float(value)
+    return value
 
 
 def _converter(cls: type, name: str) -> Any:
