@@ -13,9 +13,10 @@ from __future__ import annotations
 
 import dataclasses
 import errno
-import logging
 import socket
+import sys
 import tempfile
+import warnings
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -25,8 +26,6 @@ if TYPE_CHECKING:  # pragma: no cover - typing only
     from fastapi import FastAPI
 
     from serving.model import ReviewSentimentModel
-
-log = logging.getLogger("serving")
 
 
 def bind(host: str, port: int) -> socket.socket:
@@ -75,6 +74,7 @@ def run(model: ReviewSentimentModel, sock: socket.socket) -> None:
     """Serve ``model`` on the bound socket ``sock`` until SIGINT/SIGTERM (blocks)."""
     from kserve import ModelServer
     from kserve.constants.constants import FASTAPI_APP_IMPORT_STRING
+    from kserve.logging import logger
     from kserve.model_server import app
     from kserve.protocol.rest.server import RESTServer
 
@@ -84,7 +84,9 @@ def run(model: ReviewSentimentModel, sock: socket.socket) -> None:
     add_exception_handlers(app)
     rest = RESTServer(FASTAPI_APP_IMPORT_STRING, server.dataplane, server.model_repository_extension, port, workers=1)
     host = sock.getsockname()[0]
-    log.info("Serving model %r on http://%s:%d (V1 and V2 routes, /metrics)", model.name, host, port)
+    logger.info("Serving model %r on http://%s:%d (V1 and V2 routes, /metrics)", model.name, host, port)
+    # kserve 0.21 answers with FastAPI's ORJSONResponse, which newer FastAPI deprecates (a warning per route)
+    warnings.filterwarnings("ignore", message="ORJSONResponse is deprecated")
     rest.run(sockets=[sock])
 
 
@@ -102,7 +104,7 @@ def serve(config: ServeConfig) -> None:
             from serving.champion import champion_dir
 
             path, version = champion_dir(config.mlflow_tracking_uri, config.registered_model, Path(tmp))
-            log.info("Serving the champion: %s", version)
+            print(f"Serving the champion: {version}", file=sys.stderr, flush=True)
             config = dataclasses.replace(config, model_dir=str(path), champion=False)
         import torch
 
