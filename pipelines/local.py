@@ -24,6 +24,7 @@ from components.common import schema, tracking
 from components.featurize.core import load_tokenizer
 from components.prepare_data import core as prepare_core
 from components.prepare_data.core import PrepareConfig
+from components.tune import core as tune_core
 from pipelines import parameters
 
 _ERROR_LINE = re.compile(r"^(?:[\w.]+\.)?(\w*(?:Error|Exception)): (.+)$")
@@ -40,6 +41,7 @@ HEADLINES = {
     "check-bias": (("max_abs_CI", "max |CI|"), ("max_abs_DPL", "max |DPL|")),
     "featurize-reviews": (("rows_train", "train"), ("rows_validation", "validation"), ("rows_test", "test")),
     "ingest-features": (("rows_written", "rows written"),),
+    "tune-hyperparameters": (("best_value", "best value"), ("trials_complete", "trials"), ("trials_pruned", "pruned")),
     "train-classifier": (("eval_accuracy", "validation accuracy"), ("samples_per_second", "samples/s")),
     "evaluate-classifier": (("accuracy", "test accuracy"), ("f1_macro", "macro-F1")),
 }
@@ -197,6 +199,7 @@ def build_summary(options: RunOptions, outputs: Any, started: float) -> dict[str
         },
         "features": _read_json(outputs["features_report"]),
         "feature_store": _read_json(outputs["feature_store_report"]),
+        "tuning": _read_json(outputs["tuning_report"]),
         "training": _read_json(outputs["training_report"]),
         "evaluation": _read_json(outputs["evaluation_report"]),
     }
@@ -253,6 +256,8 @@ def check_inputs(options: RunOptions) -> None:
     except ValueError as err:
         raise ValueError(f"--base-model: {err}") from err
     tracking.check_tracking_uri(tracking.resolve_tracking_uri(arguments["mlflow_tracking_uri"]))
+    if arguments["tuning_trials"]:  # the search spec, against the training CLI's own parser
+        tune_core.load(parameters.config(tune_core.TuneConfig, arguments))
 
 
 def run_pipeline(options: RunOptions) -> Path:

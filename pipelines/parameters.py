@@ -21,6 +21,7 @@ from components.prepare_data.core import PrepareConfig
 from components.train.cli import IOArguments
 from components.train.core import TrainingArguments
 from components.train.health import HealthArguments
+from components.tune.core import TuneConfig
 
 T = TypeVar("T")
 
@@ -48,6 +49,7 @@ DECLARED_IN: dict[str, tuple[type, str]] = {
     },
     "feature_store_dir": (IngestConfig, "store_dir"),
     "feast_config": (IngestConfig, "feast_config"),
+    **{name: (TuneConfig, name) for name in ("tuning_trials", "tuning_spec", "study_storage")},
     "num_train_epochs": (TrainingArguments, "num_train_epochs"),
     "learning_rate": (TrainingArguments, "learning_rate"),
     "per_device_train_batch_size": (TrainingArguments, "per_device_train_batch_size"),

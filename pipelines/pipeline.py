@@ -1,4 +1,4 @@
-"""The pipeline: prepare → bias check → featurize → Feast ingest → train → evaluate (with the deploy decision)."""
+"""The pipeline: prepare → bias check → featurize → Feast ingest → tune → train → evaluate (deploy decision)."""
 
 import inspect
 from typing import NamedTuple
@@ -12,12 +12,14 @@ from components.feast_ingest.component import ingest_features
 from components.featurize.component import featurize_reviews
 from components.prepare_data.component import prepare_reviews
 from components.train.component import train_classifier
+from components.tune.component import tune_hyperparameters
 from pipelines import parameters as P
 from pipelines.profiles import Profile, place_on_gpu, use_feature_store, use_mlflow
 
 PIPELINE_NAME = "bert-review-sentiment"
 DESCRIPTION = (
-    "Product reviews → Clarify bias check → BERT features → Feast → PyTorch fine-tuning → evaluation "
+    "Product reviews → Clarify bias check → BERT features → Feast → Katib-style tuning (Optuna) → PyTorch "
+    "fine-tuning → evaluation "
     "with the deploy decision."
 )
 
@@ -27,6 +29,7 @@ class PipelineOutputs(NamedTuple):
     bias_report: Artifact
     features_report: Artifact
     feature_store_report: Artifact
+    tuning_report: Artifact
     training_report: Artifact
     evaluation_report: Artifact
 
@@ -58,6 +61,9 @@ def build_pipeline(profile: Profile | None = None):
         validation_fraction: float = d("validation_fraction"),
         test_fraction: float = d("test_fraction"),
         feast_config: str = d("feast_config"),
+        tuning_trials: int = d("tuning_trials"),
+        tuning_spec: str = d("tuning_spec"),
+        study_storage: str = d("study_storage"),
         num_train_epochs: int = d("num_train_epochs"),
         learning_rate: float = d("learning_rate"),
         per_device_train_batch_size: int = d("per_device_train_batch_size"),
@@ -99,6 +105,19 @@ def build_pipeline(profile: Profile | None = None):
             offline_path="",
         ).set_display_name("feast ingest")
         use_feature_store(stored, profile)
+        tuned = tune_hyperparameters(
+            feature_store=stored.outputs["store"],
+            feast_config=feast_config,
+            base_model=base_model,
+            max_seq_length=max_seq_length,
+            seed=seed,
+            tuning_trials=tuning_trials,
+            tuning_spec=tuning_spec,
+            study_storage=study_storage,
+            mlflow_tracking_uri=mlflow_tracking_uri,
+            pipeline_run_id=dsl.PIPELINE_JOB_ID_PLACEHOLDER,
+        ).set_display_name("tune")
+        place_on_gpu(use_mlflow(use_feature_store(tuned, profile), profile), profile)
         trained = train_classifier(
             feature_store=stored.outputs["store"],
             feast_config=feast_config,
@@ -108,7 +127,7 @@ def build_pipeline(profile: Profile | None = None):
             per_device_train_batch_size=per_device_train_batch_size,
             max_seq_length=max_seq_length,
             seed=seed,
-            hyperparameters={},
+            hyperparameters=tuned.outputs["best_params"],
             health_policy=health_policy,
             checkpoint_root=checkpoint_root,
             mlflow_tracking_uri=mlflow_tracking_uri,
@@ -131,6 +150,7 @@ def build_pipeline(profile: Profile | None = None):
             bias_report=bias.outputs["report_json"],
             features_report=features.outputs["report"],
             feature_store_report=stored.outputs["report"],
+            tuning_report=tuned.outputs["report_json"],
             training_report=trained.outputs["report"],
             evaluation_report=evaluated.outputs["report_json"],
         )

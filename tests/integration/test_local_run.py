@@ -146,3 +146,14 @@ def test_sample_generator_is_deterministic_and_realistic(tmp_path: Path) -> None
     assert any("not" in str(t) for t, r in zip(texts, rows, strict=True) if r["Rating"] >= 4)  # negation
     categories = {r["Class Name"] for r in rows}
     assert len(categories) >= 10
+
+
+@pytest.mark.slow
+def test_tuning_hands_its_best_parameters_to_the_final_training(tmp_path: Path) -> None:
+    """`--tuning-trials 2`: the tune step runs two trials and training uses its best parameters (minutes)."""
+    assert main(["run", "--output", str(tmp_path / "run"), "--tuning-trials", "2", *fast(tmp_path, 150)]) == 0
+    summary = json.loads((tmp_path / "run" / "summary.json").read_text())
+    tuning, training = summary["tuning"], summary["training"]
+    assert tuning["trial_counts"]["complete"] == 2 and tuning["best_params"]
+    for name, value in tuning["best_params"].items():
+        assert training["parameters"][name] == pytest.approx(value), name

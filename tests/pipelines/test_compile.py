@@ -33,6 +33,7 @@ def test_compiles_to_a_valid_pipeline_spec(tmp_path: Path, profile: str) -> None
         "check-bias",
         "featurize-reviews",
         "ingest-features",
+        "tune-hyperparameters",
         "train-classifier",
         "evaluate-classifier",
     } <= set(tasks)
@@ -43,9 +44,14 @@ def test_compiles_to_a_valid_pipeline_spec(tmp_path: Path, profile: str) -> None
     executors = spec.deployment_spec["executors"]
     images = {name: e["container"]["image"] for name, e in executors.items()}
     version = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["version"]
-    # Training runs on the (CUDA) train image, every other step on the components image; tag = package version.
-    assert images.pop("exec-train-classifier").endswith(f"/train:{version}")
+    # Tuning and training run on the (CUDA) train image, every other step on the components image; tag =
+    # the package version.
+    for gpu_step in ("exec-tune-hyperparameters", "exec-train-classifier"):
+        assert images.pop(gpu_step).endswith(f"/train:{version}")
     assert images and all(image.endswith(f"/components:{version}") for image in images.values())
+    # Training takes the tuned hyper-parameters.
+    hyper = tasks["train-classifier"].inputs.parameters["hyperparameters"].task_output_parameter
+    assert (hyper.producer_task, hyper.output_parameter_key) == ("tune-hyperparameters", "best_params")
 
 
 def test_round_trips_through_the_sdk(tmp_path: Path) -> None:
@@ -99,13 +105,15 @@ def test_unknown_profile_is_a_clear_error(tmp_path: Path, capsys: pytest.Capture
 )
 def test_gpu_profiles_place_the_train_task_on_gpu_nodes(tmp_path: Path, profile: str, selector: dict) -> None:
     path = compile_pipeline(tmp_path / "p.yaml", profile=profile)
-    resources = _spec(path).deployment_spec["executors"]["exec-train-classifier"]["container"]["resources"]
-    assert resources["accelerator"]["resourceType"] == "nvidia.com/gpu"
-    assert resources["accelerator"]["resourceCount"] == "1"
-    train = _platform(path)["exec-train-classifier"]
-    assert train["nodeSelector"]["labels"] == selector
-    assert train["tolerations"] == [{"key": "nvidia.com/gpu", "operator": "Exists", "effect": "NoSchedule"}]
-    assert train["emptyDirMounts"][0]["mountPath"] == "/dev/shm" and train["emptyDirMounts"][0]["medium"] == "Memory"
+    for executor in ("exec-tune-hyperparameters", "exec-train-classifier"):
+        resources = _spec(path).deployment_spec["executors"][executor]["container"]["resources"]
+        assert resources["accelerator"]["resourceType"] == "nvidia.com/gpu"
+        assert resources["accelerator"]["resourceCount"] == "1"
+        placed = _platform(path)[executor]
+        assert placed["nodeSelector"]["labels"] == selector
+        assert placed["tolerations"] == [{"key": "nvidia.com/gpu", "operator": "Exists", "effect": "NoSchedule"}]
+        assert placed["emptyDirMounts"][0]["mountPath"] == "/dev/shm"
+        assert placed["emptyDirMounts"][0]["medium"] == "Memory"
 
 
 def test_cpu_profile_puts_no_gpu_placement_on_the_train_task(tmp_path: Path) -> None:
