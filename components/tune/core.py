@@ -28,7 +28,7 @@ from typing import Any
 from components.common import options, tracking
 from components.tune import results as R
 from components.tune import spec as S
-from components.tune import training_cli, trials
+from components.tune import spec_loading, training_cli, trials
 
 log = logging.getLogger("components.tune")
 
@@ -108,7 +108,7 @@ def load(config: TuneConfig, data: Mapping[str, Any] | None = None) -> S.SearchS
         ValueError: A bad option or spec (`spec.SpecError`), naming the field.
     """
     config.validate()
-    spec = S.load_spec(config.tuning_spec).with_budget(config.tuning_trials)
+    spec = spec_loading.load_spec(config.tuning_spec).with_budget(config.tuning_trials)
     spec.validate()
     return check_training_options(spec, data)
 
@@ -251,7 +251,7 @@ def tune(config: TuneConfig, data: Mapping[str, Any], output_dir: str | Path) ->
     config.validate()
     if config.tuning_trials == 0:
         return TuneOutcome({}, 0.0, {"status": "skipped", "trials": 0})
-    from components.tune.engines import optuna_engine
+    from components.tune.engines import optuna_engine, optuna_mapping
 
     unknown = sorted(set(data) - set(TRIAL_DATA_OPTIONS))
     if unknown:
@@ -260,7 +260,7 @@ def tune(config: TuneConfig, data: Mapping[str, Any], output_dir: str | Path) ->
     if bool(data.get("feature_store")) == bool(data.get("features")):
         raise ValueError("Pass exactly one of feature_store (Feast store directory) and features (Parquet).")
     spec = load(config, data)
-    optuna_engine.check(spec)
+    optuna_mapping.check(spec)
     tracking_uri = ""
     if config.mlflow:
         tracking_uri = tracking.resolve_tracking_uri(config.mlflow_tracking_uri)

@@ -11,6 +11,7 @@ from components.common import trial_metrics
 from components.tune import spec as S
 from components.tune.engines import katib
 from components.tune.engines import optuna_engine as E
+from components.tune.engines import optuna_mapping as M
 
 
 def _spec(algorithm: str, early: bool = False, **settings: Any) -> S.SearchSpec:
@@ -40,7 +41,7 @@ def _spec(algorithm: str, early: bool = False, **settings: Any) -> S.SearchSpec:
     ],
 )
 def test_algorithm_maps_to_its_sampler_and_katib_name(algorithm: str, sampler: type, attributes: dict) -> None:
-    built = E.sampler(_spec(algorithm), seed=7)
+    built = M.sampler(_spec(algorithm), seed=7)
     assert type(built) is sampler
     for name, value in attributes.items():
         assert getattr(built, name) == value
@@ -52,7 +53,7 @@ def test_algorithm_maps_to_its_sampler_and_katib_name(algorithm: str, sampler: t
 
 
 def test_every_spec_algorithm_has_a_sampler_and_a_katib_name() -> None:
-    assert set(E.SAMPLERS) == set(S.ALGORITHMS) == set(katib.ALGORITHM_NAMES)
+    assert set(M.SAMPLERS) == set(S.ALGORITHMS) == set(katib.ALGORITHM_NAMES)
     assert S.ALGORITHMS == (
         "random", "grid", "tpe", "multivariate-tpe", "bayesianoptimization", "hyperband", "cmaes", "sobol",
     )  # fmt: skip
@@ -71,14 +72,14 @@ def test_every_spec_algorithm_has_a_sampler_and_a_katib_name() -> None:
     ],
 )  # fmt: skip
 def test_pruners(algorithm: str, early: bool, settings: dict, pruner: type, attributes: dict) -> None:
-    built = E.pruner(_spec(algorithm, early, **settings))
+    built = M.pruner(_spec(algorithm, early, **settings))
     assert type(built) is pruner
     for name, value in attributes.items():
         assert getattr(built, name) == value
 
 
 def test_settings_reach_the_sampler() -> None:
-    tpe = E.sampler(_spec("tpe", n_startup_trials=4, random_state=9), seed=1)
+    tpe = M.sampler(_spec("tpe", n_startup_trials=4, random_state=9), seed=1)
     assert tpe._n_startup_trials == 4
     assert _spec("tpe", random_state=9).seed(1) == 9 and _spec("tpe").seed(1) == 1
 
@@ -93,12 +94,12 @@ def test_distributions() -> None:
             S.Parameter("lr_scheduler_type", "categorical", choices=("linear", "cosine")),
         )
     )
-    d = E.distributions(spec)
+    d = M.distributions(spec)
     assert d["learning_rate"] == optuna.distributions.FloatDistribution(1e-5, 1e-3, log=True)
     assert d["warmup_ratio"] == optuna.distributions.FloatDistribution(0.0, 0.2, step=0.05)
     assert d["num_train_epochs"] == optuna.distributions.IntDistribution(1, 3)
     assert d["per_device_train_batch_size"] == optuna.distributions.CategoricalDistribution([16, 32])
-    grid = E.distributions(_spec("grid"))
+    grid = M.distributions(_spec("grid"))
     assert grid["learning_rate"] == optuna.distributions.CategoricalDistribution([1e-5, 2e-5, 3e-5, 4e-5, 5e-5])
 
 
@@ -123,10 +124,10 @@ def test_cmaes_without_its_package_fails_before_any_trial() -> None:
     import importlib.util
 
     if importlib.util.find_spec("cmaes") is not None:
-        E.check(_spec("cmaes"))
+        M.check(_spec("cmaes"))
         return
     with pytest.raises(S.SpecError, match="cmaes needs the `cmaes` package"):
-        E.check(_spec("cmaes"))
+        M.check(_spec("cmaes"))
 
 
 # --- the engine's bookkeeping, with scripted trials ----------------------------------------------------------

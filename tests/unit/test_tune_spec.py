@@ -12,6 +12,7 @@ from components.common import trial_metrics
 from components.train import cli as train_cli
 from components.tune import core, training_cli
 from components.tune import spec as S
+from components.tune import spec_loading as L
 
 
 def _spec(**overrides: Any) -> dict[str, Any]:
@@ -41,25 +42,25 @@ def _with_parameter(**space: Any) -> dict[str, Any]:
 def test_katib_shaped_yaml_round_trips(tmp_path: Path) -> None:
     import yaml
 
-    spec = S.parse_spec(_spec(earlyStopping={"algorithmName": "medianstop"}))
+    spec = L.parse_spec(_spec(earlyStopping={"algorithmName": "medianstop"}))
     assert spec.parameters[0].log and spec.parameters[0].low == 5e-5
     assert spec.parameters[1].choices == (16, 32)
     assert spec.early_stopping == S.EarlyStopping("medianstop", min_trials_required=3, start_step=4)  # Katib's defaults
     path = tmp_path / "spec.yaml"
     path.write_text(yaml.safe_dump(spec.to_dict()))
-    assert S.load_spec(str(path)) == spec
-    assert S.load_spec(yaml.safe_dump(spec.to_dict())) == spec  # YAML text works too
+    assert L.load_spec(str(path)) == spec
+    assert L.load_spec(yaml.safe_dump(spec.to_dict())) == spec  # YAML text works too
     experiment = {
         "apiVersion": "kubeflow.org/v1beta1",
         "kind": "Experiment",
         "spec": {**spec.to_dict(), "trialTemplate": {}},
     }
-    assert S.parse_spec(experiment) == spec
+    assert L.parse_spec(experiment) == spec
 
 
 def test_default_spec_mirrors_the_course_and_passes_the_training_cli() -> None:
     spec = core.load(core.TuneConfig(tuning_trials=5))
-    assert spec == S.default_spec().with_budget(5)
+    assert spec == L.default_spec().with_budget(5)
     assert spec.algorithm == "random"  # the course's SageMaker HPT search
     assert spec.objective == S.Objective("validation-accuracy", "maximize")
     assert {p.name for p in spec.parameters} == {"learning_rate", "per_device_train_batch_size"}
@@ -98,7 +99,7 @@ def test_default_spec_mirrors_the_course_and_passes_the_training_cli() -> None:
 )  # fmt: skip
 def test_bad_spec_fails_naming_the_field(raw: Any, message: str) -> None:
     with pytest.raises(S.SpecError, match=message):
-        S.parse_spec(raw)
+        L.parse_spec(raw)
 
 
 def test_grid_larger_than_the_budget() -> None:
@@ -112,21 +113,21 @@ def test_grid_larger_than_the_budget() -> None:
         ],
     )  # fmt: skip
     with pytest.raises(S.SpecError, match=r"the grid has 10 points but maxTrialCount is 5"):
-        S.parse_spec(raw)
-    assert S.parse_spec({**raw, "maxTrialCount": 10}).grid_space() == {
+        L.parse_spec(raw)
+    assert L.parse_spec({**raw, "maxTrialCount": 10}).grid_space() == {
         "learning_rate": [1e-5, 2e-5, 3e-5, 4e-5, 5e-5],
         "per_device_train_batch_size": [16, 32],
     }
     with pytest.raises(S.SpecError, match=r"the grid has 10 points but maxTrialCount is 3"):  # --tuning-trials 3
-        S.parse_spec({**raw, "maxTrialCount": 10}).with_budget(3).validate()
+        L.parse_spec({**raw, "maxTrialCount": 10}).with_budget(3).validate()
 
 
 def test_unreadable_and_malformed_spec_files(tmp_path: Path) -> None:
     with pytest.raises(S.SpecError, match=r"cannot read 'no/such.yaml'"):
-        S.load_spec("no/such.yaml")
+        L.load_spec("no/such.yaml")
     (tmp_path / "bad.yaml").write_text("parameters: [unclosed\n")
     with pytest.raises(S.SpecError, match=r"not valid YAML"):
-        S.load_spec(str(tmp_path / "bad.yaml"))
+        L.load_spec(str(tmp_path / "bad.yaml"))
 
 
 @pytest.mark.parametrize(
@@ -151,24 +152,24 @@ def test_unreadable_and_malformed_spec_files(tmp_path: Path) -> None:
     ],
 )  # fmt: skip
 def test_parameters_are_checked_against_the_training_cli(parameter: dict, message: str) -> None:
-    spec = S.parse_spec(_spec(parameters=[parameter]))
+    spec = L.parse_spec(_spec(parameters=[parameter]))
     with pytest.raises(S.SpecError, match=message):
         core.check_training_options(spec)
 
 
 def test_trial_options_are_checked_and_discrete_values_typed() -> None:
     with pytest.raises(S.SpecError, match=r"trialOptions\.max_step: 'max_step' is no training option"):
-        core.check_training_options(S.parse_spec(_spec(trialOptions={"max_step": 5})))
+        core.check_training_options(L.parse_spec(_spec(trialOptions={"max_step": 5})))
     with pytest.raises(S.SpecError, match=r"trialOptions\.report: the tuner sets it"):
-        core.check_training_options(S.parse_spec(_spec(trialOptions={"report": "x.json"})))
+        core.check_training_options(L.parse_spec(_spec(trialOptions={"report": "x.json"})))
     with pytest.raises(S.SpecError, match=r"refuses: argument --eval-steps.*must be at least 0, got -2"):
-        core.check_training_options(S.parse_spec(_spec(trialOptions={"eval_steps": -2})))
+        core.check_training_options(L.parse_spec(_spec(trialOptions={"eval_steps": -2})))
     with pytest.raises(S.SpecError, match=r"trialOptions\.learning_rate: is also a parameter"):
-        S.parse_spec(_spec(trialOptions={"learning_rate": 1e-4}))
+        L.parse_spec(_spec(trialOptions={"learning_rate": 1e-4}))
     raw = _spec(
         parameters=[{"name": "learning_rate", "parameterType": "discrete", "feasibleSpace": {"list": [1, "2"]}}]
     )
-    typed = core.check_training_options(S.parse_spec(raw))
+    typed = core.check_training_options(L.parse_spec(raw))
     assert typed.parameters[0].choices == (1.0, 2.0) and all(isinstance(v, float) for v in typed.parameters[0].choices)
 
 

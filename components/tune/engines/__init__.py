@@ -1,7 +1,8 @@
 """Engines that run a `components.tune.spec.SearchSpec`; each is one module and the spec knows none of them.
 
 - `optuna_engine`: the trials run one after another (or ``parallelTrialCount`` at a time) in the tune
-  step's pod, the study lives in an RDB (SQLite by default), pruning with Optuna's pruners.
+  step's pod, the study lives in an RDB (SQLite by default), pruning with Optuna's pruners;
+  `optuna_mapping` holds what the spec becomes in Optuna (sampler, pruner, distributions).
 - `katib`: Katib's names for the spec's algorithm, early stopping and metrics collector; the engine that
   creates a ``kubeflow.org/v1beta1`` Experiment from them comes later (issue #9, item 3).
 

@@ -1,25 +1,9 @@
 """The ``optuna`` engine: a `SearchSpec` run as an Optuna study in this process, the study kept in an RDB.
 
-Algorithm → Optuna (`SAMPLERS`, `pruner`):
-
-=======================  ===============================================================
-``random``               ``RandomSampler``
-``grid``                 ``GridSampler`` over every parameter's values (a double needs a step)
-``tpe``                  ``TPESampler(multivariate=False)`` (independent TPE, as Katib's hyperopt; Optuna 5's
-                         default is multivariate for one objective)
-``multivariate-tpe``     ``TPESampler(multivariate=True)``
-``bayesianoptimization`` ``GPSampler`` (Gaussian process, log-EI)
-``hyperband``            ``RandomSampler`` + ``HyperbandPruner`` (Hyperband: random configurations,
-                         successive halving over evaluations; ``eta`` → ``reduction_factor``)
-``cmaes``                ``CmaEsSampler`` (needs the ``cmaes`` package)
-``sobol``                ``QMCSampler(qmc_type="sobol")``
-``medianstop``           ``MedianPruner(n_startup_trials=min_trials_required, n_warmup_steps=start_step)``
-=======================  ===============================================================
-
-A trial's step is its evaluation count (`components.common.trial_metrics`), so ``start_step`` counts
-evaluations here as it does on Katib.  A trial's value is the best of its evaluations (Katib's default
-metric strategy for the objective: ``max`` when maximising, ``min`` when minimising — the training keeps that
-checkpoint as its model, ``metric_for_best_model``).
+The spec's algorithm becomes an Optuna sampler and pruner, its parameters Optuna distributions, as
+`components.tune.engines.optuna_mapping` describes; this module runs the study.  A trial's value is the best
+of its evaluations (Katib's default metric strategy for the objective: ``max`` when maximising, ``min`` when
+minimising — the training keeps that checkpoint as its model, ``metric_for_best_model``).
 
 The study lives in an RDB (`RDBStorage`: SQLite file, PostgreSQL, MySQL) and is loaded when it exists, so:
 
@@ -37,41 +21,24 @@ The study lives in an RDB (`RDBStorage`: SQLite file, PostgreSQL, MySQL) and is 
 
 from __future__ import annotations
 
-import contextlib
 import logging
 import math
 import os
 import socket
-import warnings
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from components.common import trial_metrics
 from components.tune import results as R
 from components.tune import spec as S
+from components.tune.engines import optuna_mapping as M
 from components.tune.trials import TrialRun
 
 if TYPE_CHECKING:  # pragma: no cover - typing only
     import optuna
 
 log = logging.getLogger("components.tune")
-
-#: Algorithm → (Optuna sampler class name, keyword arguments besides the seed): what `sampler` builds.
-SAMPLERS: dict[str, tuple[str, dict[str, Any]]] = {
-    "random": ("RandomSampler", {}),
-    "grid": ("GridSampler", {}),
-    "tpe": ("TPESampler", {"multivariate": False}),  # Optuna 5's default (None) is multivariate
-    "multivariate-tpe": ("TPESampler", {"multivariate": True}),
-    "bayesianoptimization": ("GPSampler", {}),
-    "hyperband": ("RandomSampler", {}),
-    "cmaes": ("CmaEsSampler", {}),
-    "sobol": ("QMCSampler", {"qmc_type": "sobol"}),
-}
-#: Algorithm settings → the sampler's (or Hyperband pruner's) keyword.
-_SETTING_KEYWORDS = {"n_startup_trials": "n_startup_trials", "n_ei_candidates": "n_ei_candidates", "sigma": "sigma0"}
-#: Samplers whose draws restart with the seed: a resumed study offsets it (grid and Sobol keep their place).
-_OFFSET_SEED = frozenset({"random", "tpe", "multivariate-tpe", "bayesianoptimization", "hyperband", "cmaes"})
 
 #: (trial key, parameters, on_metrics) → how the trial's process ended.  The key (``trial-0003``) names
 #: the trial's directory and MLflow child run; a retried trial keeps its original's.
@@ -94,79 +61,6 @@ class OptunaSettings:
     heartbeat_interval: int = 10
     grace_period: int = 60
     max_retry: int = 2
-
-
-def check(spec: S.SearchSpec) -> None:
-    """What this engine needs beyond the spec's own checks.
-
-    Raises:
-        SpecError: ``cmaes`` without the ``cmaes`` package.
-    """
-    import importlib.util
-
-    if spec.algorithm == "cmaes" and importlib.util.find_spec("cmaes") is None:
-        raise S.SpecError(
-            "tuning spec: algorithm.algorithmName: cmaes needs the `cmaes` package, which is not installed "
-            "(add it to the project's dependencies) — or choose another algorithm"
-        )
-
-
-@contextlib.contextmanager
-def _quiet() -> Iterator[None]:
-    """Without Optuna's experimental-feature warnings (heartbeats, the retry callback, QMC and GP samplers)."""
-    import optuna
-
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
-        yield
-
-
-def sampler(spec: S.SearchSpec, seed: int) -> optuna.samplers.BaseSampler:
-    """The Optuna sampler of the spec's algorithm (see `SAMPLERS`), seeded."""
-    import optuna
-
-    name, kwargs = SAMPLERS[spec.algorithm]
-    kwargs = dict(kwargs)
-    for setting, value in spec.algorithm_settings.items():
-        if setting in _SETTING_KEYWORDS:
-            kwargs[_SETTING_KEYWORDS[setting]] = float(value) if setting == "sigma" else int(float(value))
-    cls = getattr(optuna.samplers, name)
-    with _quiet():
-        if spec.algorithm == "grid":
-            return cls(spec.grid_space(), seed=seed)
-        return cls(seed=seed, **kwargs)
-
-
-def pruner(spec: S.SearchSpec) -> optuna.pruners.BasePruner:
-    """``hyperband`` → `HyperbandPruner`; ``medianstop`` → `MedianPruner`; otherwise none."""
-    import optuna
-
-    if spec.algorithm == "hyperband":
-        settings = spec.algorithm_settings
-        max_resource: int | str = int(float(settings["r_l"])) if "r_l" in settings else "auto"
-        eta = int(float(settings.get("eta", 3)))
-        return optuna.pruners.HyperbandPruner(min_resource=1, max_resource=max_resource, reduction_factor=eta)
-    if spec.early_stopping is not None:
-        early = spec.early_stopping
-        return optuna.pruners.MedianPruner(n_startup_trials=early.min_trials_required, n_warmup_steps=early.start_step)
-    return optuna.pruners.NopPruner()
-
-
-def distributions(spec: S.SearchSpec) -> dict[str, optuna.distributions.BaseDistribution]:
-    """Each parameter's Optuna distribution (a grid search: categorical over the grid's values)."""
-    from optuna.distributions import CategoricalDistribution, FloatDistribution, IntDistribution
-
-    out: dict[str, Any] = {}
-    for p in spec.parameters:
-        if spec.algorithm == "grid":
-            out[p.name] = CategoricalDistribution(p.grid() or [])
-        elif p.choices:
-            out[p.name] = CategoricalDistribution(list(p.choices))
-        elif p.type == "int":
-            out[p.name] = IntDistribution(int(p.low or 0), int(p.high or 0), log=p.log, step=int(p.step or 1))
-        else:
-            out[p.name] = FloatDistribution(float(p.low or 0), float(p.high or 0), log=p.log, step=p.step)
-    return out
 
 
 def _search_signature(spec: S.SearchSpec) -> dict[str, Any]:
@@ -276,7 +170,7 @@ def _storage(settings: OptunaSettings) -> optuna.storages.RDBStorage:
     kwargs: dict[str, Any] = {}
     if settings.storage.startswith("sqlite"):
         kwargs["connect_args"] = {"timeout": 60}
-    with _quiet():
+    with M.quiet():
         return optuna.storages.RDBStorage(
             settings.storage,
             engine_kwargs=kwargs,
@@ -296,21 +190,6 @@ def redact(url: str) -> str:
         return make_url(url).render_as_string(hide_password=True)
     except Exception:
         return url.split("@")[-1] if "@" in url else url
-
-
-def _suggest(trial: optuna.Trial, spec: S.SearchSpec, dists: dict[str, Any]) -> dict[str, Any]:
-    from optuna.distributions import CategoricalDistribution, IntDistribution
-
-    params: dict[str, Any] = {}
-    for p in spec.parameters:
-        d = dists[p.name]
-        if isinstance(d, CategoricalDistribution):
-            params[p.name] = trial.suggest_categorical(p.name, d.choices)
-        elif isinstance(d, IntDistribution):
-            params[p.name] = trial.suggest_int(p.name, d.low, d.high, step=d.step, log=d.log)
-        else:
-            params[p.name] = trial.suggest_float(p.name, d.low, d.high, step=d.step, log=d.log)
-    return params
 
 
 def _best(values: list[float], maximize: bool) -> float | None:
@@ -333,12 +212,12 @@ def run(spec: S.SearchSpec, run_trial: TrialRunner, settings: OptunaSettings) ->
     import optuna
     from optuna.trial import TrialState
 
-    check(spec)
+    M.check(spec)
     started = time.monotonic()
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     storage = _storage(settings)
     direction = spec.objective.direction
-    with _quiet():
+    with M.quiet():
         existed = settings.study_name in optuna.get_all_study_names(storage)
         study = optuna.create_study(
             storage=storage, study_name=settings.study_name, direction=direction, load_if_exists=True
@@ -360,19 +239,19 @@ def run(spec: S.SearchSpec, run_trial: TrialRunner, settings: OptunaSettings) ->
             log.warning("Trial %d was left running by an interrupted tuning: failed, and queued again.", number)
         warm = _warm_start(study, spec, settings)
         existing = len(study.get_trials(deepcopy=False))
-        seed = spec.seed(settings.seed) + (existing if spec.algorithm in _OFFSET_SEED else 0)
-        study.sampler = sampler(spec, seed)
-        study.pruner = pruner(spec)
+        seed = spec.seed(settings.seed) + (existing if spec.algorithm in M.OFFSET_SEED else 0)
+        study.sampler = M.sampler(spec, seed)
+        study.pruner = M.pruner(spec)
         done, _ = _finished(study.get_trials(deepcopy=False))
         left = spec.max_trial_count - done
         if existed:
             log.info("Study %s resumed: %d of %d trials done.", settings.study_name, done, spec.max_trial_count)
         stop = {"reason": "budget" if left > 0 else "budget (already spent)"}
-        dists = distributions(spec)
+        dists = M.distributions(spec)
         maximize = spec.objective.maximize
 
         def objective(trial: optuna.Trial) -> float:
-            params = _suggest(trial, spec, dists)
+            params = M.suggest(trial, spec, dists)
             key = trial.user_attrs.get("trial_key") or f"trial-{trial.number:04d}"
             trial.set_user_attr("trial_key", key)
             trial.set_user_attr("owner", _owner())
