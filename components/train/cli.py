@@ -30,6 +30,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from components.common import options, tracking
+from components.common.logs import configure_logging
 from components.train import core
 from components.train.health import HealthArguments
 
@@ -95,17 +96,6 @@ def split_options(values: Mapping[str, Any]) -> tuple[Any, ...]:
             "(python -m components.train --help)."
         )
     return tuple(options.from_mapping(cls, values, ignore_unknown=True) for cls in ARGUMENT_CLASSES)
-
-
-def configure_logging() -> None:
-    """Progress lines on stderr (once per process; rank 0 of a DDP job only prints them)."""
-    logger = logging.getLogger("components")
-    if not logger.handlers:
-        handler = logging.StreamHandler(sys.stderr)
-        handler.setFormatter(logging.Formatter("%(asctime)s %(message)s", "%H:%M:%S"))
-        logger.addHandler(handler)
-        logger.setLevel(logging.INFO)
-        logger.propagate = False
 
 
 def read_splits(io: IOArguments, splits: Sequence[str] = ("train", "validation")) -> list[pd.DataFrame]:

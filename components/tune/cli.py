@@ -12,22 +12,14 @@ parameters as JSON on stdout.  Exit code 2 on bad input (one ``error:`` line), 1
 from __future__ import annotations
 
 import json
-import logging
 import sys
 from collections.abc import Sequence
 from dataclasses import fields
 from pathlib import Path
 
 from components.common import options
+from components.common.logs import configure_logging
 from components.tune import core
-
-_DATA_HELP = {
-    "feature_store": "Feast store directory written by feast_ingest (train and validation splits).",
-    "feast_config": "Feast configuration: local, cluster or a YAML.",
-    "features": "Or: features Parquet with a split column (featurize).",
-    "base_model": "Hugging Face model id or directory; empty: the bundled MiniLM.",
-    "max_seq_length": "Cut longer reviews to this many tokens.",
-}
 
 
 def parser() -> options.OneLineParser:
@@ -38,24 +30,9 @@ def parser() -> options.OneLineParser:
     )
     for f in fields(core.TuneConfig):
         options.add_argument(cli, core.TuneConfig, f.name)
-    data = cli.add_argument_group("trial data", "Training options every trial gets.")
-    data.add_argument("--feature-store", default="", help=_DATA_HELP["feature_store"])
-    data.add_argument("--feast-config", default="local", help=_DATA_HELP["feast_config"])
-    data.add_argument("--features", default="", help=_DATA_HELP["features"])
-    data.add_argument("--base-model", default="", help=_DATA_HELP["base_model"])
-    data.add_argument("--max-seq-length", type=int, default=128, help=_DATA_HELP["max_seq_length"])
+    options.add_arguments(cli.add_argument_group("trial data", core.TrialData.__doc__), core.TrialData)
     cli.add_argument("--output-dir", required=True, help="Reports, trials table, trial directories, study.db.")
     return cli
-
-
-def configure_logging() -> None:
-    logger = logging.getLogger("components")
-    if not logger.handlers:
-        handler = logging.StreamHandler(sys.stderr)
-        handler.setFormatter(logging.Formatter("%(asctime)s %(message)s", "%H:%M:%S"))
-        logger.addHandler(handler)
-        logger.setLevel(logging.INFO)
-        logger.propagate = False
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -21,7 +21,7 @@ import math
 import os
 import shutil
 from collections.abc import Mapping
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any
 
@@ -32,8 +32,25 @@ from components.tune import spec_loading, training_cli, trials
 
 log = logging.getLogger("components.tune")
 
-#: Training options the step hands every trial from its own parameters (the data and the model).
-TRIAL_DATA_OPTIONS = ("feature_store", "feast_config", "features", "base_model", "max_seq_length", "seed")
+
+@dataclass(frozen=True)
+class TrialData:
+    """The training options every trial gets from the step (the data and the model); same names and
+    defaults as the training's own (a test compares them)."""
+
+    feature_store: str = field(
+        default="", metadata={"help": "Feast store directory written by feast_ingest (train and validation splits)."}
+    )
+    feast_config: str = field(default="local", metadata={"help": "Feast configuration: local, cluster or a YAML."})
+    features: str = field(default="", metadata={"help": "Or: features Parquet with a split column (featurize)."})
+    base_model: str = field(
+        default="", metadata={"help": "Hugging Face model id or directory; empty: the bundled MiniLM."}
+    )
+    max_seq_length: int = field(default=128, metadata={"help": "Cut longer reviews to this many tokens.", "min": 3})
+
+
+#: Training options the step hands every trial from its own parameters (the data, the model and the seed).
+TRIAL_DATA_OPTIONS = (*(f.name for f in fields(TrialData)), "seed")
 
 
 @dataclass(frozen=True)

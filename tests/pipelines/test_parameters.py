@@ -20,6 +20,7 @@ from components.featurize.component import featurize_reviews
 from components.prepare_data.component import prepare_reviews
 from components.train import cli as train_cli
 from components.train.component import train_classifier
+from components.tune.core import TrialData
 from pipelines import parameters
 from pipelines.compile import cluster_defaults, compile_pipeline
 from pipelines.profiles import load_profiles
@@ -80,7 +81,7 @@ def test_run_help_shows_the_cores_defaults(help_entries: dict[str, str]) -> None
 
 
 def test_shared_option_names_have_one_default() -> None:
-    classes = {cls for cls, _ in parameters.DECLARED_IN.values()} | set(train_cli.ARGUMENT_CLASSES)
+    classes = {cls for cls, _ in parameters.DECLARED_IN.values()} | set(train_cli.ARGUMENT_CLASSES) | {TrialData}
     seen: dict[str, tuple[type, object]] = {}
     for cls in classes:
         for name, value in options.defaults(cls).items():
