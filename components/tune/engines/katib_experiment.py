@@ -1,0 +1,406 @@
+"""The ``katib`` engine: a search spec as a ``kubeflow.org/v1beta1`` Experiment, run on a cluster with Katib.
+
+`render_experiment` writes the Experiment: the spec's objective, algorithm, early stopping and parameters
+(`components.tune.engines.katib`), the budget, and a trial template whose trial is a batch/v1 Job running the
+training CLI (``python -m components.train``) on the training image with the fixed training options and one
+``--<option> ${trialParameters.<name>}`` per searched parameter; Katib's StdOut metrics collector reads the
+CLI's metric lines (`components.common.trial_metrics.KATIB_FILTER`).  The result is checked against Katib's
+own models (``kubeflow-katib-api``): a field they do not know or a value of the wrong type is a `ValueError`
+naming the field.
+
+`run_katib` creates the Experiment with the ``kubernetes`` client, waits for ``Succeeded`` or ``Failed`` and
+reads ``status.currentOptimalTrial`` into a `KatibResult` (parameters typed by the Experiment's parameter
+types); it deletes the Experiment afterwards when asked, also after a failure or a timeout.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from components.tune import spec as S
+from components.tune import training_cli
+from components.tune.engines import katib
+
+GROUP, VERSION, PLURAL, KIND = "kubeflow.org", "v1beta1", "experiments", "Experiment"
+CONTAINER = "training"
+#: A batch Job's end, in the GJSON syntax Katib reads a trial resource's status with.
+JOB_SUCCESS = 'status.conditions.#(type=="Complete")#|#(status=="True")#'
+JOB_FAILURE = 'status.conditions.#(type=="Failed")#|#(status=="True")#'
+#: The keys of a GPU placement (those of a cluster profile's ``gpu`` entry).
+GPU_KEYS = frozenset(
+    {
+        "accelerator_type",
+        "accelerator_count",
+        "node_selector",
+        "tolerations",
+        "cpu_request",
+        "memory_request",
+        "memory_limit",
+        "shm_size",
+    }
+)
+
+Json = dict[str, Any]
+
+
+class KatibError(RuntimeError):
+    """A Katib Experiment that failed or did not finish in time."""
+
+
+@dataclass(frozen=True)
+class ExperimentResource:
+    """Where Experiments live on the API server (tests point it at a resource that is not installed)."""
+
+    group: str = GROUP
+    version: str = VERSION
+    plural: str = PLURAL
+
+    @property
+    def crd_name(self) -> str:
+        return f"{self.plural}.{self.group}"
+
+
+EXPERIMENTS = ExperimentResource()
+
+
+@dataclass(frozen=True)
+class KatibResult:
+    """The optimal trial of a finished Experiment."""
+
+    experiment: str
+    best_trial: str
+    params: dict[str, Any]
+    value: float
+    metrics: dict[str, float] = field(default_factory=dict)
+
+
+def _number_text(value: float) -> str:
+    return f"{value:g}"
+
+
+def parameter_spec(parameter: S.Parameter) -> Json:
+    """One Experiment parameter: Katib's type and a feasible space of strings."""
+    if parameter.choices:
+        space: Json = {"list": [str(c) for c in parameter.choices]}
+    else:
+        assert parameter.low is not None and parameter.high is not None  # (validated)
+        space = {"min": _number_text(parameter.low), "max": _number_text(parameter.high)}
+        if parameter.type == "int":
+            space = {k: str(int(float(v))) for k, v in space.items()}
+        if parameter.step is not None:
+            space["step"] = str(int(parameter.step)) if parameter.type == "int" else _number_text(parameter.step)
+        if parameter.log:
+            space["distribution"] = "logUniform"
+    return {"name": parameter.name, "parameterType": parameter.type, "feasibleSpace": space}
+
+
+def _option(name: str, known: Mapping[str, training_cli.TrainingOption]) -> training_cli.TrainingOption:
+    try:
+        return training_cli.resolve(name, known)
+    except ValueError as error:
+        raise ValueError(f"Katib trial template: {error}") from None
+
+
+def trial_command(
+    spec: S.SearchSpec, training_args: Mapping[str, Any], known: Mapping[str, training_cli.TrainingOption]
+) -> list[str]:
+    """The trial container's command: the training CLI, the fixed options, one placeholder per parameter."""
+    fixed = {**spec.trial_options, **training_args}
+    searched = {p.name for p in spec.parameters}
+    both = sorted(searched & set(fixed))
+    if both:
+        raise ValueError(f"Katib trial template: {', '.join(both)} both searched and fixed; keep one")
+    argv = ["python", "-m", training_cli.MODULE, *training_cli.to_argv(fixed, known)]
+    for parameter in spec.parameters:
+        option = _option(parameter.name, known)
+        if option.kind in ("bool", "flag"):
+            raise ValueError(
+                f"Katib trial template: parameters ({parameter.name}) is a switch; Katib substitutes values "
+                "into `--option value` pairs only"
+            )
+        argv += [option.flag, "${trialParameters." + parameter.name + "}"]
+    return argv
+
+
+def _placement(gpu: Mapping[str, Any] | None) -> tuple[Json, Json]:
+    """(container fields, pod fields) of a GPU placement."""
+    if not gpu:
+        return {}, {}
+    unknown = sorted(set(gpu) - GPU_KEYS)
+    if unknown:
+        raise ValueError(f"gpu: unknown keys {unknown}; valid: {', '.join(sorted(GPU_KEYS))}")
+    if not gpu.get("accelerator_type"):
+        raise ValueError("gpu.accelerator_type: the GPU resource name is needed (e.g. nvidia.com/gpu)")
+    count = gpu.get("accelerator_count", 1)
+    if isinstance(count, bool) or not isinstance(count, int) or count < 1:
+        raise ValueError(f"gpu.accelerator_count: must be a positive integer, got {count!r}")
+    limits: Json = {gpu["accelerator_type"]: str(count)}
+    requests: Json = {}
+    if gpu.get("memory_limit"):
+        limits["memory"] = gpu["memory_limit"]
+    if gpu.get("cpu_request"):
+        requests["cpu"] = gpu["cpu_request"]
+    if gpu.get("memory_request"):
+        requests["memory"] = gpu["memory_request"]
+    container: Json = {"resources": {"limits": limits} | ({"requests": requests} if requests else {})}
+    pod: Json = {}
+    if gpu.get("node_selector"):
+        pod["nodeSelector"] = {k: str(v) for k, v in gpu["node_selector"].items()}
+    if gpu.get("tolerations"):
+        pod["tolerations"] = [dict(t) for t in gpu["tolerations"]]
+    if gpu.get("shm_size"):
+        container["volumeMounts"] = [{"name": "dshm", "mountPath": "/dev/shm"}]
+        pod["volumes"] = [{"name": "dshm", "emptyDir": {"medium": "Memory", "sizeLimit": gpu["shm_size"]}}]
+    return container, pod
+
+
+def render_experiment(
+    spec: S.SearchSpec,
+    *,
+    name: str,
+    namespace: str,
+    image: str,
+    training_args: Mapping[str, Any],
+    gpu: Mapping[str, Any] | None,
+    training_options: Mapping[str, training_cli.TrainingOption] | None = None,
+) -> Json:
+    """The Experiment that runs ``spec`` with Katib, validated with ``kubeflow-katib-api``.
+
+    Args:
+        spec: The search (validated here).
+        name: The Experiment's name (also the prefix of its trials' names).
+        namespace: Where it runs.
+        image: The training image; its trials run ``python -m components.train``.
+        training_args: Training options every trial gets as they are (the spec's ``trialOptions`` too).
+        gpu: A GPU placement (a cluster profile's ``gpu`` entry: ``accelerator_type``, ``accelerator_count``,
+            ``node_selector``, ``tolerations``, …), or None for none.
+        training_options: The training CLI's options (default: asked from the CLI itself).
+
+    Raises:
+        ValueError: A bad spec, option or placement, or a field Katib's models refuse (named).
+    """
+    spec.validate()
+    if not image or image.endswith(":latest"):
+        raise ValueError(f"image: a pinned training image is needed, got {image!r}")
+    known = training_cli.options() if training_options is None else training_options
+    container_fields, pod_fields = _placement(gpu)
+    container = {"name": CONTAINER, "image": image, "command": trial_command(spec, training_args, known)}
+    job = {
+        "apiVersion": "batch/v1",
+        "kind": "Job",
+        "spec": {
+            "backoffLimit": 0,
+            "template": {
+                "metadata": {"annotations": {"sidecar.istio.io/inject": "false"}},
+                "spec": {"restartPolicy": "Never", "containers": [container | container_fields]} | pod_fields,
+            },
+        },
+    }
+    body: Json = {
+        "objective": katib.objective_spec(spec),
+        "algorithm": katib.algorithm_spec(spec),
+        "parameters": [parameter_spec(p) for p in spec.parameters],
+        "maxTrialCount": spec.max_trial_count,
+        "parallelTrialCount": spec.parallel_trial_count,
+        "maxFailedTrialCount": spec.max_failed_trial_count,
+        "metricsCollectorSpec": katib.metrics_collector_spec(),
+        "trialTemplate": {
+            "primaryContainerName": CONTAINER,
+            "successCondition": JOB_SUCCESS,
+            "failureCondition": JOB_FAILURE,
+            "trialParameters": [
+                {"name": p.name, "reference": p.name, "description": f"training option {p.name}"}
+                for p in spec.parameters
+            ],
+            "trialSpec": job,
+        },
+    }
+    early = katib.early_stopping_spec(spec)
+    if early is not None:
+        body["earlyStopping"] = early
+    experiment = {
+        "apiVersion": f"{GROUP}/{VERSION}",
+        "kind": KIND,
+        "metadata": {"name": name, "namespace": namespace},
+        "spec": body,
+    }
+    validate_experiment(experiment)
+    return experiment
+
+
+def dropped_fields(sent: Any, kept: Any, path: str = "") -> list[str]:
+    """The paths of fields in ``sent`` that ``kept`` lacks."""
+    if isinstance(sent, dict) and isinstance(kept, dict):
+        out: list[str] = []
+        for key, value in sent.items():
+            child = f"{path}.{key}" if path else str(key)
+            out += [child] if key not in kept else dropped_fields(value, kept[key], child)
+        return out
+    if isinstance(sent, list) and isinstance(kept, list) and len(sent) == len(kept):
+        return [
+            p for i, (a, b) in enumerate(zip(sent, kept, strict=True)) for p in dropped_fields(a, b, f"{path}[{i}]")
+        ]
+    return []
+
+
+def validate_experiment(experiment: Mapping[str, Any]) -> None:
+    """Check ``experiment`` with Katib's models: types, and no field they do not know.
+
+    Raises:
+        ValueError: Naming the first refused field (``spec.parameters.0.feasibleSpace.min: …``).
+    """
+    import pydantic
+    from kubeflow_katib_api.models import V1beta1Experiment
+
+    try:
+        model = V1beta1Experiment.model_validate(dict(experiment))
+    except pydantic.ValidationError as error:
+        first = error.errors()[0]
+        where = ".".join(str(p) for p in first["loc"])
+        raise ValueError(f"Katib Experiment: {where}: {first['msg']} (got {first.get('input')!r})") from None
+    assert model is not None
+    unknown = dropped_fields(dict(experiment), model.to_dict())
+    if unknown:
+        raise ValueError(f"Katib Experiment: unknown field {unknown[0]} (Katib's models do not have it)")
+    metadata = experiment.get("metadata") or {}
+    if not metadata.get("name"):
+        raise ValueError("Katib Experiment: metadata.name is needed")
+
+
+# --- running it -----------------------------------------------------------------------------------------------
+
+
+def _condition(obj: Json, type_: str) -> Json | None:
+    for condition in (obj.get("status") or {}).get("conditions") or []:
+        if condition.get("type") == type_ and condition.get("status") == "True":
+            return dict(condition)
+    return None
+
+
+def typed_value(parameter: Json, text: str) -> Any:
+    """A parameter assignment (Katib writes strings) as the parameter's type."""
+    kind = parameter.get("parameterType")
+    if kind == "int":
+        return int(float(text))
+    if kind == "double":
+        return float(text)
+    if kind == "discrete":
+        number = float(text)
+        return int(number) if all(float(c) == int(float(c)) for c in parameter["feasibleSpace"]["list"]) else number
+    return text
+
+
+def optimal_trial(experiment: Json) -> KatibResult:
+    """The Experiment's ``status.currentOptimalTrial`` as a result.
+
+    Raises:
+        KatibError: No optimal trial, or it lacks the objective metric.
+    """
+    name = experiment["metadata"]["name"]
+    spec = experiment["spec"]
+    best = (experiment.get("status") or {}).get("currentOptimalTrial") or {}
+    if not best.get("bestTrialName"):
+        raise KatibError(f"Katib Experiment {name} succeeded without an optimal trial (no trial reported metrics)")
+    by_name = {p["name"]: p for p in spec["parameters"]}
+    params = {
+        a["name"]: typed_value(by_name.get(a["name"], {}), a["value"]) for a in best.get("parameterAssignments") or []
+    }
+    maximize = spec["objective"]["type"] == "maximize"
+    metrics: dict[str, float] = {}
+    for metric in (best.get("observation") or {}).get("metrics") or []:
+        text = metric.get("max" if maximize else "min") or metric.get("latest")
+        if metric.get("name") and text is not None:
+            metrics[metric["name"]] = float(text)
+    objective = spec["objective"]["objectiveMetricName"]
+    if objective not in metrics:
+        raise KatibError(f"Katib Experiment {name}: the optimal trial {best['bestTrialName']} has no {objective}")
+    return KatibResult(name, best["bestTrialName"], params, metrics[objective], metrics)
+
+
+def _check_installed(api_client: Any, resource: ExperimentResource) -> None:
+    from kubernetes.client import ApiextensionsV1Api
+    from kubernetes.client.exceptions import ApiException
+
+    try:
+        ApiextensionsV1Api(api_client).read_custom_resource_definition(resource.crd_name)
+    except ApiException as error:
+        if error.status == 404:
+            raise _not_installed(resource) from None
+        if error.status != 403:  # a user who may not read CRDs: the create below tells
+            raise
+
+
+def _not_installed(resource: ExperimentResource) -> ValueError:
+    return ValueError(
+        f"Katib is not installed: the CRD {resource.crd_name} is missing on this cluster; install Katib "
+        "(kubeflow/katib manifests) or use the optuna engine"
+    )
+
+
+def run_katib(
+    api_client: Any,
+    experiment: Json,
+    *,
+    namespace: str,
+    timeout_s: float,
+    poll_s: float,
+    cleanup: bool,
+    resource: ExperimentResource = EXPERIMENTS,
+) -> KatibResult:
+    """Create ``experiment``, wait until it succeeds or fails, and return its optimal trial.
+
+    Args:
+        api_client: A ``kubernetes.client.ApiClient``.
+        experiment: What `render_experiment` returned.
+        namespace: Where to create it.
+        timeout_s: How long to wait for the end.
+        poll_s: Seconds between two reads of its status.
+        cleanup: Delete the Experiment (and so its trials) afterwards, whatever the outcome.
+        resource: Where Experiments live (Katib's by default).
+
+    Raises:
+        ValueError: Katib is not installed (the Experiment CRD is missing).
+        KatibError: The Experiment failed, has no optimal trial, or did not finish within ``timeout_s``.
+    """
+    from kubernetes.client import CustomObjectsApi
+    from kubernetes.client.exceptions import ApiException
+
+    _check_installed(api_client, resource)
+    custom = CustomObjectsApi(api_client)
+    name = experiment["metadata"]["name"]
+    args = (resource.group, resource.version, namespace, resource.plural)
+    body = experiment | {"metadata": {**experiment["metadata"], "namespace": namespace}}
+    try:
+        custom.create_namespaced_custom_object(*args, body)
+    except ApiException as error:
+        if error.status == 404:
+            raise _not_installed(resource) from None
+        raise
+    try:
+        deadline = time.monotonic() + timeout_s
+        while True:
+            current = custom.get_namespaced_custom_object(*args, name)
+            if _condition(current, "Succeeded"):
+                return optimal_trial(current)
+            failed = _condition(current, "Failed")
+            if failed:
+                raise KatibError(
+                    f"Katib Experiment {namespace}/{name} failed: {failed.get('reason', '')} "
+                    f"{failed.get('message', '')}".rstrip()
+                )
+            if time.monotonic() >= deadline:
+                raise KatibError(
+                    f"Katib Experiment {namespace}/{name} did not finish within {timeout_s:g} s "
+                    f"({(current.get('status') or {}).get('trialsSucceeded', 0)} trials succeeded so far)"
+                )
+            time.sleep(poll_s)
+    finally:
+        if cleanup:
+            try:
+                custom.delete_namespaced_custom_object(*args, name, propagation_policy="Background")
+            except ApiException as error:
+                if error.status != 404:
+                    raise

@@ -1,0 +1,160 @@
+"""The katib engine against the real API server: the rendered Experiment survives the server unpruned, and
+`run_katib` creates it, waits while the test plays Katib's controller, reads the optimal trial and cleans up."""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Callable
+from typing import Any
+
+import pytest
+from kubernetes.client import ApiClient, CustomObjectsApi
+from kubernetes.client.exceptions import ApiException
+
+from components.tune import spec as S
+from components.tune.engines import katib_experiment as K
+from components.tune.training_cli import TrainingOption
+
+from .controllers import EXPERIMENT, OptimalTrial, fail_experiment, get, pruned_paths, succeed_experiment
+
+Json = dict[str, Any]
+pytestmark = pytest.mark.usefixtures("k8s_crds")
+
+KNOWN = {
+    "learning_rate": TrainingOption("learning_rate", ("--learning-rate",), "float"),
+    "per_device_train_batch_size": TrainingOption("per_device_train_batch_size", ("--batch-size",), "int"),
+    "max_steps": TrainingOption("max_steps", ("--max-steps",), "int"),
+}
+SPEC = S.SearchSpec(
+    parameters=(
+        S.Parameter("learning_rate", "double", 1e-5, 5e-5, log=True),
+        S.Parameter("per_device_train_batch_size", "discrete", choices=(16, 32)),
+    ),
+    algorithm="tpe",
+    max_trial_count=4,
+    parallel_trial_count=2,
+    early_stopping=S.EarlyStopping(min_trials_required=2, start_step=2),
+    trial_options={"max_steps": 40},
+)
+GPU = {
+    "accelerator_type": "nvidia.com/gpu",
+    "node_selector": {"nvidia.com/gpu.present": "true"},
+    "tolerations": [{"key": "nvidia.com/gpu", "operator": "Exists", "effect": "NoSchedule"}],
+    "shm_size": "2Gi",
+}
+
+
+def _experiment(name: str, namespace: str) -> Json:
+    return K.render_experiment(
+        SPEC,
+        name=name,
+        namespace=namespace,
+        image="registry.example/bert-train:1.2.0",
+        training_args={},
+        gpu=GPU,
+        training_options=KNOWN,
+    )
+
+
+def _in_background(action: Callable[[], object], api: ApiClient, namespace: str, name: str) -> threading.Thread:
+    """Play the controller once the Experiment exists (run_katib creates it)."""
+
+    def play() -> None:
+        deadline = time.monotonic() + 20
+        while time.monotonic() < deadline:
+            try:
+                get(api, EXPERIMENT, namespace, name)
+            except ApiException:
+                time.sleep(0.05)
+                continue
+            action()
+            return
+
+    thread = threading.Thread(target=play, daemon=True)
+    thread.start()
+    return thread
+
+
+def _exists(api: ApiClient, namespace: str, name: str) -> bool:
+    try:
+        get(api, EXPERIMENT, namespace, name)
+    except ApiException as error:
+        assert error.status == 404
+        return False
+    return True
+
+
+def test_rendered_experiment_is_kept_whole_by_the_server(k8s_api: ApiClient, k8s_namespace: str) -> None:
+    sent = _experiment("render", k8s_namespace)
+    res = EXPERIMENT
+    created = CustomObjectsApi(k8s_api).create_namespaced_custom_object(
+        res.group, res.version, k8s_namespace, res.plural, sent
+    )
+    stored = get(k8s_api, res, k8s_namespace, "render")
+    assert pruned_paths(sent, stored) == []
+    assert stored["spec"] == sent["spec"] == created["spec"]
+    K.validate_experiment(stored)  # what the server keeps is still a valid Experiment for Katib's models
+
+
+def test_succeeded_experiment_gives_the_optimal_trial_and_is_cleaned_up(k8s_api: ApiClient, k8s_namespace: str) -> None:
+    ns, name = k8s_namespace, "tune-ok"
+    best = OptimalTrial(
+        "tune-ok-7x2k", {"learning_rate": 3e-05, "per_device_train_batch_size": 32}, {"validation-accuracy": 0.731}
+    )
+    thread = _in_background(lambda: succeed_experiment(k8s_api, ns, name, optimal_trial=best), k8s_api, ns, name)
+    result = K.run_katib(k8s_api, _experiment(name, ns), namespace=ns, timeout_s=30, poll_s=0.1, cleanup=True)
+    thread.join(5)
+    assert result.experiment == name and result.best_trial == "tune-ok-7x2k"
+    assert result.params == {"learning_rate": 3e-05, "per_device_train_batch_size": 32}
+    assert type(result.params["per_device_train_batch_size"]) is int
+    assert result.value == pytest.approx(0.731)
+    assert not _exists(k8s_api, ns, name)
+
+
+def test_without_cleanup_the_experiment_stays(k8s_api: ApiClient, k8s_namespace: str) -> None:
+    ns, name = k8s_namespace, "tune-kept"
+    best = OptimalTrial(
+        "tune-kept-1", {"learning_rate": 1e-05, "per_device_train_batch_size": 16}, {"validation-accuracy": 0.7}
+    )
+    thread = _in_background(lambda: succeed_experiment(k8s_api, ns, name, optimal_trial=best), k8s_api, ns, name)
+    result = K.run_katib(k8s_api, _experiment(name, ns), namespace=ns, timeout_s=30, poll_s=0.1, cleanup=False)
+    thread.join(5)
+    assert result.params["per_device_train_batch_size"] == 16
+    assert _exists(k8s_api, ns, name)
+
+
+def test_failed_experiment_is_a_clear_error(k8s_api: ApiClient, k8s_namespace: str) -> None:
+    ns, name = k8s_namespace, "tune-failed"
+    thread = _in_background(
+        lambda: fail_experiment(k8s_api, ns, name, message="maxFailedTrialCount reached"), k8s_api, ns, name
+    )
+    with pytest.raises(K.KatibError, match=rf"Experiment {ns}/{name} failed: ExperimentFailed maxFailedTrialCount"):
+        K.run_katib(k8s_api, _experiment(name, ns), namespace=ns, timeout_s=30, poll_s=0.1, cleanup=True)
+    thread.join(5)
+    assert not _exists(k8s_api, ns, name)
+
+
+def test_timeout_is_a_clear_error_and_cleans_up(k8s_api: ApiClient, k8s_namespace: str) -> None:
+    ns, name = k8s_namespace, "tune-slow"
+    with pytest.raises(K.KatibError, match=rf"Experiment {ns}/{name} did not finish within 0.5 s"):
+        K.run_katib(k8s_api, _experiment(name, ns), namespace=ns, timeout_s=0.5, poll_s=0.1, cleanup=True)
+    assert not _exists(k8s_api, ns, name)
+
+
+def test_missing_crd_is_a_clear_error(k8s_api: ApiClient, k8s_namespace: str) -> None:
+    """An Experiment resource that is not installed on this server stands for a cluster without Katib (the
+    real CRD stays, for the other tests)."""
+    absent = K.ExperimentResource(group="katib-absent.example.org", plural="experiments")
+    with pytest.raises(
+        ValueError, match=r"Katib is not installed: the CRD experiments.katib-absent.example.org is missing"
+    ):
+        K.run_katib(
+            k8s_api,
+            _experiment("no-katib", k8s_namespace),
+            namespace=k8s_namespace,
+            timeout_s=5,
+            poll_s=0.1,
+            cleanup=True,
+            resource=absent,
+        )
