@@ -3,8 +3,9 @@
 The spec's algorithm names *are* Katib's (``random``, ``grid``, ``tpe``, ``multivariate-tpe``,
 ``bayesianoptimization``, ``hyperband``, ``cmaes``, ``sobol``; early stopping ``medianstop`` with
 ``min_trials_required`` and ``start_step``), so these are the pieces of a ``kubeflow.org/v1beta1``
-``Experiment`` spec as plain dicts.  Rendering the whole Experiment (trial template: a batch Job running the
-training CLI), validating it with ``kubeflow-katib-api`` and creating it is the Katib engine's work, to come.
+``Experiment`` spec as plain dicts.  `katib_experiment` renders the whole Experiment (trial template: a
+batch Job running the training CLI), validates it with ``kubeflow-katib-api``, creates it and waits for
+its optimal trial.
 """
 
 from __future__ import annotations
