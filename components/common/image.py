@@ -17,3 +17,4 @@ def _version() -> str:
 VERSION = _version()
 COMPONENTS_IMAGE = f"{REGISTRY}/components:{VERSION}"
 TRAIN_IMAGE = f"{REGISTRY}/train:{VERSION}"
+SERVE_IMAGE = f"{REGISTRY}/serve:{VERSION}"
