@@ -25,3 +25,8 @@ POSITIVE_LABEL = 1
 
 #: Columns of the prepared-reviews Parquet written by `prepare_data`, in order.
 PREPARED_COLUMNS = (REVIEW_ID, TEXT, RATING, LABEL, FACET)
+
+#: Columns of evaluate's test-split predictions (deploy's smoke test compares the model server with them):
+#: `review_id`, the predicted class name, and one probability column per class (prefix + class name).
+PREDICTED_LABEL = "predicted_label"
+PROBABILITY_PREFIX = "probability_"
