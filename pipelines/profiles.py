@@ -1,5 +1,5 @@
-"""Cluster profiles: where the GPU steps run (accelerators, node selector, tolerations, resources), how
-steps reach the feature store, and which MLflow tracking server they log to.
+"""Cluster profiles: where the GPU steps run (accelerators, node selector, tolerations, resources, nodes), how
+steps reach the feature store, which MLflow tracking server they log to, and which engine tunes.
 
 Profiles are configuration (`profiles.yaml` beside this file, or a file of your own); components know
 nothing of them — placement and access are applied to tasks here, in `pipelines/`.
@@ -27,6 +27,49 @@ class GpuPlacement:
     memory_limit: str | None = None
     #: Size of a memory-backed /dev/shm for PyTorch data loaders (None: none).
     shm_size: str | None = None
+    #: Training nodes, each with ``accelerator_count`` GPUs; above 1 the train step runs a Kubeflow Trainer
+    #: TrainJob (the profile then needs a ``trainjob`` entry).
+    nodes: int = 1
+
+    def __post_init__(self) -> None:
+        if isinstance(self.nodes, bool) or not isinstance(self.nodes, int) or self.nodes < 1:
+            raise ValueError(f"nodes must be a positive integer, got {self.nodes!r}")
+        if not self.accelerator_type:
+            raise ValueError("accelerator_type is needed (the GPU resource name, e.g. nvidia.com/gpu)")
+
+
+@dataclass(frozen=True)
+class TrainJobSettings:
+    """How a multi-node training runs as a Kubeflow Trainer TrainJob (read when ``gpu.nodes`` is above 1)."""
+
+    #: PVC (ReadWriteMany) every training node and the train step's pod mount: checkpoints, model, report.
+    shared_pvc: str
+    mount_path: str = "/mnt/shared"
+    #: The ClusterTrainingRuntime the TrainJob refers to.
+    runtime: str = "torch-distributed"
+    #: How long the train step waits for the TrainJob (also its activeDeadlineSeconds).
+    timeout_seconds: int = 86400
+    #: Namespace of the TrainJob; None: the pipeline pod's own.
+    namespace: str | None = None
+
+
+@dataclass(frozen=True)
+class TuningSettings:
+    """Which engine the tune step runs: ``optuna`` in its pod, or ``katib`` (an Experiment on the cluster)."""
+
+    engine: str = "optuna"
+    #: Namespace of the Katib Experiment; None: the pipeline pod's own.
+    namespace: str | None = None
+    #: How long the tune step waits for the Experiment.
+    timeout_seconds: int = 86400
+    #: Delete the Experiment (and its trials) when it has ended.
+    cleanup: bool = True
+
+    def __post_init__(self) -> None:
+        from components.common.trainjob import TUNING_ENGINES
+
+        if self.engine not in TUNING_ENGINES:
+            raise ValueError(f"engine {self.engine!r}; valid: {', '.join(TUNING_ENGINES)}")
 
 
 @dataclass(frozen=True)
@@ -84,6 +127,24 @@ class Profile:
     gpu: GpuPlacement | None = None
     feast: FeastAccess | None = None
     mlflow: MlflowAccess | None = None
+    trainjob: TrainJobSettings | None = None
+    tuning: TuningSettings = field(default_factory=TuningSettings)
+
+    @property
+    def nodes(self) -> int:
+        return self.gpu.nodes if self.gpu else 1
+
+
+def _section(name: str, path: Path, key: str, cls: type, body: Any) -> Any:
+    """The profile's entry ``key`` as ``cls`` (None when absent)."""
+    if body is None:
+        return None
+    if not isinstance(body, dict):
+        raise ValueError(f"Profile {name!r} in {str(path)!r} has a bad {key!r} entry: a mapping is needed")
+    try:
+        return cls(**body)
+    except (TypeError, ValueError) as err:
+        raise ValueError(f"Profile {name!r} in {str(path)!r} has a bad {key!r} entry: {err}") from err
 
 
 def load_profiles(path: str | Path = DEFAULT_FILE) -> dict[str, Profile]:
@@ -105,7 +166,7 @@ def load_profiles(path: str | Path = DEFAULT_FILE) -> dict[str, Profile]:
             placement = (
                 None if gpu is None else GpuPlacement(**{**gpu, "tolerations": tuple(gpu.get("tolerations") or ())})
             )
-        except TypeError as err:
+        except (TypeError, ValueError) as err:
             raise ValueError(f"Profile {name!r} in {str(path)!r} has a bad 'gpu' entry: {err}") from err
         feast = (body or {}).get("feast")
         try:
@@ -127,18 +188,89 @@ def load_profiles(path: str | Path = DEFAULT_FILE) -> dict[str, Profile]:
             )
         except (TypeError, ValueError) as err:
             raise ValueError(f"Profile {name!r} in {str(path)!r} has a bad 'mlflow' entry: {err}") from err
+        trainjob = _section(name, path, "trainjob", TrainJobSettings, (body or {}).get("trainjob"))
+        tuning = _section(name, path, "tuning", TuningSettings, (body or {}).get("tuning")) or TuningSettings()
+        if placement is not None and placement.nodes > 1 and trainjob is None:
+            raise ValueError(
+                f"Profile {name!r} in {str(path)!r} asks for gpu.nodes {placement.nodes} but has no 'trainjob' entry: "
+                "add trainjob.shared_pvc (a ReadWriteMany PVC every training node mounts)"
+            )
         profiles[name] = Profile(
-            name=name, description=(body or {}).get("description", ""), gpu=placement, feast=access, mlflow=tracking
+            name=name,
+            description=(body or {}).get("description", ""),
+            gpu=placement,
+            feast=access,
+            mlflow=tracking,
+            trainjob=trainjob,
+            tuning=tuning,
         )
     return profiles
 
 
+def cluster_placement(profile: Profile, image: str) -> Any:
+    """The profile's cluster facts as the steps read them in their pods (`components.common.trainjob.ENV`)."""
+    from dataclasses import asdict
+
+    from components.common.trainjob import ClusterPlacement
+
+    gpu = {k: v for k, v in asdict(profile.gpu).items() if k != "nodes" and v is not None} if profile.gpu else None
+    if gpu is not None:
+        gpu["tolerations"] = [dict(t) for t in gpu["tolerations"]]
+    settings: dict[str, Any] = {}
+    if profile.trainjob is not None:
+        job = profile.trainjob
+        settings = {
+            "shared_pvc": job.shared_pvc,
+            "shared_mount_path": job.mount_path,
+            "runtime": job.runtime,
+            "timeout_seconds": job.timeout_seconds,
+            "namespace": job.namespace or "",
+        }
+    tuning = profile.tuning
+    return ClusterPlacement(
+        image=image,
+        nodes=profile.nodes,
+        gpu=gpu,
+        feast=asdict(profile.feast) if profile.feast else None,
+        mlflow=asdict(profile.mlflow) if profile.mlflow else None,
+        tuning_engine=tuning.engine,
+        tuning_namespace=tuning.namespace or "",
+        tuning_timeout_seconds=tuning.timeout_seconds,
+        tuning_cleanup=tuning.cleanup,
+        **settings,
+    )
+
+
+#: The steps whose work a profile can send elsewhere on the cluster (component name → whether it does): their
+#: pod then only launches and waits, and gets no GPU itself.
+LAUNCHERS = {
+    "train-classifier": lambda profile: profile.nodes > 1,  # a TrainJob on the GPU nodes
+    "tune-hyperparameters": lambda profile: profile.tuning.engine == "katib",  # a Katib Experiment
+}
+
+
 def place_on_gpu(task: Any, profile: Profile | None) -> Any:
-    """Apply the profile's GPU placement to a pipeline task (nothing for a CPU-only profile)."""
+    """Apply the profile's GPU placement to a pipeline task, and hand it the profile's cluster facts.
+
+    The task gets `components.common.trainjob.ENV` (JSON: GPU placement, nodes, feature store and MLflow access,
+    the shared PVC, the tuning engine, the task's image). A task in `LAUNCHERS` whose work the profile sends
+    elsewhere (train with ``gpu.nodes`` above 1: a TrainJob; tune with the katib engine: an Experiment) gets
+    no GPU; the train task then mounts the shared PVC it collects the model from. Otherwise the task runs on
+    a GPU node as the profile says (nothing more for a CPU-only profile).
+    """
     from kfp import kubernetes
 
-    gpu = profile.gpu if profile else None
-    if gpu is None:
+    from components.common.trainjob import ENV
+
+    if profile is None:
+        return task
+    image = task.component_spec.implementation.container.image
+    task.set_env_variable(ENV, cluster_placement(profile, image).to_env())
+    launches = LAUNCHERS.get(task.component_spec.name, lambda _: False)(profile)
+    if launches and task.component_spec.name == "train-classifier" and profile.trainjob is not None:
+        kubernetes.mount_pvc(task, pvc_name=profile.trainjob.shared_pvc, mount_path=profile.trainjob.mount_path)
+    gpu = profile.gpu
+    if gpu is None or launches:
         return task
     task.set_accelerator_type(gpu.accelerator_type).set_accelerator_limit(gpu.accelerator_count)
     for key, value in gpu.node_selector.items():

@@ -31,8 +31,10 @@ from typing import TYPE_CHECKING, Any
 
 from components.common import options, tracking
 from components.common.logs import configure_logging
+from components.common.trainjob import ClusterPlacement
 from components.train import core
 from components.train.health import HealthArguments
+from components.train.runtime import shutdown_distributed
 
 if TYPE_CHECKING:  # pragma: no cover - typing only
     import pandas as pd
@@ -234,6 +236,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     except ValueError as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
+    finally:
+        shutdown_distributed()
     return 0
 
 
@@ -267,16 +271,24 @@ def component_options(
 
 
 def run_component(values: Mapping[str, Any], keep_checkpoints: bool) -> None:
-    """Train in this process, or under torchrun when several GPUs are visible; remove temporary checkpoints.
+    """Train in this process, under torchrun when several GPUs are visible, or on several nodes with a Kubeflow
+    Trainer TrainJob when the profile's placement (`components.common.trainjob.ENV`) asks for more than one;
+    remove temporary checkpoints.
 
     Raises:
         ValueError: Bad input (see `run`).
-        RuntimeError: The torchrun job failed.
+        RuntimeError: The torchrun job or the TrainJob failed.
     """
     configure_logging()
     parsed = split_options(values)
     io, args = parsed[0], parsed[3]
+    placement = ClusterPlacement.from_env()
     try:
+        if placement is not None and placement.nodes > 1:  # the profile asks for several nodes: a TrainJob
+            from components.train import trainjob
+
+            trainjob.train_on_cluster(values, placement, keep_checkpoints=keep_checkpoints)
+            return
         nproc = processes(io, args)
         if nproc > 1:
             code = launch(nproc, options.to_argv(values))

@@ -53,6 +53,19 @@ class Distributed:
             torch.distributed.barrier()
 
 
+def shutdown_distributed() -> None:
+    """Destroy the process group `core.train` started under torchrun (nothing when there is none): every rank
+    leaves the group before its process ends, as torch.distributed asks."""
+    import sys
+
+    if "torch" not in sys.modules:  # nothing was trained in this process (bad input, or the TrainJob path)
+        return
+    import torch
+
+    if torch.distributed.is_available() and torch.distributed.is_initialized():
+        torch.distributed.destroy_process_group()
+
+
 def cuda_wanted(use_cpu: bool) -> bool:
     import torch
 
