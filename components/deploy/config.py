@@ -6,6 +6,8 @@ import re
 from dataclasses import dataclass, field
 from typing import Literal
 
+from components.common import options
+
 #: KServe's deployment modes; the older names are rewritten to these (as KServe itself does).
 MODES = ("Knative", "Standard")
 MODE_ALIASES = {"Serverless": "Knative", "RawDeployment": "Standard"}
@@ -72,8 +74,22 @@ class DeployConfig:
         default=32,
         metadata={"help": "Held-out reviews sent to the deployed model; its answers must equal evaluate's.", "min": 1},
     )
+    local_port: int = field(
+        default=0,
+        metadata={
+            "help": "local: port of the model server on 127.0.0.1 during the smoke test; 0: a free one.",
+            "min": 0,
+            "max": 65535,
+        },
+    )
 
     def validate(self) -> None:
+        """Check every option: bounds and choices, the names Kubernetes will see, the mode.
+
+        Raises:
+            ValueError: The first problem, naming the option.
+        """
+        options.check_fields(self)
         if not _DNS_LABEL.match(self.inference_service):
             raise ValueError(
                 f"inference_service {self.inference_service!r} is not a DNS label: use lower-case letters, digits "

@@ -3,7 +3,7 @@
 from typing import NamedTuple
 
 from kfp import dsl
-from kfp.dsl import HTML, Artifact, ClassificationMetrics, Input, Metrics, Model, Output
+from kfp.dsl import HTML, Artifact, ClassificationMetrics, Dataset, Input, Metrics, Model, Output
 
 from components.common.image import COMPONENTS_IMAGE
 
@@ -21,6 +21,7 @@ def evaluate_classifier(
     classification: Output[ClassificationMetrics],
     report_html: Output[HTML],
     report_json: Output[Artifact],
+    predictions: Output[Dataset],
 ) -> NamedTuple("EvaluateOutputs", [("deploy", bool), ("reason", str), ("model_version", str)]):
     """Score the model on the test split, compare it with the registry's champion and decide on deployment.
 
@@ -38,6 +39,8 @@ def evaluate_classifier(
         classification: Confusion matrix (negative, neutral, positive).
         report_html: Confusion matrix, per-class table and per-facet accuracy chart.
         report_json: Full report JSON (summary.json's `evaluation`).
+        predictions: Each test review's predicted label and class probabilities (Parquet; deploy's smoke test
+            checks the model server against them).
     """
     from components.evaluate import core
 
@@ -51,6 +54,7 @@ def evaluate_classifier(
         tracking_uri=mlflow_tracking_uri,
         registered_model_name=registered_model_name,
         pipeline_run_id=pipeline_run_id,
+        predictions_path=predictions.path,
     )
     classification.log_confusion_matrix(report.categories, report.confusion_matrix)
     for name, value in report.headline().items():

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import hashlib
 import json
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -24,11 +24,14 @@ import numpy as np
 from components.common import batching as D
 from components.common import report_html
 from components.common.metrics import classification_scores
-from components.common.modeling import predict_classes as predict  # (bench train calls it from here)
+from components.common.modeling import predict_classes as predict  # noqa: F401 (bench train calls it from here)
 from components.evaluate.champion import champion_accuracy, decide, tokenizer_fingerprint
 from components.evaluate.config import EvaluateConfig
+from components.evaluate.predictions import predict_probabilities, prediction_table, write_predictions
 
 if TYPE_CHECKING:  # pragma: no cover - typing only
+    import pandas as pd
+
     from components.common.tracking import RegisteredVersion
 
 #: Default deploy gate: better than chance on 3 classes (the course's value); declared in `EvaluateConfig`.
@@ -106,9 +109,13 @@ class EvaluationReport:
     model: str
     decision: dict[str, Any] = field(default_factory=dict)
     registered_version: str | None = None
+    #: Each test review's prediction (`components.evaluate.predictions`); not part of the JSON report.
+    predictions: pd.DataFrame | None = field(default=None, repr=False, compare=False)
 
     def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
+        data = asdict(replace(self, predictions=None))
+        data.pop("predictions")
+        return data
 
     def headline(self) -> dict[str, float]:
         """Numbers for KFP Metrics and MLflow."""
@@ -218,12 +225,16 @@ def render_html(report: EvaluationReport) -> str:
     )
 
 
-def write_outputs(report: EvaluationReport, json_path: str | Path, html_path: str | Path) -> None:
-    """The report as JSON and as the dashboard's HTML page."""
+def write_outputs(
+    report: EvaluationReport, json_path: str | Path, html_path: str | Path, predictions_path: str | Path | None = None
+) -> None:
+    """The report as JSON and as the dashboard's HTML page; the test reviews' predictions as Parquet."""
     for path in (json_path, html_path):
         Path(path).parent.mkdir(parents=True, exist_ok=True)
     Path(json_path).write_text(json.dumps(report.to_dict(), indent=1))
     Path(html_path).write_text(render_html(report))
+    if predictions_path is not None and report.predictions is not None:
+        write_predictions(report.predictions, predictions_path)
 
 
 # --- the step ---------------------------------------------------------------------------------------
@@ -257,9 +268,10 @@ def evaluate(
     from components.common import schema
 
     examples = D.to_examples(test_rows, "test", require=(schema.REVIEW_ID, D.INPUT_IDS, D.LABEL_ID, schema.FACET))
-    predictions = predict(model_dir, examples, batch_size)
+    probabilities = predict_probabilities(model_dir, examples, batch_size)
     fingerprint = tokenizer_fingerprint(model_dir)
-    report = build_report(examples, predictions, str(model_dir), fingerprint, min_facet_rows)
+    report = build_report(examples, probabilities.argmax(axis=1), str(model_dir), fingerprint, min_facet_rows)
+    report.predictions = prediction_table(examples.review_ids or [], probabilities)
     found = champion_accuracy(champion, report.test_split_hash, fingerprint, examples, fetch_champion)
     report.decision = asdict(decide(report.accuracy, min_accuracy, found))
     return report
@@ -283,6 +295,7 @@ def run(
     pipeline_run_id: str = "",
     experiment: str = "",
     min_facet_rows: int = DEFAULT_MIN_FACET_ROWS,
+    predictions_path: str | Path | None = None,
 ) -> EvaluationReport:
     """The step: check MLflow, evaluate, compare with the champion, log, register the challenger, write outputs.
 
@@ -292,6 +305,7 @@ def run(
         registered_model_name: Registered model in the MLflow registry (default `tracking.DEFAULT_REGISTERED_MODEL`).
         pipeline_run_id: Logs go to this pipeline run's MLflow run.
         experiment: MLflow experiment (default `tracking.DEFAULT_EXPERIMENT`).
+        predictions_path: Where the test reviews' predictions go (Parquet, for deploy's smoke test); None: nowhere.
 
     Raises:
         ValueError: Unreachable MLflow (checked first), bad split, bad model.
@@ -300,7 +314,7 @@ def run(
 
     if tracking_uri is None:
         report = evaluate(test_rows, model_dir, min_accuracy, None, None, min_facet_rows)
-        write_outputs(report, json_path, html_path)
+        write_outputs(report, json_path, html_path, predictions_path)
         return report
     uri = tracking.resolve_tracking_uri(tracking_uri)
     tracking.check_tracking_uri(uri)
@@ -327,7 +341,7 @@ def run(
             "eval.test_split_hash": report.test_split_hash,
         }
     )
-    write_outputs(report, json_path, html_path)
+    write_outputs(report, json_path, html_path, predictions_path)
     mlflow_run.log_text(json.dumps(report.to_dict(), indent=1), "eval/evaluation_report.json")
     mlflow_run.log_text(render_html(report), "eval/evaluation_report.html")
     mlflow_run.end()

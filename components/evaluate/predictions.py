@@ -1,0 +1,69 @@
+"""The test split's predictions, handed on to deploy: each test review's predicted label and class probabilities.
+
+Deploy sends a few of these reviews (their texts, from prepare's `reviews`) to the model server it starts
+and checks that the server answers with the labels evaluate found here: the served model, its tokenizer and
+its settings are then the ones that were evaluated.
+
+The file is Parquet with the columns `review_id`, `predicted_label` (class name) and one
+`probability_<class>` per class in class-id order (`components.common.schema`).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import numpy as np
+
+from components.common import batching as D
+from components.common import modeling, schema
+
+if TYPE_CHECKING:  # pragma: no cover - typing only
+    import pandas as pd
+
+
+def softmax(logits: np.ndarray) -> np.ndarray:
+    """Row-wise softmax (numerically stable), float64."""
+    shifted = logits.astype(np.float64) - logits.max(axis=1, keepdims=True)
+    exp = np.exp(shifted)
+    return exp / exp.sum(axis=1, keepdims=True)
+
+
+def predict_probabilities(model_dir: str | Path, examples: D.Examples, batch_size: int = 64) -> np.ndarray:
+    """Class probabilities of ``examples`` (input order, shape (n, classes)) by the classifier in ``model_dir``;
+    their argmax is `components.common.modeling.predict_classes`.
+
+    Raises:
+        ValueError: See `modeling.load_trained_classifier`; or token ids the model's tokenizer cannot have produced.
+    """
+    import torch
+
+    model, tokenizer = modeling.load_trained_classifier(model_dir)
+    vocab_size = model.get_input_embeddings().num_embeddings
+    D.check_vocabulary(examples, "test", vocab_size, modeling.first_token_id(tokenizer), str(model_dir))
+    device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    dtype = modeling.pick_precision("auto", device)
+    logits, _ = modeling.predict(model.to(device), examples, tokenizer.pad_token_id, batch_size, device, dtype)
+    return softmax(logits)
+
+
+def probability_columns() -> list[str]:
+    """`probability_<class>` for each class, in class-id order."""
+    return [f"{schema.PROBABILITY_PREFIX}{name}" for name in D.CLASS_NAMES]
+
+
+def prediction_table(review_ids: list[str], probabilities: np.ndarray) -> pd.DataFrame:
+    """One row per review: id, predicted class name, class probabilities."""
+    import pandas as pd
+
+    table = pd.DataFrame({schema.REVIEW_ID: [str(r) for r in review_ids]})
+    table[schema.PREDICTED_LABEL] = [D.CLASS_NAMES[i] for i in probabilities.argmax(axis=1)]
+    for column, values in zip(probability_columns(), probabilities.T, strict=True):
+        table[column] = values
+    return table
+
+
+def write_predictions(table: pd.DataFrame, path: str | Path) -> None:
+    """The predictions as Parquet (the evaluate step's `predictions` output)."""
+    Path(path).parent.mkdir(parents=True, exist_ok=True)
+    table.to_parquet(path, index=False)
