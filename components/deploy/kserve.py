@@ -1,0 +1,371 @@
+"""The ``kserve`` deploy backend: roll a model version out as a KServe InferenceService canary.
+
+`rollout` reads the InferenceService, decides (`components.deploy.kserve_decision`) and acts:
+
+- absent: create it (`components.deploy.inference_service`), wait until Ready, probe it; on a timeout or a
+  failed probe it is deleted again (``rolled_back``: nothing was serving before);
+- this version live: ``no_op``;
+- another version live: write the canary, wait until it is up, probe its URL, then promote it, or roll it back
+  on a timeout, a failure KServe reports, or a failed probe (``rolled_back``, the reason in ``message``).
+
+Every write is first sent as a server-side dry run and the object the server would store is compared with the
+one sent: an API server prunes fields its CRD does not know without an error (before strict field validation),
+so a KServe too old for the mode's canary field is reported before anything changes. Writes replace the object
+at the resourceVersion read (a conflict with KServe's controller is retried). A 403 becomes one error naming
+the verb, the resource and the namespace.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any, Literal
+
+from components.deploy import inference_service as isvc_
+from components.deploy import kserve_decision as D
+from components.deploy.config import DeployConfig, canonical_mode
+
+log = logging.getLogger(__name__)
+Json = dict[str, Any]
+SERVICE_ACCOUNT_NAMESPACE = Path("/var/run/secrets/kubernetes.io/serviceaccount/namespace")
+#: The verbs the backend needs on inferenceservices.serving.kserve.io (docs/kserve.md, the Role in manifests/).
+VERBS = ("get", "create", "update", "delete")
+_CONFLICT_RETRIES = 5
+_FIELD_HINTS = {
+    "spec.canary": "Standard-mode canaries need KServe 0.20 or newer (spec.canary)",
+    "spec.predictor.canaryTrafficPercent": "Knative-mode canaries need canaryTrafficPercent (KServe 0.6 or newer)",
+}
+
+
+class KServeError(RuntimeError):
+    """The cluster cannot do the rollout: KServe missing or too old, an unsupported mode, a denied request."""
+
+
+@dataclass(frozen=True)
+class Resource:
+    """Where InferenceServices live on the API server (tests point it at one that is not installed)."""
+
+    group: str = isvc_.GROUP
+    version: str = isvc_.VERSION
+    plural: str = isvc_.PLURAL
+
+    @property
+    def crd_name(self) -> str:
+        return f"{self.plural}.{self.group}"
+
+
+INFERENCE_SERVICES = Resource()
+
+
+@dataclass(frozen=True)
+class Rollout:
+    """What the rollout did. The caller moves MLflow's ``champion`` only on ``created`` and ``promoted``."""
+
+    action: Literal["created", "promoted", "rolled_back", "no_op"]
+    mode: Literal["Knative", "Standard"]
+    endpoint: str
+    name: str
+    namespace: str
+    message: str
+
+    def to_dict(self) -> dict[str, str]:
+        return asdict(self)
+
+
+def load_api_client() -> Any:
+    """A ``kubernetes.client.ApiClient``: the pod's service account in a cluster, else the kubeconfig.
+
+    Raises:
+        KServeError: Neither is there.
+    """
+    from kubernetes import client, config
+    from kubernetes.config.config_exception import ConfigException
+
+    try:
+        config.load_incluster_config()
+        return client.ApiClient()
+    except ConfigException:
+        pass
+    try:
+        return config.new_client_from_config()
+    except (ConfigException, OSError) as error:
+        raise KServeError(
+            f"no Kubernetes credentials: not in a pod and no usable kubeconfig ({error}); run the step in the "
+            "cluster or set KUBECONFIG"
+        ) from None
+
+
+def resolve_namespace(
+    configured: str, *, service_account_namespace: Path = SERVICE_ACCOUNT_NAMESPACE, kubeconfig: str | None = None
+) -> str:
+    """``configured``, else the pod's namespace, else the kubeconfig's current context's namespace.
+
+    Raises:
+        KServeError: None of them is there.
+    """
+    if configured.strip():
+        return configured.strip()
+    try:
+        namespace = service_account_namespace.read_text().strip()
+    except OSError:
+        namespace = ""
+    if namespace:
+        return namespace
+    from kubernetes import config
+    from kubernetes.config.config_exception import ConfigException
+
+    try:
+        _, current = config.list_kube_config_contexts(config_file=kubeconfig)
+        namespace = (current.get("context") or {}).get("namespace") or ""
+    except (ConfigException, OSError):
+        namespace = ""
+    if not namespace:
+        raise KServeError(
+            f"no namespace for the InferenceService: kserve_namespace is empty, {service_account_namespace} is "
+            "missing (not in a pod) and the kubeconfig's current context names none; set kserve_namespace"
+        )
+    return namespace
+
+
+class _Cluster:
+    """The InferenceService calls, with 403/404 turned into errors a user can act on."""
+
+    def __init__(self, api_client: Any, namespace: str, resource: Resource) -> None:
+        from kubernetes.client import CustomObjectsApi
+
+        self.api = CustomObjectsApi(api_client)
+        self.namespace = namespace
+        self.resource = resource
+        self.args = (resource.group, resource.version, namespace, resource.plural)
+
+    def _error(self, error: Any, verb: str) -> Exception:
+        if error.status == 403:
+            r = self.resource
+            return KServeError(
+                f"permission denied: cannot {verb} {r.crd_name} in namespace {self.namespace} "
+                f"({_server_message(error)}). Fix: bind the step's service account to a Role with apiGroups "
+                f"[{r.group}], resources [{r.plural}], verbs [{', '.join(VERBS)}] in that namespace (the deploy Role "
+                "in manifests/)"
+            )
+        if error.status == 404 and not _names_object(error):
+            return self.not_installed()
+        return error
+
+    def not_installed(self) -> KServeError:
+        return KServeError(
+            f"KServe is not installed: the CRD {self.resource.crd_name} ({self.resource.group}/"
+            f"{self.resource.version}) is not served by this cluster; install KServe or use deploy_backend local"
+        )
+
+    def check_installed(self) -> None:
+        """Discovery (every authenticated user may read it): is the InferenceService resource served?"""
+        from kubernetes.client.exceptions import ApiException
+
+        try:
+            listing = self.api.get_api_resources(self.resource.group, self.resource.version)
+        except ApiException as error:
+            if error.status == 404:
+                raise self.not_installed() from None
+            raise
+        if not any(r.name == self.resource.plural for r in listing.resources or []):
+            raise self.not_installed()
+
+    def get(self, name: str) -> Json | None:
+        from kubernetes.client.exceptions import ApiException
+
+        try:
+            found: Json = self.api.get_namespaced_custom_object(*self.args, name)
+            return found
+        except ApiException as error:
+            if error.status == 404 and _names_object(error):
+                return None
+            raise self._error(error, "get") from None
+
+    def create(self, body: Json) -> Json:
+        from kubernetes.client.exceptions import ApiException
+
+        body = body | {"apiVersion": f"{self.resource.group}/{self.resource.version}"}
+        try:
+            _check_kept(body, self.api.create_namespaced_custom_object(*self.args, body, dry_run="All"))
+            created: Json = self.api.create_namespaced_custom_object(*self.args, body)
+        except ApiException as error:
+            raise self._error(error, "create") from None
+        _check_kept(body, created)
+        return created
+
+    def update(self, name: str, edit: Callable[[Json], Json]) -> Json:
+        """Apply ``edit`` to the current object and replace it (re-read and re-applied on a conflict)."""
+        from kubernetes.client.exceptions import ApiException
+
+        for attempt in range(_CONFLICT_RETRIES):
+            current = self.get(name)
+            if current is None:
+                raise KServeError(f"InferenceService {self.namespace}/{name} disappeared during the rollout")
+            body = edit(current)
+            try:
+                _check_kept(body, self.api.replace_namespaced_custom_object(*self.args, name, body, dry_run="All"))
+                stored: Json = self.api.replace_namespaced_custom_object(*self.args, name, body)
+            except ApiException as error:
+                if error.status == 409 and attempt + 1 < _CONFLICT_RETRIES:
+                    continue
+                raise self._error(error, "update") from None
+            _check_kept(body, stored)
+            return stored
+        raise AssertionError("unreachable")
+
+    def delete(self, name: str) -> None:
+        from kubernetes.client.exceptions import ApiException
+
+        try:
+            self.api.delete_namespaced_custom_object(*self.args, name, propagation_policy="Background")
+        except ApiException as error:
+            if error.status != 404:
+                raise self._error(error, "delete") from None
+
+
+def _server_message(error: Any) -> str:
+    import json
+
+    try:
+        return str(json.loads(error.body).get("message") or error.reason)
+    except (TypeError, ValueError, AttributeError):
+        return str(error.reason)
+
+
+def _names_object(error: Any) -> bool:
+    """A 404 about an object (a Status naming it), not about the resource type being unknown."""
+    import json
+
+    try:
+        details = json.loads(error.body).get("details") or {}
+    except (TypeError, ValueError, AttributeError):
+        return False
+    return bool(details.get("name"))
+
+
+def _check_kept(sent: Json, stored: Json) -> None:
+    """Fail when the server dropped part of what was sent (a CRD without the field)."""
+    dropped = isvc_.dropped_fields({"spec": sent.get("spec"), "metadata": sent.get("metadata")}, stored)
+    dropped = [p for p in dropped if not p.startswith(("metadata.resourceVersion", "metadata.managedFields"))]
+    if dropped:
+        hints = [hint for field, hint in _FIELD_HINTS.items() if any(p.startswith(field) for p in dropped)]
+        raise KServeError(
+            f"the InferenceService CRD on this cluster does not know {', '.join(dropped)} (the API server dropped "
+            f"it; nothing was changed){': ' + '; '.join(hints) if hints else ''}. Upgrade KServe"
+        )
+
+
+def _wait(
+    cluster: _Cluster, name: str, check: Callable[[Json], D.Progress], timeout_s: float, poll_s: float
+) -> D.Progress:
+    deadline = time.monotonic() + timeout_s
+    while True:
+        current = cluster.get(name)
+        progress = (
+            D.Progress("failed", detail="the InferenceService was deleted") if current is None else check(current)
+        )
+        if progress.state != "waiting":
+            return progress
+        if time.monotonic() >= deadline:
+            return D.Progress("failed", detail=f"not ready within {timeout_s:g} s ({progress.detail})")
+        time.sleep(poll_s)
+
+
+def _probe(probe: Callable[[str], None] | None, url: str) -> str:
+    """'' when the probe passes (or there is none), else why it failed."""
+    if probe is None:
+        return ""
+    try:
+        probe(url)
+    except Exception as error:  # the probe's own failure, whatever it is, means a bad model
+        return f"probe of {url} failed: {type(error).__name__}: {error}"
+    return ""
+
+
+def rollout(
+    api_client: Any,
+    config: DeployConfig,
+    *,
+    storage_uri: str,
+    model_version: str,
+    image: str,
+    probe: Callable[[str], None] | None = None,
+    poll_seconds: float = 2.0,
+    resource: Resource = INFERENCE_SERVICES,
+) -> Rollout:
+    """Roll ``model_version`` out on KServe: create, canary then promote or roll back, or nothing.
+
+    Args:
+        api_client: A ``kubernetes.client.ApiClient`` (`load_api_client`).
+        config: The deploy options (name, namespace, mode of a new InferenceService, canary %, runtime, timeout).
+        storage_uri: Where KServe's storage initializer finds the model directory.
+        model_version: The registered model version (its annotation makes a repeated deploy a no-op).
+        image: The project's serve image (``serving_runtime`` project).
+        probe: Called with the canary's (or a new InferenceService's) URL once it is ready; raises on a bad model.
+        poll_seconds: Seconds between two reads of the status.
+        resource: Where InferenceServices live (KServe's by default).
+
+    Raises:
+        ValueError: A bad option or input.
+        KServeError: KServe missing or too old for the mode, an unsupported mode, a permission missing.
+    """
+    config.validate()
+    namespace = resolve_namespace(config.kserve_namespace)
+    name, timeout = config.inference_service, float(config.rollout_timeout_seconds)
+    predictor = isvc_.render_predictor(config, storage_uri=storage_uri, model_version=model_version, image=image)
+    cluster = _Cluster(api_client, namespace, resource)
+    cluster.check_installed()
+    existing = cluster.get(name)
+    try:
+        plan = D.decide(existing, model_version, canonical_mode(config.kserve_mode))
+    except D.UnsupportedModeError as error:
+        raise KServeError(str(error)) from None
+
+    def result(action: Any, mode: str, message: str, obj: Json | None = None) -> Rollout:
+        log.info("kserve %s %s/%s: %s", action, namespace, name, message)
+        return Rollout(action, mode, D.endpoint(obj or {}), name, namespace, message)  # type: ignore[arg-type]
+
+    if plan.action == "create":
+        body = isvc_.render_inference_service(
+            config, namespace=namespace, storage_uri=storage_uri, model_version=model_version, image=image
+        )
+        created = cluster.create(body)
+        progress = _wait(cluster, name, lambda obj: D.ready_progress(obj, 1), timeout, poll_seconds)
+        current = cluster.get(name) or created
+        mode = D.deployment_mode(current, plan.mode or "Knative")
+        failure = progress.detail if progress.state == "failed" else _probe(probe, progress.url)
+        if failure:
+            cluster.delete(name)
+            return result(
+                "rolled_back",
+                mode,
+                f"version {model_version}: {failure}; the new InferenceService was deleted (nothing served before it)",
+            )
+        return result("created", mode, f"version {model_version} serves 100 % of the traffic", current)
+
+    assert existing is not None
+    if plan.stale_canary:
+        existing = cluster.update(name, lambda obj: D.rolled_back(obj, plan.mode))
+    if plan.action == "no_op":
+        return result("no_op", plan.mode, plan.reason, existing)
+
+    canary = isvc_.predictor_name(name, model_version)
+    percent = config.canary_traffic_percent
+    written = cluster.update(name, lambda obj: D.with_canary(obj, plan, predictor, percent=percent, canary_name=canary))
+    generation = int(written["metadata"].get("generation", 1))
+    progress = _wait(
+        cluster, name, lambda obj: D.canary_progress(obj, plan.mode, generation, canary), timeout, poll_seconds
+    )
+    failure = progress.detail if progress.state == "failed" else _probe(probe, progress.url)
+    if failure:
+        back = cluster.update(name, lambda obj: D.rolled_back(obj, plan.mode))
+        return result("rolled_back", plan.mode, f"canary of version {model_version} rolled back: {failure}", back)
+    promoted = cluster.update(name, lambda obj: D.promoted(obj, plan.mode))
+    generation = int(promoted["metadata"].get("generation", 1))
+    confirmed = _wait(cluster, name, lambda obj: D.ready_progress(obj, generation), timeout, poll_seconds)
+    note = "" if confirmed.state == "ready" else f" (promotion written; {confirmed.detail})"
+    message = f"canary of version {model_version} passed at {percent} % and was promoted to 100 %{note}"
+    return result("promoted", plan.mode, message, cluster.get(name) or promoted)

@@ -1,0 +1,266 @@
+"""What a KServe rollout does, decided from the InferenceService as the API server returns it (pure functions).
+
+`decide` reads the deployment mode and the versions (`read_state`) and returns a `Plan`: ``create`` (absent),
+``canary`` (another version is live) or ``no_op`` (this version is live).  The spec edits follow KServe's own
+semantics, per mode:
+
+- ``Knative``: the predictor is replaced by the new one with ``canaryTrafficPercent: N`` (a new revision gets
+  N %, the revision rolled out before keeps the rest); promote: remove ``canaryTrafficPercent`` (100 % to the
+  latest revision); roll back: ``canaryTrafficPercent: 0`` (all traffic back on the previous revision; the
+  spec keeps the failed model, so the predictor also records the version rolled out before it).
+- ``Standard``: ``spec.canary: [{trafficPercent: N, predictor: {name: v<version>, …}}]`` (a second Deployment);
+  promote: the canary's predictor becomes ``spec.predictor`` (same name, so its pods stay) and the entry goes;
+  roll back: the entry goes.  ``canaryTrafficPercent`` is never used there (Standard mode ignores it and would
+  roll out 100 %).
+
+`canary_progress` and `ready_progress` read the status KServe's controller writes.
+"""
+
+from __future__ import annotations
+
+import copy
+from dataclasses import dataclass
+from typing import Any, Literal
+
+from components.deploy import inference_service as isvc_
+from components.deploy.config import MODE_ALIASES, MODES
+
+Json = dict[str, Any]
+Action = Literal["create", "canary", "no_op"]
+#: Fields a Standard-mode canary entry may not set (KServe's validation: canaries run fixed replicas).
+_NOT_ON_CANARY = ("maxReplicas", "minReplicas", "scaleTarget", "scaleMetric", "autoScaling", "workerSpec")
+#: modelStatus.transitionStatus values that mean the model will not load as it is.
+_FAILED_TRANSITIONS = ("BlockedByFailedLoad", "InvalidSpec")
+
+
+class UnsupportedModeError(ValueError):
+    """An InferenceService whose deployment mode this rollout cannot handle (or cannot tell)."""
+
+
+@dataclass(frozen=True)
+class State:
+    """An existing InferenceService as far as the rollout cares.
+
+    Attributes:
+        mode: ``Knative`` or ``Standard``.
+        live: The model version that takes the stable traffic ('' when not ours or unknown).
+        candidate: The version of an unfinished canary ('' when none).
+    """
+
+    mode: str
+    live: str
+    candidate: str
+
+
+@dataclass(frozen=True)
+class Plan:
+    action: Action
+    mode: str
+    reason: str
+    #: The live version, recorded on a Knative canary so that a roll back still knows it.
+    live: str = ""
+    #: An unfinished canary of another version is there (an earlier run stopped): roll it back first.
+    stale_canary: bool = False
+
+
+@dataclass(frozen=True)
+class Progress:
+    """``waiting``, ``ready`` (with the URL to probe) or ``failed`` (with the reason)."""
+
+    state: Literal["waiting", "ready", "failed"]
+    url: str = ""
+    detail: str = ""
+
+
+def deployment_mode(isvc: Json | None, configured: str = "") -> str:
+    """The mode KServe runs ``isvc`` in: ``status.deploymentMode``, else its annotation, else ``configured``
+    (older names rewritten), as KServe itself decides it.
+
+    Raises:
+        UnsupportedModeError: ModelMesh or an unknown mode, or no mode to be told at all.
+    """
+    status_mode = ((isvc or {}).get("status") or {}).get("deploymentMode") or ""
+    annotation = (((isvc or {}).get("metadata") or {}).get("annotations") or {}).get(isvc_.MODE_ANNOTATION) or ""
+    mode = status_mode or annotation or configured
+    mode = MODE_ALIASES.get(mode, mode)
+    if not mode:
+        name = ((isvc or {}).get("metadata") or {}).get("name", "")
+        raise UnsupportedModeError(
+            f"InferenceService {name}: its deployment mode is neither in status.deploymentMode nor in the "
+            f"{isvc_.MODE_ANNOTATION} annotation; set kserve_mode to the mode it runs in (Knative or Standard)"
+        )
+    if mode not in MODES:
+        raise UnsupportedModeError(
+            f"deployment mode {mode!r} is not supported for canary rollouts; use Knative or Standard "
+            "(Serverless and RawDeployment are rewritten to these)"
+        )
+    return mode
+
+
+def _version(predictor: Json, key: str = isvc_.VERSION_ANNOTATION) -> str:
+    return str((predictor.get("annotations") or {}).get(key) or "")
+
+
+def read_state(isvc: Json, configured_mode: str = "") -> State:
+    """The mode, the live version and an unfinished canary's version of an existing InferenceService."""
+    mode = deployment_mode(isvc, configured_mode)
+    spec = isvc.get("spec") or {}
+    predictor = spec.get("predictor") or {}
+    if mode == "Standard":
+        canaries = spec.get("canary") or []
+        candidate = _version(canaries[0].get("predictor") or {}) if canaries else ""
+        return State(mode, _version(predictor), candidate)
+    percent = predictor.get("canaryTrafficPercent")
+    if percent is None or percent >= 100:
+        return State(mode, _version(predictor), "")
+    previous = _version(predictor, isvc_.PREVIOUS_VERSION_ANNOTATION)
+    return State(mode, previous, "" if percent == 0 else _version(predictor))
+
+
+def decide(isvc: Json | None, model_version: str, configured_mode: str = "") -> Plan:
+    """What to do to serve ``model_version``: create, canary or nothing."""
+    if isvc is None:
+        return Plan("create", configured_mode, "no InferenceService yet: create it at 100 %")
+    state = read_state(isvc, configured_mode)
+    stale = bool(state.candidate) and state.candidate != model_version
+    if state.live == model_version:
+        reason = f"model version {model_version} is already live"
+        if state.candidate:
+            reason += f"; the unfinished canary of version {state.candidate} is rolled back"
+        return Plan("no_op", state.mode, reason, state.live, bool(state.candidate))
+    live = f"version {state.live}" if state.live else "a model without a version annotation"
+    return Plan("canary", state.mode, f"{live} is live: canary for version {model_version}", state.live, stale)
+
+
+# --- spec edits (each returns a copy) ----------------------------------------------------------------------------
+
+
+def _stable_rest(predictor: Json) -> Json:
+    """``predictor`` without what serves the model (its implementation) and without canary settings."""
+    drop = (*isvc_.IMPLEMENTATIONS, "canaryTrafficPercent")
+    return {key: copy.deepcopy(value) for key, value in predictor.items() if key not in drop}
+
+
+def _merged(base: Json, new_predictor: Json) -> Json:
+    merged = _stable_rest(base) | copy.deepcopy(new_predictor)
+    annotations = dict(base.get("annotations") or {})
+    annotations.pop(isvc_.PREVIOUS_VERSION_ANNOTATION, None)
+    merged["annotations"] = annotations | dict(new_predictor.get("annotations") or {})
+    return merged
+
+
+def with_canary(isvc: Json, plan: Plan, new_predictor: Json, *, percent: int, canary_name: str) -> Json:
+    """``isvc`` with ``new_predictor`` (from `inference_service.render_predictor`) as a canary at ``percent``.
+
+    The stable predictor's other settings (replicas, resources, placement) are kept for the new model.
+    """
+    out = copy.deepcopy(isvc)
+    spec = out["spec"]
+    stable = spec.get("predictor") or {}
+    if plan.mode == "Standard":
+        predictor = {k: v for k, v in _merged(stable, new_predictor).items() if k not in _NOT_ON_CANARY}
+        spec["canary"] = [{"trafficPercent": percent, "predictor": predictor | {"name": canary_name}}]
+        annotations = out["metadata"].setdefault("annotations", {})
+        annotations[isvc_.MODE_ANNOTATION] = "Standard"  # KServe accepts spec.canary only with it set so
+        return out
+    predictor = _merged(stable, new_predictor) | {"canaryTrafficPercent": percent}
+    if plan.live:
+        predictor["annotations"][isvc_.PREVIOUS_VERSION_ANNOTATION] = plan.live
+    spec["predictor"] = predictor
+    return out
+
+
+def promoted(isvc: Json, mode: str) -> Json:
+    """``isvc`` with its canary taking all the traffic (and becoming the stable predictor)."""
+    out = copy.deepcopy(isvc)
+    spec = out["spec"]
+    if mode == "Standard":
+        canaries = spec.pop("canary", None) or []
+        if canaries:
+            spec["predictor"] = _stable_rest(spec["predictor"]) | copy.deepcopy(canaries[0]["predictor"])
+        return out
+    spec["predictor"].pop("canaryTrafficPercent", None)
+    return out
+
+
+def rolled_back(isvc: Json, mode: str) -> Json:
+    """``isvc`` with all traffic back on the predictor rolled out before its canary."""
+    out = copy.deepcopy(isvc)
+    if mode == "Standard":
+        out["spec"].pop("canary", None)
+    else:
+        out["spec"]["predictor"]["canaryTrafficPercent"] = 0
+    return out
+
+
+# --- reading the status -----------------------------------------------------------------------------------------
+
+
+def _condition(isvc: Json, type_: str) -> Json:
+    for condition in (isvc.get("status") or {}).get("conditions") or []:
+        if condition.get("type") == type_:
+            return dict(condition)
+    return {}
+
+
+def _why(condition: Json) -> str:
+    return " ".join(part for part in (condition.get("reason"), condition.get("message")) if part) or "not ready"
+
+
+def endpoint(isvc: Json) -> str:
+    """The InferenceService's URL (``status.url``), else its cluster address."""
+    status = isvc.get("status") or {}
+    return str(status.get("url") or (status.get("address") or {}).get("url") or "")
+
+
+def _observed(isvc: Json, generation: int) -> bool:
+    return int((isvc.get("status") or {}).get("observedGeneration") or 0) >= generation
+
+
+def _load_failure(model_status: Json) -> str:
+    if model_status.get("transitionStatus") in _FAILED_TRANSITIONS:
+        info = model_status.get("lastFailureInfo") or {}
+        return f"{model_status['transitionStatus']}: {info.get('reason', '')} {info.get('message', '')}".strip()
+    return ""
+
+
+def ready_progress(isvc: Json, generation: int) -> Progress:
+    """Whether ``generation`` of the spec is observed and Ready (a new InferenceService, a promotion)."""
+    if not _observed(isvc, generation):
+        return Progress("waiting", detail=f"generation {generation} not observed yet")
+    failure = _load_failure((isvc.get("status") or {}).get("modelStatus") or {})
+    if failure:
+        return Progress("failed", detail=failure)
+    ready = _condition(isvc, "Ready")
+    if ready.get("status") == "True":
+        return Progress("ready", url=endpoint(isvc))
+    return Progress("waiting", detail=_why(ready) if ready else "no Ready condition yet")
+
+
+def canary_progress(isvc: Json, mode: str, generation: int, canary_name: str) -> Progress:
+    """Whether the canary written as ``generation`` is up; its URL for the probe when it is."""
+    if not _observed(isvc, generation):
+        return Progress("waiting", detail=f"generation {generation} not observed yet")
+    status = isvc.get("status") or {}
+    namespace, name = isvc["metadata"].get("namespace", ""), isvc["metadata"]["name"]
+    if mode == "Standard":
+        mine = [c for c in status.get("canaryStatuses") or [] if c.get("name") == canary_name]
+        failure = _load_failure((mine[0].get("modelStatus") or {}) if mine else {})
+        if failure:
+            return Progress("failed", detail=f"canary {canary_name}: {failure}")
+        condition = _condition(isvc, "CanaryPredictorReady")
+        if condition.get("status") == "True" and mine and mine[0].get("ready"):
+            return Progress("ready", url=f"http://{name}-{canary_name}-predictor.{namespace}.svc")
+        return Progress("waiting", detail=_why(condition) if condition else "no CanaryPredictorReady condition yet")
+    predictor = (status.get("components") or {}).get("predictor") or {}
+    created, ready_revision = predictor.get("latestCreatedRevision"), predictor.get("latestReadyRevision")
+    failure = _load_failure(status.get("modelStatus") or {})
+    ready = _condition(isvc, "Ready")
+    if failure or (ready.get("status") == "False" and created and created != ready_revision):
+        return Progress("failed", detail=failure or f"revision {created}: {_why(ready)}")
+    latest = [t for t in predictor.get("traffic") or [] if t.get("latestRevision")]
+    up = ready.get("status") == "True" and created and created == ready_revision
+    if up and latest and latest[0].get("revisionName") in (None, created):
+        url = latest[0].get("url") or predictor.get("url") or endpoint(isvc)
+        return Progress("ready", url=str(url))
+    return Progress("waiting", detail=f"revision {created or '?'} not ready ({_why(ready) if ready else 'no Ready'})")

@@ -1,0 +1,102 @@
+"""Rendering the InferenceService: both predictors, the mode annotation with KServe's current names, bad input
+named, and the result round-tripped through KServe's SDK models (``kserve`` 0.21)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+
+from components.deploy import inference_service as I
+from components.deploy.config import DeployConfig
+
+Json = dict[str, Any]
+IMAGE = "registry.example/bert-kfp/serve:0.1.0"
+V = I.VERSION_ANNOTATION
+
+
+def _render(version: str = "3", **options: Any) -> Json:
+    config = DeployConfig(deploy_backend="kserve", **options)
+    return I.render_inference_service(
+        config, namespace="ml", storage_uri=f"s3://models/bert/{version}", model_version=version, image=IMAGE
+    )
+
+
+@pytest.mark.parametrize(
+    ("runtime", "sdk_defaults"),
+    [("project", []), ("huggingface", ["spec.predictor.model.name"])],  # the SDK's ModelSpec fills name ''
+)
+def test_rendered_inference_service_round_trips_through_kserve_sdk_models(runtime: str, sdk_defaults: list) -> None:
+    from kserve import V1beta1InferenceService, V1beta1PredictorSpec
+
+    rendered = _render(serving_runtime=runtime, kserve_mode="Standard")
+    model = I.to_sdk_model(rendered)
+    assert isinstance(model, V1beta1InferenceService) and isinstance(model.spec.predictor, V1beta1PredictorSpec)
+    back = I.to_json(model)
+    assert I.dropped_fields(rendered, back) == []  # nothing lost
+    assert I.dropped_fields(back, rendered) == sdk_defaults  # nothing added but the SDK's defaults
+    assert I.to_json(I.to_sdk_model(back)) == back
+
+
+def test_project_runtime_runs_the_model_server_on_the_downloaded_model() -> None:
+    predictor = _render()["spec"]["predictor"]
+    (container,) = predictor["containers"]
+    assert container["name"] == "kserve-container" and container["image"] == IMAGE
+    assert container["command"] == ["python", "-m", "serving"]
+    args = container["args"]
+    assert args[args.index("--model-dir") + 1] == "/mnt/models"
+    assert args[args.index("--model-name") + 1] == "review-sentiment"
+    assert container["env"] == [{"name": "STORAGE_URI", "value": "s3://models/bert/3"}]
+    assert predictor["annotations"] == {V: "3"}
+
+
+def test_huggingface_runtime_uses_kserve_runtime_and_storage_uri() -> None:
+    model = _render(serving_runtime="huggingface")["spec"]["predictor"]["model"]
+    assert model["modelFormat"] == {"name": "huggingface"} and model["runtime"] == "kserve-huggingfaceserver"
+    assert model["storageUri"] == "s3://models/bert/3" and "--task=sequence_classification" in model["args"]
+
+
+@pytest.mark.parametrize(
+    ("configured", "annotation"),
+    [("Serverless", "Knative"), ("RawDeployment", "Standard"), ("Knative", "Knative"), ("", None)],
+)
+def test_mode_annotation_has_the_current_names(configured: str, annotation: str | None) -> None:
+    annotations = _render(kserve_mode=configured)["metadata"]["annotations"]
+    assert annotations.get(I.MODE_ANNOTATION) == annotation
+    assert annotations[I.TAG_ROUTING_ANNOTATION] == "true"
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "match"),
+    [
+        ({"storage_uri": ""}, "storage_uri"),
+        ({"image": "registry.example/serve:latest"}, "pinned tag"),
+        ({"image": "registry.example/serve"}, "pinned tag"),
+        ({"model_version": " "}, "model_version"),
+    ],
+)
+def test_bad_render_input_is_named(kwargs: Json, match: str) -> None:
+    args = {"storage_uri": "s3://m/1", "model_version": "1", "image": IMAGE} | kwargs
+    with pytest.raises(ValueError, match=match):
+        I.render_inference_service(DeployConfig(), namespace="ml", **args)
+
+
+def test_unknown_mode_and_long_names_are_refused() -> None:
+    with pytest.raises(ValueError, match="kserve_mode 'ModelMesh'"):
+        _render(kserve_mode="ModelMesh")
+    with pytest.raises(ValueError, match="longer than 63"):
+        I.predictor_name("a" * 50, "12")
+    assert I.predictor_name("review-sentiment", "12") == "v12"
+
+
+@pytest.mark.parametrize(
+    ("patch", "match"),
+    [
+        ({"spec": {"predictor": {"canaryTrafficPercnt": 10}}}, r"spec.predictor.canaryTrafficPercnt: not a field"),
+        ({"spec": {"predictor": {"minReplicas": "two"}}}, r"spec.predictor.minReplicas: expected int"),
+        ({"spec": {"canary": [{"trafficPercent": 10, "predictr": {}}]}}, r"spec.canary\[0\].predictr"),
+    ],
+)
+def test_sdk_models_name_the_bad_field(patch: Json, match: str) -> None:
+    with pytest.raises(ValueError, match=match):
+        I.to_sdk_model(patch)
