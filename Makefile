@@ -11,9 +11,18 @@ PROFILE  ?= onprem
 TARGET   ?= kfp
 PYTEST_ARGS ?=
 ARGS     ?=
+RUNNER   ?= subprocess
+# Container images (`make images`): podman or docker, whichever is installed (podman first).
+CONTAINER_TOOL ?= $(firstword $(foreach t,podman docker,$(if $(shell command -v $(t) 2>/dev/null),$(t))))
+IMAGES   ?= components train serve
+# The base image (default: images/Dockerfile's pinned public python image); `make container-runtime` prints a local one.
+BASE_IMAGE ?=
+# Builder-specific build flags (a CA bundle, an index), e.g. for podman behind a TLS-intercepting proxy:
+# IMAGE_BUILD_FLAGS='-v /etc/ssl/certs/ca-certificates.crt:/run/host-ca.crt:ro --build-arg PIP_CERT=/run/host-ca.crt'
+IMAGE_BUILD_FLAGS ?=
 
 .DEFAULT_GOAL := help
-.PHONY: help install run test test-all compile lint bench clean k8s-apiserver
+.PHONY: help install run test test-all compile lint bench clean k8s-apiserver images container-runtime
 
 help: ## List the targets
 	@grep -E '^[a-zA-Z0-9_-]+:.*?## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*?## "}; {printf "  %-12s %s\n", $$1, $$2}'
@@ -27,8 +36,8 @@ $(STAMP): pyproject.toml
 
 install: $(STAMP) ## Create .venv and install the project with its dev tools
 
-run: $(STAMP) ## Run the whole pipeline locally (DATA=file.csv to use your own data, OUTPUT=dir, ARGS='--epochs 1')
-	$(BIN)/python -m pipelines run $(if $(DATA),--data $(DATA)) $(if $(OUTPUT),--output $(OUTPUT)) $(ARGS)
+run: $(STAMP) ## Run the whole pipeline locally (DATA=file.csv, OUTPUT=dir, ARGS='--epochs 1', RUNNER=container)
+	$(BIN)/python -m pipelines run --runner $(RUNNER) $(if $(DATA),--data $(DATA)) $(if $(OUTPUT),--output $(OUTPUT)) $(ARGS)
 
 test: $(STAMP) ## Run the default test suite (fast; skips `slow`)
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
@@ -53,6 +62,19 @@ bench: $(STAMP) ## Run the benchmarks (NAME=bias to run one)
 
 k8s-apiserver: ## Build kube-apiserver + etcd for tests/k8s into K8S_TEST_CACHE (default ~/.cache/bert-kfp-k8s)
 	bash hack/k8s/build-apiserver.sh
+
+images: $(STAMP) ## Build the images (IMAGES=, BASE_IMAGE=, IMAGE_BUILD_FLAGS=) tagged as the compiled pipeline names them
+	@test -n "$(CONTAINER_TOOL)" || { echo "make images: neither podman nor docker found; make container-runtime installs podman" >&2; exit 2; }
+	@refs="$$($(BIN)/python -m components.common.image)" && for name in $(IMAGES); do \
+	  ref=$$(printf '%s\n' "$$refs" | sed -n "s/^$$name=//p"); \
+	  test -n "$$ref" || { echo "make images: unknown image $$name" >&2; exit 2; }; \
+	  echo "$(CONTAINER_TOOL) build --target $$name -t $$ref"; \
+	  $(CONTAINER_TOOL) build --network host -f images/Dockerfile --target $$name \
+	    $(if $(BASE_IMAGE),--build-arg BASE_IMAGE=$(BASE_IMAGE)) $(IMAGE_BUILD_FLAGS) -t $$ref . || exit 1; \
+	done
+
+container-runtime: ## Install podman + runc, build a local Debian base, start podman's Docker API; prints DOCKER_HOST, BASE_IMAGE
+	@bash hack/containers/runtime.sh
 
 clean: ## Remove build outputs and local runs (keeps .venv)
 	rm -rf build runs .pytest_cache

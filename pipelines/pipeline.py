@@ -7,6 +7,7 @@ from kfp import dsl
 from kfp.dsl import Artifact
 
 from components.bias_check.component import check_bias
+from components.common import image
 from components.evaluate.component import evaluate_classifier
 from components.feast_ingest.component import ingest_features
 from components.featurize.component import featurize_reviews
@@ -40,6 +41,7 @@ def build_pipeline(profile: Profile | None = None):
     Every parameter but ``data`` and ``checkpoint_root`` is a step's option; its default and its
     description come from that step's declaration (`pipelines.parameters`).
     """
+    image.pin(globals().values())  # the components' images, resolved now (registry, tag), not at import
     d = P.default
 
     def review_sentiment_pipeline(

@@ -5,10 +5,10 @@ from typing import NamedTuple
 from kfp import dsl
 from kfp.dsl import HTML, Artifact, ClassificationMetrics, Dataset, Input, Metrics, Model, Output
 
-from components.common.image import COMPONENTS_IMAGE
+from components.common.image import TRAIN_IMAGE
 
 
-@dsl.component(base_image=COMPONENTS_IMAGE, install_kfp_package=False)
+@dsl.component(base_image=TRAIN_IMAGE, install_kfp_package=False)
 def evaluate_classifier(
     feature_store: str,
     feast_config: str,

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import tomllib
 from pathlib import Path
 
 import pytest
@@ -10,6 +9,7 @@ import yaml
 from google.protobuf import json_format
 from kfp.pipeline_spec import pipeline_spec_pb2
 
+from components.common import image
 from pipelines.__main__ import main
 from pipelines.compile import PROFILES, compile_pipeline
 
@@ -43,12 +43,11 @@ def test_compiles_to_a_valid_pipeline_spec(tmp_path: Path, profile: str) -> None
     )
     executors = spec.deployment_spec["executors"]
     images = {name: e["container"]["image"] for name, e in executors.items()}
-    version = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["version"]
-    # Tuning and training run on the (CUDA) train image, every other step on the components image; tag =
-    # the package version.
-    for gpu_step in ("exec-tune-hyperparameters", "exec-train-classifier"):
-        assert images.pop(gpu_step).endswith(f"/train:{version}")
-    assert images and all(image.endswith(f"/components:{version}") for image in images.values())
+    built = image.images()  # what `make images` tags (registry, tag: components/common/image.py)
+    # The torch steps run on the (CUDA) train image, every other step on the components image.
+    for torch_step in ("exec-tune-hyperparameters", "exec-train-classifier", "exec-evaluate-classifier"):
+        assert images.pop(torch_step) == built["train"]
+    assert images and all(reference == built["components"] for reference in images.values())
     # Training takes the tuned hyper-parameters.
     hyper = tasks["train-classifier"].inputs.parameters["hyperparameters"].task_output_parameter
     assert (hyper.producer_task, hyper.output_parameter_key) == ("tune-hyperparameters", "best_params")
