@@ -1,4 +1,4 @@
-"""`python -m pipelines {run,compile}` — run the pipeline locally, or compile it for a cluster."""
+"""`python -m pipelines {run,compile,submit}` — run the pipeline locally, or compile it for a cluster (and submit)."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ from pathlib import Path
 
 def _parser() -> argparse.ArgumentParser:
     from components.common.options import DefaultsHelpFormatter, OneLineParser
-    from pipelines import parameters
+    from pipelines import parameters, submit
 
     parser = OneLineParser(prog="python -m pipelines", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True, parser_class=OneLineParser)
@@ -39,6 +39,7 @@ def _parser() -> argparse.ArgumentParser:
     )
     comp.add_argument("--profiles-file", type=Path, help="profiles YAML (default: pipelines/profiles.yaml)")
     comp.add_argument("--output", type=Path, help="YAML file (default: build/pipeline-<target>-<profile>.yaml)")
+    submit.add_subcommand(sub)
     return parser
 
 
@@ -90,6 +91,10 @@ def _compile(args: argparse.Namespace) -> int:
 
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
+    if args.command == "submit":
+        from pipelines.submit import run_subcommand
+
+        return run_subcommand(args)
     return _run(args) if args.command == "run" else _compile(args)
 
 
