@@ -48,6 +48,10 @@ test-all: $(STAMP) ## Run every test, the slow ones too
 compile: $(STAMP) ## Compile the pipeline YAML under build/ (PROFILE=onprem|eks|cpu)
 	$(BIN)/python -m pipelines compile --target $(TARGET) --profile $(PROFILE) --output build/pipeline-$(TARGET)-$(PROFILE).yaml
 
+.PHONY: submit
+submit: $(STAMP) ## Compile for PROFILE and start a run on Kubeflow Pipelines (DATA=s3://..., ARGS=; KFP_HOST, KFP_TOKEN: docs/cluster.md)
+	$(BIN)/python -m pipelines submit --profile $(PROFILE) $(if $(DATA),--data $(DATA)) $(ARGS)
+
 lint: $(STAMP) ## Lint, check formatting and the layering contract (steps import only common; no cycles)
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
