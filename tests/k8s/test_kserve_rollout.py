@@ -123,6 +123,7 @@ class Controller:
     def __init__(self, api: ApiClient, namespace: str, mode: str, script: dict[int, str] | None = None) -> None:
         self.api, self.namespace, self.mode, self.script = api, namespace, mode, script or {}
         self.handled = 0
+        self.specs: dict[int, Json] = {}  # the spec KServe's controller saw at each generation
         self.errors: list[BaseException] = []
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, daemon=True)
@@ -130,9 +131,10 @@ class Controller:
     def _run(self) -> None:
         while not self._stop.is_set():
             try:
-                generation = int(get(self.api, INFERENCE_SERVICE, self.namespace, NAME)["metadata"]["generation"])
+                isvc = get(self.api, INFERENCE_SERVICE, self.namespace, NAME)
+                generation = int(isvc["metadata"]["generation"])
                 if generation > self.handled:
-                    self.handled = generation
+                    self.handled, self.specs[generation] = generation, isvc["spec"]
                     _act(self.api, self.namespace, self.mode, self.script.get(generation, "ready"))
             except ApiException as error:
                 if error.status not in (404, 409):
@@ -183,9 +185,20 @@ def test_create_then_the_same_version_is_a_no_op(k8s_api: ApiClient, k8s_namespa
 def test_good_canary_is_promoted(k8s_api: ApiClient, k8s_namespace: str, mode: str) -> None:
     ns, probed = k8s_namespace, []
     _deployed(k8s_api, ns, mode)
-    with Controller(k8s_api, ns, mode):
+    with Controller(k8s_api, ns, mode) as controller:
         result = _rollout(k8s_api, _config(ns, "", canary_traffic_percent=25), "2", probe=probed.append)
     assert (result.action, result.mode) == ("promoted", mode), result
+    *_, canary_spec, promoted_spec = (controller.specs[g] for g in sorted(controller.specs))  # the two writes
+    if mode == "Standard":  # a second predictor at 25 %; the stable one untouched; never canaryTrafficPercent
+        (entry,) = canary_spec["canary"]
+        assert entry["trafficPercent"] == 25 and entry["predictor"]["name"] == "v2"
+        assert entry["predictor"]["containers"][0]["env"][0]["value"] == "s3://models/bert/2"
+        assert canary_spec["predictor"]["containers"][0]["env"][0]["value"] == "s3://models/bert/1"
+        assert "canaryTrafficPercent" not in str(controller.specs)
+    else:
+        assert canary_spec["predictor"]["canaryTrafficPercent"] == 25 and "canary" not in canary_spec
+        assert canary_spec["predictor"]["containers"][0]["env"][0]["value"] == "s3://models/bert/2"
+    assert promoted_spec == get(k8s_api, INFERENCE_SERVICE, ns, NAME)["spec"]
     assert "25 %" in result.message and "promotion written" not in result.message
     stored = get(k8s_api, INFERENCE_SERVICE, ns, NAME)
     predictor = stored["spec"]["predictor"]
