@@ -77,8 +77,9 @@ def split_lines(pending: bytes, chunk: bytes) -> tuple[list[str], bytes]:
 class LogFollower:
     """Streams the node-0 pod's log, line by line, to ``sink`` in a background thread.
 
-    Until the pod exists and its container has started the API server answers 400 (or 404); the follower
-    waits and asks again.  It stops at the end of the container's log or when `stop` is called.
+    Until the pod runs there is no log to follow (the API server answers with an empty body, 400 or 404); the
+    follower asks again every ``retry_s`` and, on a reconnect, skips the lines it has already passed on.  It ends
+    once the pod has ended and its log is read, or when `stop` is called.
     """
 
     def __init__(
@@ -87,7 +88,9 @@ class LogFollower:
         self.api_client, self.namespace, self.name, self.sink, self.retry_s = api_client, namespace, name, sink, retry_s
         self.tail: collections.deque[str] = collections.deque(maxlen=20)
         self.pod: str | None = None
+        self.attempts = 0
         self.last_error = ""
+        self._seen = 0  # lines of self.pod's log passed on
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name=f"logs-{name}", daemon=True)
 
@@ -99,9 +102,38 @@ class LogFollower:
         self._stop.set()
         self._thread.join(wait_s)
 
+    @property
+    def alive(self) -> bool:
+        return self._thread.is_alive()
+
     def _emit(self, line: str) -> None:
         self.tail.append(line)
         self.sink(line)
+
+    def _follow(self, core: Any, pod: str) -> None:
+        """Read the pod's log from its start, passing on the lines not passed on before."""
+        response = core.read_namespaced_pod_log(
+            pod, self.namespace, container=T.NODE, follow=True, _preload_content=False
+        )
+        count, pending = 0, b""
+        try:
+            for chunk in response.stream(4096):
+                lines, pending = split_lines(pending, chunk)
+                for line in lines:
+                    count += 1
+                    if count > self._seen:
+                        self._emit(line)
+                        self._seen = count
+                if self._stop.is_set():
+                    return
+            if pending and count + 1 > self._seen:
+                self._emit(pending.decode("utf-8", "replace"))
+                self._seen = count + 1
+        finally:
+            response.release_conn()
+
+    def _ended(self, core: Any, pod: str) -> bool:
+        return core.read_namespaced_pod(pod, self.namespace).status.phase in ("Succeeded", "Failed")
 
     def _run(self) -> None:
         from kubernetes.client import CoreV1Api
@@ -109,24 +141,16 @@ class LogFollower:
 
         core = CoreV1Api(self.api_client)
         while not self._stop.is_set():
+            self.attempts += 1
             try:
-                self.pod = node0_pod(self.api_client, self.namespace, self.name)
-                if self.pod is not None:
-                    response = core.read_namespaced_pod_log(
-                        self.pod, self.namespace, container=T.NODE, follow=True, _preload_content=False
-                    )
-                    pending = b""
-                    for chunk in response.stream(4096):
-                        lines, pending = split_lines(pending, chunk)
-                        for line in lines:
-                            self._emit(line)
-                        if self._stop.is_set():
-                            break
-                    if pending:
-                        self._emit(pending.decode("utf-8", "replace"))
-                    response.release_conn()
-                    return  # the container's log ended
-            except ApiException as error:  # 400: no node yet / container creating; 404: not there yet
+                pod = node0_pod(self.api_client, self.namespace, self.name)
+                if pod != self.pod:
+                    self.pod, self._seen = pod, 0
+                if pod is not None:
+                    self._follow(core, pod)
+                    if self._ended(core, pod):
+                        return
+            except ApiException as error:  # 400: container creating; 404: not there yet
                 self.last_error = f"{error.status} {error.reason}"
             except Exception as error:  # a dropped connection: ask again
                 self.last_error = f"{type(error).__name__}: {error}"

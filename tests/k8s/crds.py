@@ -1,4 +1,4 @@
-"""Load the KServe, Katib and Training Operator CRDs from shared/, make them acceptable to an old
+"""Load the KServe, Katib, Training Operator and Kubeflow Trainer CRDs from shared/, make them acceptable to an old
 API server, apply them and wait until they are Established.
 
 The CRD files are test data outside the repository (see ../shared/k8s/README.md); they are read
@@ -27,6 +27,7 @@ REQUIRED_CRDS = (
     "inferenceservices.serving.kserve.io",
     "experiments.kubeflow.org",
     "pytorchjobs.kubeflow.org",
+    "trainjobs.trainer.kubeflow.org",
 )
 # x-kubernetes-validations (CEL) and the like need a newer server than this.
 FIRST_MINOR_WITHOUT_COMPAT = 25
