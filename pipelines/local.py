@@ -44,6 +44,7 @@ HEADLINES = {
     "tune-hyperparameters": (("best_value", "best value"), ("trials_complete", "trials"), ("trials_pruned", "pruned")),
     "train-classifier": (("eval_accuracy", "validation accuracy"), ("samples_per_second", "samples/s")),
     "evaluate-classifier": (("accuracy", "test accuracy"), ("f1_macro", "macro-F1")),
+    "deploy-model": (("smoke_reviews", "smoke reviews"), ("smoke_matched", "answered as evaluate")),
 }
 
 
@@ -202,6 +203,7 @@ def build_summary(options: RunOptions, outputs: Any, started: float) -> dict[str
         "tuning": _read_json(outputs["tuning_report"]),
         "training": _read_json(outputs["training_report"]),
         "evaluation": _read_json(outputs["evaluation_report"]),
+        "deployment": json.loads(outputs["deployment"]),
     }
 
 
@@ -312,10 +314,17 @@ def run_pipeline(options: RunOptions) -> Path:
     return write_summary(options.output, build_summary(options, task.outputs, started))
 
 
+def deployment_line(deployment: dict[str, Any]) -> str:
+    """One line on the deployment: what was deployed where and how it went, or why nothing was."""
+    version = f"version {deployment.get('model_version')} of {deployment.get('registered_model')}"
+    if deployment.get("decision") != "deployed":
+        return f"Deployment: skipped ({version} stays challenger) — {deployment.get('reason', 'no reason given')}"
+    outcome = f", {deployment['outcome']}" if deployment.get("outcome") else ""
+    return f"Deployment: deployed {version} ({deployment.get('backend')}{outcome}) — {deployment.get('message', '')}"
+
+
 def print_ending(summary_path: Path) -> None:
-    """The run's last lines: where the summary is, and the deploy decision."""
+    """The run's last lines: the deployment, and where the summary is."""
     summary = json.loads(summary_path.read_text())
-    decision = summary.get("evaluation", {}).get("decision", {})
-    verdict = "deploy" if decision.get("deploy") else "do not deploy"
-    print(f"Deploy decision: {verdict} — {decision.get('reason', 'no decision')}")
+    print(deployment_line(summary.get("deployment") or {}))
     print(f"Pipeline succeeded. Summary: {summary_path.resolve()}")

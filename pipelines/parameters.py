@@ -14,6 +14,7 @@ from typing import Any, TypeVar
 
 from components.bias_check.core import BiasGates
 from components.common import options
+from components.deploy.config import DeployConfig
 from components.evaluate.config import EvaluateConfig
 from components.feast_ingest.core import IngestConfig
 from components.featurize.core import FeaturizeConfig
@@ -57,6 +58,20 @@ DECLARED_IN: dict[str, tuple[type, str]] = {
     "mlflow_tracking_uri": (IOArguments, "mlflow_tracking_uri"),
     "min_accuracy": (EvaluateConfig, "min_accuracy"),
     "registered_model_name": (EvaluateConfig, "registered_model_name"),
+    **{
+        name: (DeployConfig, name)
+        for name in (
+            "deploy_backend",
+            "canary_traffic_percent",
+            "inference_service",
+            "kserve_namespace",
+            "kserve_mode",
+            "serving_runtime",
+            "rollout_timeout_seconds",
+            "smoke_reviews",
+            "local_port",
+        )
+    },
 }
 
 #: Parameters the local run sets itself (they are places in the run directory), so `run` has no flag.

@@ -1,4 +1,5 @@
-"""The pipeline: prepare → bias check → featurize → Feast ingest → tune → train → evaluate (deploy decision)."""
+"""The pipeline: prepare → bias check → featurize → Feast ingest → tune → train → evaluate → deploy (if the gate
+passes)."""
 
 import inspect
 from typing import NamedTuple
@@ -8,6 +9,7 @@ from kfp.dsl import Artifact
 
 from components.bias_check.component import check_bias
 from components.common import image
+from components.deploy.component import deploy_model, skip_deployment
 from components.evaluate.component import evaluate_classifier
 from components.feast_ingest.component import ingest_features
 from components.featurize.component import featurize_reviews
@@ -20,8 +22,7 @@ from pipelines.profiles import Profile, place_on_gpu, use_feature_store, use_mlf
 PIPELINE_NAME = "bert-review-sentiment"
 DESCRIPTION = (
     "Product reviews → Clarify bias check → BERT features → Feast → Katib-style tuning (Optuna) → PyTorch "
-    "fine-tuning → evaluation "
-    "with the deploy decision."
+    "fine-tuning → evaluation with the deploy gate → MLflow registry, local model server or KServe canary."
 )
 
 
@@ -33,6 +34,8 @@ class PipelineOutputs(NamedTuple):
     tuning_report: Artifact
     training_report: Artifact
     evaluation_report: Artifact
+    #: The deployment report's JSON: deploy_model's when the gate passed, else skip_deployment's.
+    deployment: str
 
 
 def build_pipeline(profile: Profile | None = None):
@@ -74,6 +77,15 @@ def build_pipeline(profile: Profile | None = None):
         mlflow_tracking_uri: str = d("mlflow_tracking_uri"),
         registered_model_name: str = d("registered_model_name"),
         min_accuracy: float = d("min_accuracy"),
+        deploy_backend: str = d("deploy_backend"),
+        canary_traffic_percent: int = d("canary_traffic_percent"),
+        inference_service: str = d("inference_service"),
+        kserve_namespace: str = d("kserve_namespace"),
+        kserve_mode: str = d("kserve_mode"),
+        serving_runtime: str = d("serving_runtime"),
+        rollout_timeout_seconds: int = d("rollout_timeout_seconds"),
+        smoke_reviews: int = d("smoke_reviews"),
+        local_port: int = d("local_port"),
     ) -> PipelineOutputs:
         prepared = prepare_reviews(
             data=data,
@@ -147,6 +159,35 @@ def build_pipeline(profile: Profile | None = None):
             pipeline_run_id=dsl.PIPELINE_JOB_ID_PLACEHOLDER,
         ).set_display_name("evaluate")
         use_mlflow(use_feature_store(evaluated, profile), profile)
+        with dsl.If(evaluated.outputs["deploy"] == True, name="quality-gate-passed"):  # noqa: E712 (a KFP condition)
+            deployed = deploy_model(
+                model=trained.outputs["model"],
+                predictions=evaluated.outputs["predictions"],
+                reviews=prepared.outputs["reviews"],
+                model_version=evaluated.outputs["model_version"],
+                reason=evaluated.outputs["reason"],
+                max_seq_length=max_seq_length,
+                deploy_backend=deploy_backend,
+                canary_traffic_percent=canary_traffic_percent,
+                inference_service=inference_service,
+                kserve_namespace=kserve_namespace,
+                kserve_mode=kserve_mode,
+                serving_runtime=serving_runtime,
+                rollout_timeout_seconds=rollout_timeout_seconds,
+                smoke_reviews=smoke_reviews,
+                local_port=local_port,
+                mlflow_tracking_uri=mlflow_tracking_uri,
+                registered_model_name=registered_model_name,
+                pipeline_run_id=dsl.PIPELINE_JOB_ID_PLACEHOLDER,
+            ).set_display_name("deploy")
+            use_mlflow(deployed, profile)
+        with dsl.Else(name="quality-gate-failed"):
+            skipped = skip_deployment(
+                reason=evaluated.outputs["reason"],
+                model_version=evaluated.outputs["model_version"],
+                deploy_backend=deploy_backend,
+                registered_model_name=registered_model_name,
+            ).set_display_name("skip deployment")
         return PipelineOutputs(
             data_report=prepared.outputs["report"],
             bias_report=bias.outputs["report_json"],
@@ -155,10 +196,11 @@ def build_pipeline(profile: Profile | None = None):
             tuning_report=tuned.outputs["report_json"],
             training_report=trained.outputs["report"],
             evaluation_report=evaluated.outputs["report_json"],
+            deployment=dsl.OneOf(deployed.outputs["Output"], skipped.output),
         )
 
     names = list(inspect.signature(review_sentiment_pipeline).parameters)
     review_sentiment_pipeline.__doc__ = P.docstring(
-        "Build, train and evaluate a BERT review-sentiment classifier.", names
+        "Build, train, evaluate and deploy a BERT review-sentiment classifier.", names
     )
     return dsl.pipeline(name=PIPELINE_NAME, description=DESCRIPTION)(review_sentiment_pipeline)

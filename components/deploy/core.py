@@ -8,11 +8,12 @@ checks the options and that this version is in the registry, then rolls it out b
   reviews whose answers evaluate already knows (`components.deploy.smoke`) — and must answer each with
   evaluate's label; then it stops.  `make serve` serves the champion afterwards.
 - **kserve**: `components.deploy.kserve.rollout` creates the InferenceService or rolls the version out as a
-  canary and promotes or rolls it back.
+  canary and promotes or rolls it back; its probe sends the same smoke set to the ready canary
+  (`smoke_probe`), so a canary that answers otherwise than evaluate is rolled back.
 
 Only a successful rollout (local: the smoke test passed; kserve: ``created`` or ``promoted``) moves alias
 `champion` to the version.  A failed one — a smoke mismatch, a server that never gets ready, a rolled-back
-canary — raises `DeployFailed` (or `ServerNotReady`) and leaves `champion` where it was.  Bad input (an
+canary — raises `DeploymentError` (or `ServerNotReadyError`) and leaves `champion` where it was.  Bad input (an
 option, a model directory that does not load, a port in use, an MLflow store or version that is not
 there) raises `ValueError` before anything moves.
 """
@@ -22,6 +23,7 @@ from __future__ import annotations
 import contextlib
 import json
 import tempfile
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -29,14 +31,14 @@ from typing import Any
 from components.common import options, tracking
 from components.deploy import local
 from components.deploy.config import DeployConfig
-from components.deploy.smoke import SmokeReview, smoke_set
+from components.deploy.smoke import SmokeReview, compare, smoke_set
 
 DEPLOYED, SKIPPED = "deployed", "skipped"
 #: KServe rollout actions after which the version serves all traffic (and becomes the champion).
 PROMOTING_ACTIONS = ("created", "promoted")
 
 
-class DeployFailed(RuntimeError):
+class DeploymentError(RuntimeError):
     """The rollout failed (the served model disagreed with evaluate, or the canary was rolled back)."""
 
 
@@ -107,8 +109,8 @@ def deploy_local(
     """Serve and smoke-test locally; (endpoint, smoke result, message).
 
     Raises:
-        DeployFailed: A label differs from evaluate's.
-        ValueError, local.ServerNotReady: See `local.smoke_test`.
+        DeploymentError: A label differs from evaluate's.
+        ValueError, local.ServerNotReadyError: See `local.smoke_test`.
     """
     endpoint, result = local.smoke_test(
         model_dir,
@@ -120,7 +122,7 @@ def deploy_local(
         port=config.local_port,
     )
     if not result.ok:
-        raise DeployFailed(
+        raise DeploymentError(
             f"Smoke test failed: the model served at {endpoint} disagrees with evaluate: {result.describe()}. The "
             "served model is not the one evaluated (model directory, tokenizer or --max-seq-length differ); champion "
             "left unchanged."
@@ -131,48 +133,50 @@ def deploy_local(
     return endpoint, result.to_dict(), message
 
 
-def _kubernetes_client() -> Any:
-    """An API client from the pod's service account, else from the kubeconfig.
+def smoke_probe(reviews: list[SmokeReview], config: DeployConfig) -> Callable[[str], None]:
+    """The probe KServe's rollout calls with a ready canary's URL: the smoke reviews to its V1 route.  The
+    project's server must answer each with evaluate's label; KServe's Hugging Face runtime answers in its own
+    format, so there only one answer per review is required.
+
+    Raises (the probe):
+        DeploymentError: Labels that differ from evaluate's, or not one answer per review.
+        RuntimeError: An HTTP error.
+    """
+    texts = [r.text for r in reviews]
+
+    def probe(url: str) -> None:
+        endpoint = f"{url.rstrip('/')}/v1/models/{config.inference_service}:predict"
+        answers = local.predict_v1(endpoint, texts, timeout=float(config.rollout_timeout_seconds))
+        if config.serving_runtime != "project":
+            if len(answers) != len(texts):
+                raise DeploymentError(f"{endpoint} answered {len(answers)} predictions for {len(texts)} smoke reviews")
+            return
+        result = compare(reviews, answers)
+        if not result.ok:
+            raise DeploymentError(f"smoke test on {endpoint}: {result.describe()}")
+
+    return probe
+
+
+def deploy_kserve(config: DeployConfig, storage_uri: str, model_version: str, reviews: list[SmokeReview]) -> Any:
+    """Roll the version out with `components.deploy.kserve.rollout`, the smoke set as its probe; the rollout's
+    result (``.action``, ``.endpoint``, ``.message``, ...).
 
     Raises:
-        ValueError: Neither is there.
+        DeploymentError: The canary was rolled back.
+        kserve.KServeError: No cluster access, KServe missing or too old, a permission missing.
     """
-    from kubernetes import client
-    from kubernetes import config as kube_config
-
-    try:
-        kube_config.load_incluster_config()
-    except kube_config.ConfigException:
-        try:
-            kube_config.load_kube_config()
-        except (kube_config.ConfigException, OSError) as error:
-            raise ValueError(
-                f"--deploy-backend kserve needs a Kubernetes cluster: no service account in this pod and no usable "
-                f"kubeconfig ({' '.join(str(error).split())[:200]}). Run the step on the cluster, set KUBECONFIG, or "
-                "use --deploy-backend local."
-            ) from error
-    return client.ApiClient()
-
-
-def deploy_kserve(config: DeployConfig, storage_uri: str, model_version: str) -> Any:
-    """Roll the version out with `components.deploy.kserve.rollout`; its result (``.action``, ``.endpoint`` ...).
-
-    Raises:
-        DeployFailed: The canary was rolled back.
-    """
-    from components.common.image import SERVE_IMAGE
+    from components.common import image
     from components.deploy import kserve
 
+    probe = smoke_probe(reviews, config)
+    client = kserve.load_api_client()
+    serve_image = image.resolve(image.SERVE_IMAGE)  # the serve image this very step runs on
     result = kserve.rollout(
-        _kubernetes_client(),
-        config,
-        storage_uri=storage_uri,
-        model_version=model_version,
-        image=SERVE_IMAGE,
-        probe=None,
+        client, config, storage_uri=storage_uri, model_version=model_version, image=serve_image, probe=probe
     )
     if result.action == "rolled_back":
-        raise DeployFailed(
+        raise DeploymentError(
             f"KServe rollout of version {model_version} rolled back: {result.message}; champion left unchanged."
         )
     return result
@@ -209,7 +213,7 @@ def deploy(
 
     Raises:
         ValueError: Bad input, before anything moves.
-        DeployFailed, local.ServerNotReady: The rollout failed; champion unchanged.
+        DeploymentError, local.ServerNotReadyError: The rollout failed; champion unchanged.
     """
     options.check(config)
     if max_seq_length < 3:
@@ -231,7 +235,7 @@ def deploy(
                 )
             report.outcome = "promoted"
         else:
-            result = deploy_kserve(config, storage_uri, model_version)
+            result = deploy_kserve(config, storage_uri, model_version, reviews)
             report.endpoint, report.outcome, report.message = result.endpoint, result.action, result.message
             report.canary = result.to_dict()
     except Exception as error:

@@ -7,7 +7,7 @@ import it.  `smoke_test` serves a model directory, sends the smoke reviews to th
 answers with evaluate's.
 
 Errors: the server exiting before it is ready (a model directory that does not load, a port taken meanwhile)
-raises `ValueError` with the server's own ``error:`` line; not ready in time raises `ServerNotReady`.
+raises `ValueError` with the server's own ``error:`` line; not ready in time raises `ServerNotReadyError`.
 """
 
 from __future__ import annotations
@@ -35,7 +35,7 @@ CHUNK = 32
 STOP_GRACE_S = 15.0
 
 
-class ServerNotReady(RuntimeError):
+class ServerNotReadyError(RuntimeError):
     """The model server did not become ready in time."""
 
 
@@ -72,6 +72,26 @@ def _request(url: str, body: Any = None, timeout: float = 60.0) -> tuple[int, by
             return reply.status, reply.read()
     except urllib.error.HTTPError as error:
         return error.code, error.read()
+
+
+def predict_v1(endpoint: str, texts: list[str], timeout: float = 120.0) -> list[dict[str, Any]]:
+    """The V1 predictions of ``texts`` by the model at ``endpoint`` (…/v1/models/<name>:predict), in requests of
+    `CHUNK` texts.
+
+    Raises:
+        RuntimeError: The server answered with an error status, or without predictions.
+    """
+    answers: list[dict[str, Any]] = []
+    for start in range(0, len(texts), CHUNK):
+        status, body = _request(endpoint, {"instances": texts[start : start + CHUNK]}, timeout)
+        try:
+            predictions = json.loads(body)["predictions"] if status == 200 else None
+        except (ValueError, KeyError, TypeError):
+            predictions = None
+        if not isinstance(predictions, list):
+            raise RuntimeError(f"The model server answered HTTP {status} on {endpoint}: {body[:300]!r}")
+        answers += predictions
+    return answers
 
 
 @dataclass
@@ -111,7 +131,7 @@ class LocalServer:
 
         Raises:
             ValueError: The server exited (its ``error:`` line: a model that does not load, a port in use).
-            ServerNotReady: Not ready within ``timeout`` seconds (with the end of its log).
+            ServerNotReadyError: Not ready within ``timeout`` seconds (with the end of its log).
         """
         if self.process is None:
             raise RuntimeError("LocalServer.wait() before start()")
@@ -125,7 +145,7 @@ class LocalServer:
             if self.process.poll() is not None:
                 raise ValueError(f"The model server for {str(self.model_dir)!r} exited: {self.error_line()}")
             if time.monotonic() > deadline:
-                raise ServerNotReady(
+                raise ServerNotReadyError(
                     f"The model server for {str(self.model_dir)!r} was not ready within {timeout:.0f} s "
                     f"(--rollout-timeout-seconds); the end of its log ({self.log}):\n{self.tail()}"
                 )
@@ -141,18 +161,8 @@ class LocalServer:
         return self.log.read_text(errors="replace")[-chars:] if self.log.exists() else ""
 
     def predict(self, texts: list[str], timeout: float = 120.0) -> list[dict[str, Any]]:
-        """The V1 predictions of ``texts`` (in requests of `CHUNK` texts).
-
-        Raises:
-            RuntimeError: The server answered with an error status.
-        """
-        answers: list[dict[str, Any]] = []
-        for start in range(0, len(texts), CHUNK):
-            status, body = _request(self.v1, {"instances": texts[start : start + CHUNK]}, timeout)
-            if status != 200:
-                raise RuntimeError(f"The model server answered HTTP {status} on {self.v1}: {body[:300]!r}")
-            answers += json.loads(body)["predictions"]
-        return answers
+        """The V1 predictions of ``texts`` (see `predict_v1`)."""
+        return predict_v1(self.v1, texts, timeout)
 
     def stop(self) -> None:
         """SIGTERM the server's process group; SIGKILL it after `STOP_GRACE_S`."""
@@ -200,7 +210,7 @@ def smoke_test(
 
     Raises:
         ValueError: No such model directory, a port in use, or the server exited (its error line).
-        ServerNotReady: Not ready within ``timeout`` seconds.
+        ServerNotReadyError: Not ready within ``timeout`` seconds.
     """
     path = Path(model_dir)
     if not path.is_dir():

@@ -6,6 +6,8 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import numpy as np
+import pandas as pd
 import pytest
 import yaml
 from kfp import compiler, dsl
@@ -87,6 +89,7 @@ def test_train_then_evaluate_components(tmp_path: Path, store: Path) -> None:
     eval_metrics = _artifact(dsl.Metrics, tmp_path, "eval-metrics")
     html = _artifact(dsl.HTML, tmp_path, "report.html")
     eval_json = _artifact(dsl.Artifact, tmp_path, "eval.json")
+    predictions = _artifact(dsl.Dataset, tmp_path, "predictions")
     outputs = evaluate_classifier.python_func(
         feature_store=str(store),
         feast_config="local",
@@ -99,6 +102,7 @@ def test_train_then_evaluate_components(tmp_path: Path, store: Path) -> None:
         classification=classification,
         report_html=html,
         report_json=eval_json,
+        predictions=predictions,
     )
     assert outputs.deploy is True and "no champion yet" in outputs.reason and outputs.model_version == "1"
     evaluation = json.loads(Path(eval_json.path).read_text())
@@ -106,6 +110,17 @@ def test_train_then_evaluate_components(tmp_path: Path, store: Path) -> None:
     specs = classification.metadata["confusionMatrix"]["annotationSpecs"]
     assert [s["displayName"] for s in specs] == ["negative", "neutral", "positive"]
     assert "<svg" in Path(html.path).read_text()
+    predicted = pd.read_parquet(predictions.path)  # what deploy's smoke test compares the served model with
+    assert len(predicted) == 15 and predicted["review_id"].is_unique
+    probabilities = predicted[["probability_negative", "probability_neutral", "probability_positive"]].to_numpy()
+    assert np.allclose(probabilities.sum(axis=1), 1.0)
+    labels = np.array(["negative", "neutral", "positive"])[probabilities.argmax(axis=1)]
+    assert list(predicted["predicted_label"]) == list(labels)
+    accuracy = evaluation["accuracy"]
+    truth = pd.read_parquet(store.parent / "features.parquet").set_index("review_id")["label_id"]
+    assert (
+        labels == np.array(["negative", "neutral", "positive"])[truth[predicted["review_id"]]]
+    ).mean() == pytest.approx(accuracy)
 
     run = tracking.PipelineRun(uri, tracking.DEFAULT_EXPERIMENT, "run-1")
     data = run.client.get_run(run.run_id).data

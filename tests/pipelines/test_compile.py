@@ -47,10 +47,43 @@ def test_compiles_to_a_valid_pipeline_spec(tmp_path: Path, profile: str) -> None
     # The torch steps run on the (CUDA) train image, every other step on the components image.
     for torch_step in ("exec-tune-hyperparameters", "exec-train-classifier", "exec-evaluate-classifier"):
         assert images.pop(torch_step) == built["train"]
+    assert images.pop("exec-deploy-model") == built["serve"]  # it starts the model server
     assert images and all(reference == built["components"] for reference in images.values())
     # Training takes the tuned hyper-parameters.
     hyper = tasks["train-classifier"].inputs.parameters["hyperparameters"].task_output_parameter
     assert (hyper.producer_task, hyper.output_parameter_key) == ("tune-hyperparameters", "best_params")
+
+
+def test_deploy_runs_only_when_evaluate_says_so(tmp_path: Path) -> None:
+    """deploy_model under dsl.If(evaluate's deploy == True), skip_deployment under its dsl.Else; the pipeline's
+    `deployment` output is whichever of the two ran (dsl.OneOf)."""
+    spec = _spec(compile_pipeline(tmp_path / "p.yaml"))
+    [(branches_name, branches)] = [(n, t) for n, t in spec.root.dag.tasks.items() if n.startswith("condition-branches")]
+    assert "evaluate-classifier" in branches.dependent_tasks
+    dag = spec.components[branches.component_ref.name].dag
+    conditions = {t.task_info.name: t for t in dag.tasks.values()}
+    gate = "inputs.parameter_values['pipelinechannel--evaluate-classifier-deploy'] == true"
+    assert conditions["quality-gate-passed"].trigger_policy.condition == gate
+    assert conditions["quality-gate-failed"].trigger_policy.condition == f"!({gate})"
+    inner = {name: spec.components[t.component_ref.name].dag.tasks for name, t in conditions.items()}
+    assert set(inner["quality-gate-passed"]) == {"deploy-model"} and set(inner["quality-gate-failed"]) == {
+        "skip-deployment"
+    }
+    deploy = inner["quality-gate-passed"]["deploy-model"].inputs
+    assert {k: v.component_input_artifact for k, v in deploy.artifacts.items()} == {
+        "model": "pipelinechannel--train-classifier-model",
+        "predictions": "pipelinechannel--evaluate-classifier-predictions",
+        "reviews": "pipelinechannel--prepare-reviews-reviews",
+    }
+    version = deploy.parameters["model_version"].component_input_parameter
+    assert version == "pipelinechannel--evaluate-classifier-model_version"
+    [oneof] = dag.outputs.parameters.values()
+    assert {s.output_parameter_key for s in oneof.value_from_oneof.parameter_selectors} == {
+        "pipelinechannel--deploy-model-Output",
+        "pipelinechannel--skip-deployment-Output",
+    }
+    output = spec.root.dag.outputs.parameters["deployment"].value_from_parameter
+    assert output.producer_subtask == branches_name
 
 
 def test_round_trips_through_the_sdk(tmp_path: Path) -> None:

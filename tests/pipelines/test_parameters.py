@@ -14,6 +14,8 @@ import pytest
 import yaml
 
 from components.common import options
+from components.deploy.component import deploy_model
+from components.deploy.config import DeployConfig
 from components.evaluate.component import evaluate_classifier
 from components.feast_ingest.component import ingest_features
 from components.featurize.component import featurize_reviews
@@ -26,7 +28,7 @@ from pipelines.compile import cluster_defaults, compile_pipeline
 from pipelines.profiles import load_profiles
 
 ROOT = Path(__file__).resolve().parents[2]
-COMPONENTS = [prepare_reviews, featurize_reviews, ingest_features, train_classifier, evaluate_classifier]
+COMPONENTS = [prepare_reviews, featurize_reviews, ingest_features, train_classifier, evaluate_classifier, deploy_model]
 _SCALARS = (str, int, float, bool)
 _KFP_TYPES = {"STRING": str, "NUMBER_INTEGER": int, "NUMBER_DOUBLE": float, "BOOLEAN": bool}
 
@@ -92,15 +94,22 @@ def test_shared_option_names_have_one_default() -> None:
 
 
 def test_pipeline_passes_each_parameter_by_its_name(compiled: dict) -> None:
-    """Every task input fed by a pipeline parameter has the parameter's (or its field's) name."""
-    fed = 0
-    for task in compiled["root"]["dag"]["tasks"].values():
-        for key, value in task["inputs"].get("parameters", {}).items():
-            source = value.get("componentInputParameter")
-            if source:
-                assert key in (source, parameters.DECLARED_IN.get(source, (None, source))[1]), (key, source)
-                fed += 1
-    assert fed >= len(parameters.DECLARED_IN)
+    """Every task input fed by a pipeline parameter has the parameter's (or its field's) name — also inside the
+    deploy condition's DAG, where KFP hands parameters on as ``pipelinechannel--<name>``."""
+    channel = "pipelinechannel--"
+    dags = [compiled["root"]["dag"], *(c["dag"] for c in compiled["components"].values() if "dag" in c)]
+    fed: dict[str, set[str]] = {}
+    for dag in dags:
+        for task_name, task in dag["tasks"].items():
+            for key, value in task["inputs"].get("parameters", {}).items():
+                source = value.get("componentInputParameter", "").removeprefix(channel)
+                if source in parameters.DECLARED_IN or source in parameters.PIPELINE_ONLY:
+                    key = key.removeprefix(channel)
+                    assert key in (source, parameters.DECLARED_IN.get(source, (None, source))[1]), (key, source)
+                    fed.setdefault(task_name, set()).add(source)
+    assert sum(len(names) for names in fed.values()) >= len(parameters.DECLARED_IN)
+    deploy_options = {name for name, (cls, _) in parameters.DECLARED_IN.items() if cls is DeployConfig}
+    assert deploy_options <= fed["deploy-model"] and "deploy_backend" in fed["skip-deployment"]
 
 
 @pytest.mark.parametrize("component", COMPONENTS, ids=lambda c: c.name)

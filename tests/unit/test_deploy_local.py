@@ -139,7 +139,8 @@ def test_served_answers_that_differ_from_evaluate_fail_and_leave_the_champion(
         changed[f"{schema.PROBABILITY_PREFIX}{name}"] = (changed[schema.PREDICTED_LABEL] == name).astype(float)
     changed.to_parquet(tmp_path / "other.parquet", index=False)
     version = _second_version(handoff)
-    with pytest.raises(core.DeployFailed, match=r"Smoke test failed: .* 0/12 labels equal evaluate's.*champion left"):
+    failed = r"Smoke test failed: .* 0/12 labels equal evaluate's.*champion left unchanged"
+    with pytest.raises(core.DeploymentError, match=failed):
         _run(handoff, tmp_path, version, predictions_path=tmp_path / "other.parquet")
     assert _champion(handoff) == handoff.version
     assert not (tmp_path / "report.json").exists()
@@ -150,7 +151,7 @@ def test_a_server_that_is_not_ready_in_time_fails_and_leaves_the_champion(
 ) -> None:
     version = _second_version(handoff)
     config = DeployConfig(smoke_reviews=4, rollout_timeout_seconds=1)
-    with pytest.raises(local.ServerNotReady, match=r"not ready within 1 s \(--rollout-timeout-seconds\)"):
+    with pytest.raises(local.ServerNotReadyError, match=r"not ready within 1 s \(--rollout-timeout-seconds\)"):
         _run(handoff, tmp_path, version, config)
     assert _champion(handoff) == handoff.version
 
@@ -242,3 +243,29 @@ def test_skipped_report_carries_evaluates_reason() -> None:
         "smoke": None,
         "champion": None,
     }
+
+
+def test_the_kserve_probe_checks_a_served_model_against_evaluate(handoff: Handoff, tmp_path: Path) -> None:
+    """The probe KServe's rollout calls with a ready canary's URL, here pointed at the real server locally."""
+    reviews = smoke.smoke_set(handoff.predictions, handoff.reviews, 6)
+    config = DeployConfig(deploy_backend="kserve", inference_service="review-sentiment")
+    others = {"negative": "positive", "neutral": "negative", "positive": "neutral"}
+    clear = [
+        replace(r, label=others[r.label], probabilities={c: 0.8 if c == others[r.label] else 0.1 for c in others})
+        for r in reviews
+    ]
+    args = ("--max-seq-length", str(SEQ))
+    server = local.LocalServer(handoff.model_dir, tmp_path / "server.log", "review-sentiment", 0, args)
+    try:
+        server.start().wait(300)
+        core.smoke_probe(reviews, config)(server.url)  # the same answers: passes
+        with pytest.raises(
+            core.DeploymentError, match=r"smoke test on http://127.0.0.1:\d+/v1/models/review-sentiment"
+        ):
+            core.smoke_probe(clear, config)(server.url + "/")
+        with pytest.raises(RuntimeError, match="answered HTTP 404"):
+            core.smoke_probe(reviews, replace(config, inference_service="other"))(server.url)
+        huggingface = replace(config, serving_runtime="huggingface")
+        core.smoke_probe(clear, huggingface)(server.url)  # its own answer format: one answer per review suffices
+    finally:
+        server.stop()
