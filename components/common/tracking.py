@@ -158,8 +158,9 @@ def check_tracking_uri(uri: str, timeout: float = 5.0) -> None:
 
 def code_version() -> str:
     """The package version, plus the git commit when running from a checkout (``0.1.0+g1a2b3c4``)."""
-    from components.common.image import VERSION
+    from components.common.image import version
 
+    package = version()
     try:
         sha = subprocess.run(
             ["git", "rev-parse", "--short", "HEAD"],
@@ -171,7 +172,7 @@ def code_version() -> str:
         ).stdout.strip()
     except (OSError, subprocess.SubprocessError):
         sha = ""
-    return f"{VERSION}+g{sha}" if sha else VERSION
+    return f"{package}+g{sha}" if sha else package
 
 
 def lineage_tags(pipeline_run_id: str = "", data_hash: str = "", feature_view: str = "") -> dict[str, str]:
