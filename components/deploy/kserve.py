@@ -22,7 +22,7 @@ import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, cast
 
 from components.deploy import inference_service as isvc_
 from components.deploy import kserve_decision as D
@@ -38,6 +38,10 @@ _FIELD_HINTS = {
     "spec.canary": "Standard-mode canaries need KServe 0.20 or newer (spec.canary)",
     "spec.predictor.canaryTrafficPercent": "Knative-mode canaries need canaryTrafficPercent (KServe 0.6 or newer)",
 }
+
+
+Action = Literal["created", "promoted", "rolled_back", "no_op"]
+Mode = Literal["Knative", "Standard"]
 
 
 class KServeError(RuntimeError):
@@ -64,8 +68,8 @@ INFERENCE_SERVICES = Resource()
 class Rollout:
     """What the rollout did. The caller moves MLflow's ``champion`` only on ``created`` and ``promoted``."""
 
-    action: Literal["created", "promoted", "rolled_back", "no_op"]
-    mode: Literal["Knative", "Standard"]
+    action: Action
+    mode: Mode
     endpoint: str
     name: str
     namespace: str
@@ -130,7 +134,7 @@ def resolve_namespace(
     return namespace
 
 
-class _Cluster:
+class InferenceServiceClient:
     """The InferenceService calls, with 403/404 turned into errors a user can act on."""
 
     def __init__(self, api_client: Any, namespace: str, resource: Resource) -> None:
@@ -259,7 +263,7 @@ def _check_kept(sent: Json, stored: Json) -> None:
 
 
 def _wait(
-    cluster: _Cluster, name: str, check: Callable[[Json], D.Progress], timeout_s: float, poll_s: float
+    cluster: InferenceServiceClient, name: str, check: Callable[[Json], D.Progress], timeout_s: float, poll_s: float
 ) -> D.Progress:
     deadline = time.monotonic() + timeout_s
     while True:
@@ -316,7 +320,8 @@ def rollout(
     namespace = resolve_namespace(config.kserve_namespace)
     name, timeout = config.inference_service, float(config.rollout_timeout_seconds)
     predictor = isvc_.render_predictor(config, storage_uri=storage_uri, model_version=model_version, image=image)
-    cluster = _Cluster(api_client, namespace, resource)
+    canary = isvc_.predictor_name(name, model_version)  # a Standard-mode canary's name, checked before any write
+    cluster = InferenceServiceClient(api_client, namespace, resource)
     cluster.check_installed()
     existing = cluster.get(name)
     try:
@@ -324,9 +329,9 @@ def rollout(
     except D.UnsupportedModeError as error:
         raise KServeError(str(error)) from None
 
-    def result(action: Any, mode: str, message: str, obj: Json | None = None) -> Rollout:
+    def result(action: Action, mode: str, message: str, obj: Json | None = None) -> Rollout:
         log.info("kserve %s %s/%s: %s", action, namespace, name, message)
-        return Rollout(action, mode, D.endpoint(obj or {}), name, namespace, message)  # type: ignore[arg-type]
+        return Rollout(action, cast(Mode, mode), D.endpoint(obj or {}), name, namespace, message)
 
     if plan.action == "create":
         body = isvc_.render_inference_service(
@@ -335,7 +340,10 @@ def rollout(
         created = cluster.create(body)
         progress = _wait(cluster, name, lambda obj: D.ready_progress(obj, 1), timeout, poll_seconds)
         current = cluster.get(name) or created
-        mode = D.deployment_mode(current, plan.mode or "Knative")
+        try:  # as KServe reports it; KServe's shipped default (Knative) when it does not
+            mode = D.deployment_mode(current, plan.mode or "Knative")
+        except D.UnsupportedModeError as error:
+            raise KServeError(str(error)) from None
         failure = progress.detail if progress.state == "failed" else _probe(probe, progress.url)
         if failure:
             cluster.delete(name)
@@ -352,7 +360,6 @@ def rollout(
     if plan.action == "no_op":
         return result("no_op", plan.mode, plan.reason, existing)
 
-    canary = isvc_.predictor_name(name, model_version)
     percent = config.canary_traffic_percent
     written = cluster.update(name, lambda obj: D.with_canary(obj, plan, predictor, percent=percent, canary_name=canary))
     generation = int(written["metadata"].get("generation", 1))
