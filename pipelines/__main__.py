@@ -11,6 +11,7 @@ from pathlib import Path
 def _parser() -> argparse.ArgumentParser:
     from components.common.options import DefaultsHelpFormatter, OneLineParser
     from pipelines import parameters, submit
+    from pipelines.local import RUNNERS
 
     parser = OneLineParser(prog="python -m pipelines", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True, parser_class=OneLineParser)
@@ -30,6 +31,14 @@ def _parser() -> argparse.ArgumentParser:
         "--overwrite", action="store_true", help="replace the earlier run in --output (its summary.json goes first)"
     )
     run.add_argument("--verbose", action="store_true", help="print every step's full log (else: runs/<run>/logs/)")
+    run.add_argument(
+        "--runner",
+        choices=RUNNERS,
+        default="subprocess",
+        help="subprocess: every step in this virtualenv; container: every step in its own container "
+        "(`make container-runtime`, `make images`; docs/containers.md)",
+    )
+    run.add_argument("--profile", default="cpu", help="with --runner container: the cluster profile the steps follow")
     parameters.add_run_flags(run)
 
     comp = sub.add_parser("compile", help="compile the pipeline to KFP IR YAML")
@@ -58,6 +67,8 @@ def _run(args: argparse.Namespace) -> int:
         arguments=values,
         overwrite=args.overwrite,
         verbose=args.verbose,
+        runner=args.runner,
+        profile=args.profile,
     )
     try:
         summary = local.run_pipeline(options)

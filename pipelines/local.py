@@ -25,8 +25,10 @@ from components.featurize.core import load_tokenizer
 from components.prepare_data import core as prepare_core
 from components.prepare_data.core import PrepareConfig
 from components.tune import core as tune_core
-from pipelines import parameters
+from pipelines import container_runner, parameters
 
+#: `python -m pipelines run --runner`: how the steps run (`RunOptions.runner`).
+RUNNERS = ("subprocess", "container")
 _ERROR_LINE = re.compile(r"^(?:[\w.]+\.)?(\w*(?:Error|Exception)): (.+)$")
 _ANSI = re.compile(r"\x1b\[[0-9;]*m")
 _TASK_START = re.compile(r"Executing task '([\w-]+)'")
@@ -61,6 +63,10 @@ class RunOptions:
     overwrite: bool = False
     #: Print every step's full log (it always goes to ``<output>/logs``).
     verbose: bool = False
+    #: ``subprocess``: every step in this virtualenv; ``container``: every step in its own container
+    #: (`pipelines.container_runner`), given what the cluster profile ``profile`` gives its pod.
+    runner: str = "subprocess"
+    profile: str = "cpu"
 
     @property
     def feature_store_dir(self) -> Path:
@@ -279,12 +285,25 @@ def run_pipeline(options: RunOptions) -> Path:
     if options.overwrite:
         (options.output / "summary.json").unlink(missing_ok=True)  # no stale summary, whatever happens next
     check_inputs(options)
+    if options.runner not in RUNNERS:
+        raise ValueError(f"Unknown --runner {options.runner!r}; choose one of {', '.join(RUNNERS)}.")
+    if options.runner == "container":  # before anything is written: the runtime answers, the images exist
+        container_runner.check_runtime()
     if options.data is None:
         options.data = str(write_sample_csv(options.output / "sample_reviews.csv"))
         print(f"No --data given: using SYNTHETIC sample reviews written to {options.data}")
     prepare_core.validate(options.data, parameters.config(PrepareConfig, options.pipeline_arguments()))
     options.output.mkdir(parents=True, exist_ok=True)
-    local.init(runner=local.SubprocessRunner(use_venv=False), pipeline_root=str(options.output / "artifacts"))
+    stack = contextlib.ExitStack()
+    if options.runner == "container":
+        session = stack.enter_context(
+            container_runner.session(options.output, options.pipeline_arguments(), options.profile)
+        )
+    else:
+        session = container_runner.Session(
+            runner=local.SubprocessRunner(use_venv=False), build=lambda: build_pipeline(profile=None)
+        )
+    local.init(runner=session.runner, pipeline_root=str(options.output / "artifacts"))
     log = RunLog(sys.stdout, options.output / "logs", options.verbose)
     print(f"Running the pipeline; each step's full log goes to {log.log_dir}/")
 
@@ -301,7 +320,7 @@ def run_pipeline(options: RunOptions) -> Path:
             # The components' base image is this very virtualenv's code, and display names are cluster-only.
             warnings.filterwarnings("ignore", message=".*non-Python base image.*")
             warnings.filterwarnings("ignore", message=".*have no effect in the current local runner.*")
-            task = build_pipeline(profile=None)(**options.pipeline_arguments())
+            task = session.build()(**session.arguments(options.pipeline_arguments()))
     except RuntimeError as err:
         message = log.last_error or str(err)
         write_summary(options.output, ended("failed", message))
@@ -311,6 +330,7 @@ def run_pipeline(options: RunOptions) -> Path:
         raise
     finally:
         log.finish()
+        stack.close()  # the container runner's MLflow server
     return write_summary(options.output, build_summary(options, task.outputs, started))
 
 
