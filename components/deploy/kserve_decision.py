@@ -163,6 +163,8 @@ def with_canary(isvc: Json, plan: Plan, new_predictor: Json, *, percent: int, ca
         annotations = out["metadata"].setdefault("annotations", {})
         annotations[isvc_.MODE_ANNOTATION] = "Standard"  # KServe accepts spec.canary only with it set so
         return out
+    # Tag routing gives the canary revision a URL of its own (written with the new model: one revision).
+    out["metadata"].setdefault("annotations", {})[isvc_.TAG_ROUTING_ANNOTATION] = "true"
     predictor = _merged(stable, new_predictor) | {"canaryTrafficPercent": percent}
     if plan.live:
         predictor["annotations"][isvc_.PREVIOUS_VERSION_ANNOTATION] = plan.live

@@ -127,6 +127,7 @@ def test_knative_canary_promote_and_roll_back() -> None:
     assert predictor["containers"][0]["env"][0]["value"] == "s3://models/2"
     assert (predictor["minReplicas"], predictor["name"]) == (1, "main")  # the stable settings are kept
     assert "canary" not in canary["spec"] and stable["spec"]["predictor"]["annotations"] == {V: "1"}
+    assert canary["metadata"]["annotations"] == {I.TAG_ROUTING_ANNOTATION: "true"}  # the canary's own URL
     assert D.read_state(canary) == D.State("Knative", "1", "2")
 
     promoted = D.promoted(canary, "Knative")
