@@ -6,6 +6,7 @@ on InferenceServices, pods and their logs, the named Secrets — while anything 
 from __future__ import annotations
 
 import copy
+import dataclasses
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -25,17 +26,26 @@ from kubernetes.client import (
 )
 from kubernetes.client.exceptions import ApiException
 
+from components.common import trainjob as TJ
+from components.train import trainjob as J
 from components.tune import spec as S
 from components.tune.engines import katib_experiment as K
 from components.tune.training_cli import TrainingOption
 from tests.manifests.kustomize import PIPELINE_SERVICE_ACCOUNT, Json, build, one
 
 from .cluster import Cluster
-from .controllers import EXPERIMENT, INFERENCE_SERVICE, OptimalTrial, get, succeed_experiment
+from .controllers import EXPERIMENT, INFERENCE_SERVICE, OptimalTrial, Resource, get, succeed_experiment
+from .test_kserve_rollout import NAME
+from .test_kserve_rollout import Controller as KServe
+from .test_kserve_rollout import _config as kserve_config
+from .test_kserve_rollout import _rollout as kserve_rollout
+from .test_trainjob import finish_trainjob
 
 pytestmark = pytest.mark.usefixtures("k8s_crds")
 
-TRAINJOB = ("trainer.kubeflow.org", "v1alpha1", "trainjobs")
+IMAGE = "registry.example/bert-kfp/train:1.2.0-abc1234"
+TRAINJOB_API = (TJ.GROUP, TJ.VERSION, TJ.PLURAL)
+TRAINJOB = Resource(TJ.GROUP, TJ.VERSION, TJ.PLURAL, TJ.KIND)
 TRIALS = ("kubeflow.org", "v1beta1", "trials")
 ISVC = (INFERENCE_SERVICE.group, INFERENCE_SERVICE.version, INFERENCE_SERVICE.plural)
 KNOWN = {"learning_rate": TrainingOption("learning_rate", ("--learning-rate",), "float")}
@@ -88,6 +98,27 @@ def _status(call: Callable[[], Any]) -> int:
     return 200
 
 
+def _exists(api: ApiClient, resource: Resource, namespace: str, name: str) -> bool:
+    try:
+        get(api, resource, namespace, name)
+    except ApiException as error:
+        assert error.status == 404
+        return False
+    return True
+
+
+def _pod(name: str, labels: dict[str, str]) -> Json:
+    """A pod as a controller would make it (never scheduled: the server runs no kubelet)."""
+    return {
+        "metadata": {"name": name, "labels": labels},
+        "spec": {
+            "serviceAccountName": PIPELINE_SERVICE_ACCOUNT,
+            "automountServiceAccountToken": False,
+            "containers": [{"name": TJ.NODE, "image": IMAGE}],
+        },
+    }
+
+
 def _watch(custom: CustomObjectsApi, resource: tuple[str, str, str], ns: str) -> Callable[[], Any]:
     return lambda: custom.list_namespaced_custom_object(
         *resource[:2], ns, resource[2], watch=True, timeout_seconds=1, _preload_content=False
@@ -133,69 +164,70 @@ def test_katib_engine_runs_as_the_service_account(k8s_api: ApiClient, as_sa: Api
     assert _status(lambda: custom.create_namespaced_custom_object(*TRIALS[:2], ns, TRIALS[2], trial)) == 403
 
 
-def test_trainjob_verbs_of_the_train_step(as_sa: ApiClient, k8s_namespace: str) -> None:
-    ns, custom = k8s_namespace, CustomObjectsApi(as_sa)
-    group, version, plural = TRAINJOB
-    job = {
-        "apiVersion": f"{group}/{version}",
-        "kind": "TrainJob",
-        "metadata": {"name": "rbac-train"},
-        "spec": {"runtimeRef": {"name": "torch-distributed"}, "trainer": {"numNodes": 2}},
-    }
-    created = custom.create_namespaced_custom_object(group, version, ns, plural, job)
-    assert created["spec"]["trainer"]["numNodes"] == 2
-    assert custom.get_namespaced_custom_object(group, version, ns, plural, "rbac-train")["metadata"]["name"]
-    assert [
-        i["metadata"]["name"] for i in custom.list_namespaced_custom_object(group, version, ns, plural)["items"]
-    ] == ["rbac-train"]
-    assert _status(_watch(custom, TRAINJOB, ns)) == 200
-    patch = {"spec": {"trainer": {"numNodes": 4}}}
-    assert (
-        _status(lambda: custom.patch_namespaced_custom_object(group, version, ns, plural, "rbac-train", patch)) == 403
-    )
+def test_train_steps_trainjob_and_log_follower_run_as_the_service_account(
+    k8s_api: ApiClient, as_sa: ApiClient, k8s_namespace: str
+) -> None:
+    """`run_trainjob` creates, polls and deletes the TrainJob; its `LogFollower` finds node 0's pod (list), asks
+    for its log and its phase (get) — all as the ServiceAccount, while the test plays Trainer (as the admin)."""
+    ns, name = k8s_namespace, "rbac-train"
+    gpu = {"accelerator_type": "nvidia.com/gpu", "node_selector": {"nvidia.com/gpu.present": "true"}}
+    placement = TJ.ClusterPlacement(IMAGE, nodes=2, gpu=gpu, shared_pvc="shared")
+    job = TJ.render_trainjob(placement, ["--epochs", "1"], name=name, namespace=ns)
+    follower = J.LogFollower(as_sa, ns, name, lambda line: None, retry_s=0.05)
+    node0 = f"{name}-node-0-0-abcde"
+    labels = {TJ.JOBSET_NAME_LABEL: name, TJ.REPLICATED_JOB_LABEL: TJ.NODE, TJ.JOB_INDEX_LABEL: "0"}
+
+    def trainer() -> None:  # the controller's part: node 0's pod, then Complete once the follower has asked
+        deadline = time.monotonic() + 20
+        while time.monotonic() < deadline and not _exists(k8s_api, TRAINJOB, ns, name):
+            time.sleep(0.05)
+        CoreV1Api(k8s_api).create_namespaced_pod(ns, _pod(node0, labels))
+        while time.monotonic() < deadline and (follower.pod != node0 or follower.attempts < 3):
+            time.sleep(0.05)
+        finish_trainjob(k8s_api, ns, name, complete=True)
+
+    thread = threading.Thread(target=trainer, daemon=True)
+    thread.start()
+    done = J.run_trainjob(as_sa, job, namespace=ns, timeout_s=30, poll_s=0.1, cleanup=True, follower=follower)
+    thread.join(5)
+    assert [c["type"] for c in done["status"]["conditions"]] == ["Complete"]
+    assert follower.pod == node0 and follower.attempts >= 3
+    assert follower.last_error == ""  # no 403 on list pods, pods/log or get pod
+    assert not _exists(k8s_api, TRAINJOB, ns, name)  # deleted by the ServiceAccount
+    custom = CustomObjectsApi(as_sa)
+    assert _status(_watch(custom, TRAINJOB_API, ns)) == 200
+    denied = {"spec": {"trainer": {"numNodes": 4}}}
+    job_args = (*TRAINJOB_API[:2], ns, TRAINJOB_API[2])
+    custom.create_namespaced_custom_object(*job_args, TJ.render_trainjob(placement, [], name="other", namespace=ns))
+    assert _status(lambda: custom.patch_namespaced_custom_object(*job_args, "other", denied)) == 403
     status = {"status": {"conditions": []}}
-    assert (
-        _status(lambda: custom.patch_namespaced_custom_object_status(group, version, ns, plural, "rbac-train", status))
-        == 403
-    )
-    assert _status(lambda: custom.delete_namespaced_custom_object(group, version, ns, plural, "rbac-train")) == 200
+    assert _status(lambda: custom.patch_namespaced_custom_object_status(*job_args, "other", status)) == 403
 
 
-def test_inference_service_verbs_of_the_deploy_step(as_sa: ApiClient, k8s_namespace: str) -> None:
-    ns, custom = k8s_namespace, CustomObjectsApi(as_sa)
-    group, version, plural = ISVC
-    isvc = {
-        "apiVersion": INFERENCE_SERVICE.api_version,
-        "kind": INFERENCE_SERVICE.kind,
-        "metadata": {"name": "review-sentiment"},
-        "spec": {"predictor": {"containers": [{"name": "kserve-container", "image": "registry.example/serve:1"}]}},
-    }
-    custom.create_namespaced_custom_object(group, version, ns, plural, isvc)
-    current = custom.get_namespaced_custom_object(group, version, ns, plural, "review-sentiment")
-    assert len(custom.list_namespaced_custom_object(group, version, ns, plural)["items"]) == 1
+def test_deploy_steps_kserve_rollout_runs_as_the_service_account(
+    k8s_api: ApiClient, as_sa: ApiClient, k8s_namespace: str
+) -> None:
+    """`components.deploy.kserve.rollout` as the ServiceAccount: create (with its dry run), canary and promotion
+    (replace), and the delete of a first deployment that never gets ready; the test plays KServe (admin)."""
+    ns = k8s_namespace
+    with KServe(k8s_api, ns, "Standard"):
+        assert kserve_rollout(as_sa, kserve_config(ns, "Standard"), "1").action == "created"
+        promoted = kserve_rollout(as_sa, kserve_config(ns, "", canary_traffic_percent=20), "2")
+    assert promoted.action == "promoted", promoted
+    other = dataclasses.replace(kserve_config(ns, "Standard", timeout=1), inference_service="other")
+    never_ready = kserve_rollout(as_sa, other, "1")
+    assert never_ready.action == "rolled_back" and "not ready within 1 s" in never_ready.message
+    assert not _exists(k8s_api, INFERENCE_SERVICE, ns, "other")  # deleted by the ServiceAccount
+    custom = CustomObjectsApi(as_sa)
+    assert len(custom.list_namespaced_custom_object(*ISVC[:2], ns, ISVC[2])["items"]) == 1
     assert _status(_watch(custom, ISVC, ns)) == 200
-    canary = {"spec": {"predictor": {"canaryTrafficPercent": 10}}}
-    patched = custom.patch_namespaced_custom_object(group, version, ns, plural, "review-sentiment", canary)
-    assert patched["spec"]["predictor"]["canaryTrafficPercent"] == 10
-    current = patched | {"spec": {**patched["spec"], "predictor": {**patched["spec"]["predictor"], "minReplicas": 1}}}
-    replaced = custom.replace_namespaced_custom_object(group, version, ns, plural, "review-sentiment", current)
-    assert replaced["spec"]["predictor"]["minReplicas"] == 1
-    assert (
-        _status(lambda: custom.delete_namespaced_custom_object(group, version, ns, plural, "review-sentiment")) == 200
-    )
+    status = {"status": {"url": "http://forged"}}
+    assert _status(lambda: custom.patch_namespaced_custom_object_status(*ISVC[:2], ns, ISVC[2], NAME, status)) == 403
 
 
 def test_pods_logs_and_named_secrets(k8s_api: ApiClient, as_sa: ApiClient, k8s_namespace: str) -> None:
     ns, admin = k8s_namespace, CoreV1Api(k8s_api)
-    pod = {
-        "metadata": {"name": "rbac-train-node-0"},
-        "spec": {
-            "serviceAccountName": PIPELINE_SERVICE_ACCOUNT,
-            "automountServiceAccountToken": False,
-            "containers": [{"name": "node", "image": "registry.example/bert-train:1.2.0"}],
-        },
-    }
-    admin.create_namespaced_pod(ns, pod)
+    admin.create_namespaced_pod(ns, _pod("rbac-train-node-0", {}))
     for name in ("feast-redis", "mlflow-credentials", "unrelated"):
         admin.create_namespaced_secret(ns, {"metadata": {"name": name}, "stringData": {"K": "v"}})
     core = CoreV1Api(as_sa)
