@@ -2,7 +2,8 @@
 
 `TuneConfig` declares the step's options once (`components.common.options`).  `tune` checks everything
 before the first trial starts — the spec, its parameter names and values against the training CLI's own
-parser, the MLflow store — then runs the study with the ``optuna`` engine: every trial is
+parser, the MLflow store — then runs the study with the ``optuna`` engine (or as a Katib Experiment on the
+cluster when the profile's ``tuning.engine`` says katib: `engines.katib_engine`): every trial is
 ``python -m components.train`` in a process of its own (`components.tune.trials`), reading the train and
 validation splits from the Feast store (or a features Parquet), logging into an MLflow child run of the
 pipeline run (``trial-0003``), and printing the metric lines the engine prunes on.  `write_outputs` writes
@@ -26,6 +27,7 @@ from pathlib import Path
 from typing import Any
 
 from components.common import options, tracking
+from components.common.trainjob import ClusterPlacement
 from components.tune import results as R
 from components.tune import spec as S
 from components.tune import spec_loading, training_cli, trials
@@ -252,7 +254,9 @@ def _trial_env(parallel: int) -> dict[str, str]:
 
 
 def tune(config: TuneConfig, data: Mapping[str, Any], output_dir: str | Path) -> TuneOutcome:
-    """Run the search (nothing at all when `TuneConfig.tuning_trials` is 0).
+    """Run the search (nothing at all when `TuneConfig.tuning_trials` is 0) with the profile's engine: optuna
+    (trials in this process's machine) unless the cluster placement in the environment
+    (`components.common.trainjob.ENV`) says katib (a Katib Experiment, `engines.katib_engine`).
 
     Args:
         config: The step's options.
@@ -263,7 +267,7 @@ def tune(config: TuneConfig, data: Mapping[str, Any], output_dir: str | Path) ->
     Raises:
         ValueError: Bad options, spec or data options, an unusable MLflow store, a study of the same name made
             for another search — all before the first trial.
-        RuntimeError: More trials failed than the spec allows.
+        RuntimeError: More trials failed than the spec allows; the Katib Experiment failed or timed out.
     """
     config.validate()
     if config.tuning_trials == 0:
@@ -277,11 +281,22 @@ def tune(config: TuneConfig, data: Mapping[str, Any], output_dir: str | Path) ->
     if bool(data.get("feature_store")) == bool(data.get("features")):
         raise ValueError("Pass exactly one of feature_store (Feast store directory) and features (Parquet).")
     spec = load(config, data)
-    optuna_mapping.check(spec)
+    placement = ClusterPlacement.from_env()
+    engine = placement.tuning_engine if placement is not None else "optuna"
+    if engine == "optuna":
+        optuna_mapping.check(spec)
     tracking_uri = ""
     if config.mlflow:
         tracking_uri = tracking.resolve_tracking_uri(config.mlflow_tracking_uri)
         tracking.check_tracking_uri(tracking_uri)
+    if engine == "katib":  # the profile's choice: an Experiment on the cluster instead of trials in this pod
+        from components.tune.engines import katib_engine
+
+        assert placement is not None
+        result = katib_engine.run(
+            spec, data, placement, tracking_uri=tracking_uri, pipeline_run_id=config.pipeline_run_id
+        )
+        return _outcome(spec, result, tracking_uri, config.pipeline_run_id)
     out = Path(output_dir)
     out.mkdir(parents=True, exist_ok=True)
     settings = optuna_engine.OptunaSettings(
@@ -305,10 +320,15 @@ def tune(config: TuneConfig, data: Mapping[str, Any], output_dir: str | Path) ->
         optuna_engine.redact(settings.storage),
     )
     result = optuna_engine.run(spec, runner, settings)
+    return _outcome(spec, result, tracking_uri, config.pipeline_run_id)
+
+
+def _outcome(spec: S.SearchSpec, result: R.StudyResult, tracking_uri: str, pipeline_run_id: str) -> TuneOutcome:
+    """The step's outputs from a study's result, whichever engine ran it."""
     report = {"status": "completed", **result.to_dict(), "spec": spec.to_dict()}
     report["trials"] = [t.row() for t in result.trials]
     if tracking_uri:
-        _log_parent(tracking_uri, config.pipeline_run_id, result)
+        _log_parent(tracking_uri, pipeline_run_id, result)
     best_value = float(result.best_value) if result.best_value is not None else 0.0
     return TuneOutcome(dict(result.best_params), best_value, report, result)
 

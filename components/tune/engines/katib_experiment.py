@@ -1,8 +1,9 @@
 """The ``katib`` engine: a search spec as a ``kubeflow.org/v1beta1`` Experiment, run on a cluster with Katib.
 
 `render_experiment` writes the Experiment: the spec's objective, algorithm, early stopping and parameters
-(`components.tune.engines.katib`), the budget, and a trial template whose trial is a batch/v1 Job running the
-training CLI (``python -m components.train``) on the training image with the fixed training options and one
+(`components.tune.engines.katib`), the budget, and a trial template (`katib_trial`) whose trial is a batch/v1
+Job — or, on a multi-node profile, a Kubeflow Trainer TrainJob — running the training CLI
+(``python -m components.train``) on the training image with the fixed training options and one
 ``--<option> ${trialParameters.<name>}`` per searched parameter; Katib's StdOut metrics collector reads the
 CLI's metric lines (`components.common.trial_metrics.KATIB_FILTER`).  The result is checked against Katib's
 own models (``kubeflow-katib-api``): a field they do not know or a value of the wrong type is a `ValueError`
@@ -17,31 +18,20 @@ from __future__ import annotations
 
 import time
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
+from components.common.trainjob import ClusterPlacement
 from components.tune import spec as S
 from components.tune import training_cli
-from components.tune.engines import katib
+from components.tune.engines import katib, katib_trial
 
 GROUP, VERSION, PLURAL, KIND = "kubeflow.org", "v1beta1", "experiments", "Experiment"
-CONTAINER = "training"
-#: A batch Job's end, in the GJSON syntax Katib reads a trial resource's status with.
-JOB_SUCCESS = 'status.conditions.#(type=="Complete")#|#(status=="True")#'
-JOB_FAILURE = 'status.conditions.#(type=="Failed")#|#(status=="True")#'
-#: The keys of a GPU placement (those of a cluster profile's ``gpu`` entry).
-GPU_KEYS = frozenset(
-    {
-        "accelerator_type",
-        "accelerator_count",
-        "node_selector",
-        "tolerations",
-        "cpu_request",
-        "memory_request",
-        "memory_limit",
-        "shm_size",
-    }
-)
+#: The trial Job's container, and its end in Katib's GJSON syntax (`katib_trial` builds the trial template).
+CONTAINER, JOB_SUCCESS, JOB_FAILURE = katib_trial.CONTAINER, katib_trial.JOB_SUCCESS, katib_trial.JOB_FAILURE
+
+#: The label Katib puts on an Experiment's Trials.
+TRIAL_EXPERIMENT_LABEL = "katib.kubeflow.org/experiment"
 
 Json = dict[str, Any]
 
@@ -75,6 +65,10 @@ class KatibResult:
     params: dict[str, Any]
     value: float
     metrics: dict[str, float] = field(default_factory=dict)
+    #: The Experiment's Trial objects (``kubeflow.org/v1beta1``), as read when it ended.
+    trials: tuple[Json, ...] = ()
+    #: The reason of its ``Succeeded`` condition (``ExperimentMaxTrialsReached``, ``ExperimentGoalReached``…).
+    reason: str = ""
 
 
 def _number_text(value: float) -> str:
@@ -97,64 +91,11 @@ def parameter_spec(parameter: S.Parameter) -> Json:
     return {"name": parameter.name, "parameterType": parameter.type, "feasibleSpace": space}
 
 
-def _option(name: str, known: Mapping[str, training_cli.TrainingOption]) -> training_cli.TrainingOption:
-    try:
-        return training_cli.resolve(name, known)
-    except ValueError as error:
-        raise ValueError(f"Katib trial template: {error}") from None
-
-
 def trial_command(
     spec: S.SearchSpec, training_args: Mapping[str, Any], known: Mapping[str, training_cli.TrainingOption]
 ) -> list[str]:
-    """The trial container's command: the training CLI, the fixed options, one placeholder per parameter."""
-    fixed = {**spec.trial_options, **training_args}
-    searched = {p.name for p in spec.parameters}
-    both = sorted(searched & set(fixed))
-    if both:
-        raise ValueError(f"Katib trial template: {', '.join(both)} both searched and fixed; keep one")
-    argv = ["python", "-m", training_cli.MODULE, *training_cli.to_argv(fixed, known)]
-    for parameter in spec.parameters:
-        option = _option(parameter.name, known)
-        if option.kind in ("bool", "flag"):
-            raise ValueError(
-                f"Katib trial template: parameters ({parameter.name}) is a switch; Katib substitutes values "
-                "into `--option value` pairs only"
-            )
-        argv += [option.flag, "${trialParameters." + parameter.name + "}"]
-    return argv
-
-
-def _placement(gpu: Mapping[str, Any] | None) -> tuple[Json, Json]:
-    """(container fields, pod fields) of a GPU placement."""
-    if not gpu:
-        return {}, {}
-    unknown = sorted(set(gpu) - GPU_KEYS)
-    if unknown:
-        raise ValueError(f"gpu: unknown keys {unknown}; valid: {', '.join(sorted(GPU_KEYS))}")
-    if not gpu.get("accelerator_type"):
-        raise ValueError("gpu.accelerator_type: the GPU resource name is needed (e.g. nvidia.com/gpu)")
-    count = gpu.get("accelerator_count", 1)
-    if isinstance(count, bool) or not isinstance(count, int) or count < 1:
-        raise ValueError(f"gpu.accelerator_count: must be a positive integer, got {count!r}")
-    limits: Json = {gpu["accelerator_type"]: str(count)}
-    requests: Json = {}
-    if gpu.get("memory_limit"):
-        limits["memory"] = gpu["memory_limit"]
-    if gpu.get("cpu_request"):
-        requests["cpu"] = gpu["cpu_request"]
-    if gpu.get("memory_request"):
-        requests["memory"] = gpu["memory_request"]
-    container: Json = {"resources": {"limits": limits} | ({"requests": requests} if requests else {})}
-    pod: Json = {}
-    if gpu.get("node_selector"):
-        pod["nodeSelector"] = {k: str(v) for k, v in gpu["node_selector"].items()}
-    if gpu.get("tolerations"):
-        pod["tolerations"] = [dict(t) for t in gpu["tolerations"]]
-    if gpu.get("shm_size"):
-        container["volumeMounts"] = [{"name": "dshm", "mountPath": "/dev/shm"}]
-        pod["volumes"] = [{"name": "dshm", "emptyDir": {"medium": "Memory", "sizeLimit": gpu["shm_size"]}}]
-    return container, pod
+    """The trial Job container's command: the training CLI, the fixed options, one placeholder per parameter."""
+    return ["python", "-m", training_cli.MODULE, *katib_trial.trial_argv(spec, training_args, known)]
 
 
 def render_experiment(
@@ -166,6 +107,7 @@ def render_experiment(
     training_args: Mapping[str, Any],
     gpu: Mapping[str, Any] | None,
     training_options: Mapping[str, training_cli.TrainingOption] | None = None,
+    placement: ClusterPlacement | None = None,
 ) -> Json:
     """The Experiment that runs ``spec`` with Katib, validated with ``kubeflow-katib-api``.
 
@@ -178,6 +120,9 @@ def render_experiment(
         gpu: A GPU placement (a cluster profile's ``gpu`` entry: ``accelerator_type``, ``accelerator_count``,
             ``node_selector``, ``tolerations``, …), or None for none.
         training_options: The training CLI's options (default: asked from the CLI itself).
+        placement: The profile's cluster placement (the pod's `components.common.trainjob.ENV`): the trials get
+            its feature store and MLflow environment and volumes; with more than one node each trial is a
+            Kubeflow Trainer TrainJob (`katib_trial`). None: a Job with ``gpu`` only.
 
     Raises:
         ValueError: A bad spec, option or placement, or a field Katib's models refuse (named).
@@ -186,19 +131,9 @@ def render_experiment(
     if not image or image.endswith(":latest"):
         raise ValueError(f"image: a pinned training image is needed, got {image!r}")
     known = training_cli.options() if training_options is None else training_options
-    container_fields, pod_fields = _placement(gpu)
-    container = {"name": CONTAINER, "image": image, "command": trial_command(spec, training_args, known)}
-    job = {
-        "apiVersion": "batch/v1",
-        "kind": "Job",
-        "spec": {
-            "backoffLimit": 0,
-            "template": {
-                "metadata": {"annotations": {"sidecar.istio.io/inject": "false"}},
-                "spec": {"restartPolicy": "Never", "containers": [container | container_fields]} | pod_fields,
-            },
-        },
-    }
+    template = katib_trial.trial_template(
+        spec, image=image, training_args=training_args, gpu=gpu, placement=placement, known=known
+    )
     body: Json = {
         "objective": katib.objective_spec(spec),
         "algorithm": katib.algorithm_spec(spec),
@@ -207,16 +142,7 @@ def render_experiment(
         "parallelTrialCount": spec.parallel_trial_count,
         "maxFailedTrialCount": spec.max_failed_trial_count,
         "metricsCollectorSpec": katib.metrics_collector_spec(),
-        "trialTemplate": {
-            "primaryContainerName": CONTAINER,
-            "successCondition": JOB_SUCCESS,
-            "failureCondition": JOB_FAILURE,
-            "trialParameters": [
-                {"name": p.name, "reference": p.name, "description": f"training option {p.name}"}
-                for p in spec.parameters
-            ],
-            "trialSpec": job,
-        },
+        "trialTemplate": template,
     }
     early = katib.early_stopping_spec(spec)
     if early is not None:
@@ -320,6 +246,26 @@ def optimal_trial(experiment: Json) -> KatibResult:
     return KatibResult(name, best["bestTrialName"], params, metrics[objective], metrics)
 
 
+def list_trials(
+    api_client: Any, namespace: str, name: str, resource: ExperimentResource = EXPERIMENTS
+) -> tuple[Json, ...]:
+    """The Trials of Experiment ``name`` (label ``katib.kubeflow.org/experiment``), oldest first; () when the
+    service account may not list them (the optimal trial is still known)."""
+    from kubernetes.client import CustomObjectsApi
+    from kubernetes.client.exceptions import ApiException
+
+    try:
+        listed = CustomObjectsApi(api_client).list_namespaced_custom_object(
+            resource.group, resource.version, namespace, "trials", label_selector=f"{TRIAL_EXPERIMENT_LABEL}={name}"
+        )
+    except ApiException as error:
+        if error.status in (403, 404):
+            return ()
+        raise
+    items = listed.get("items") or []
+    return tuple(sorted(items, key=lambda t: (t["metadata"].get("creationTimestamp", ""), t["metadata"]["name"])))
+
+
 def _check_installed(api_client: Any, resource: ExperimentResource) -> None:
     from kubernetes.client import ApiextensionsV1Api
     from kubernetes.client.exceptions import ApiException
@@ -383,8 +329,10 @@ def run_katib(
         deadline = time.monotonic() + timeout_s
         while True:
             current = custom.get_namespaced_custom_object(*args, name)
-            if _condition(current, "Succeeded"):
-                return optimal_trial(current)
+            succeeded = _condition(current, "Succeeded")
+            if succeeded:
+                trials = list_trials(api_client, namespace, name, resource)
+                return replace(optimal_trial(current), trials=trials, reason=str(succeeded.get("reason", "")))
             failed = _condition(current, "Failed")
             if failed:
                 raise KatibError(

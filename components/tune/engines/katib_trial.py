@@ -1,0 +1,131 @@
+"""The trial template of the katib engine's Experiment: a batch Job on one node, or a Kubeflow Trainer ``TrainJob``.
+
+Every trial runs the training CLI with the fixed training options and one ``--<option> ${trialParameters.<name>}``
+per searched parameter.  On one node (``nodes`` 1, the default) the trial is a ``batch/v1`` Job whose pod has
+the profile's GPU placement, the feature store's PVC and environment and MLflow's.  On a multi-node profile
+the trial is a ``trainer.kubeflow.org/v1alpha1`` TrainJob rendered by `components.common.trainjob` (Katib 0.19
+accepts any resource as a trial: its success and failure are read from the TrainJob's ``Complete`` /
+``Failed`` conditions; the metrics collector goes into the node-0 pod's ``node`` container, which prints rank
+0's metric lines), with its checkpoints in ``<shared PVC>/katib/<trial name>`` (every node writes there).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+from components.common import trainjob as T
+from components.tune import spec as S
+from components.tune import training_cli
+
+Json = dict[str, Any]
+#: The Job trial's container.
+CONTAINER = "training"
+#: A batch Job's end, in the GJSON syntax Katib reads a trial resource's status with.
+JOB_SUCCESS = 'status.conditions.#(type=="Complete")#|#(status=="True")#'
+JOB_FAILURE = 'status.conditions.#(type=="Failed")#|#(status=="True")#'
+#: A trial parameter that Katib fills with the trial's own name (``${trialSpec.Name}``).
+TRIAL_NAME = "trialName"
+TRIAL_NAME_REF = "${trialParameters." + TRIAL_NAME + "}"
+
+
+def _option(name: str, known: Mapping[str, training_cli.TrainingOption]) -> training_cli.TrainingOption:
+    try:
+        return training_cli.resolve(name, known)
+    except ValueError as error:
+        raise ValueError(f"Katib trial template: {error}") from None
+
+
+def trial_argv(
+    spec: S.SearchSpec, training_args: Mapping[str, Any], known: Mapping[str, training_cli.TrainingOption]
+) -> list[str]:
+    """The training CLI's options of a trial: the fixed ones, one placeholder per searched parameter."""
+    fixed = {**spec.trial_options, **training_args}
+    searched = {p.name for p in spec.parameters}
+    both = sorted(searched & set(fixed))
+    if both:
+        raise ValueError(f"Katib trial template: {', '.join(both)} both searched and fixed; keep one")
+    argv = training_cli.to_argv(fixed, known)
+    for parameter in spec.parameters:
+        option = _option(parameter.name, known)
+        if option.kind in ("bool", "flag"):
+            raise ValueError(
+                f"Katib trial template: parameters ({parameter.name}) is a switch; Katib substitutes values "
+                "into `--option value` pairs only"
+            )
+        argv += [option.flag, "${trialParameters." + parameter.name + "}"]
+    return argv
+
+
+def _job(image: str, argv: list[str], gpu: Mapping[str, Any] | None, placement: T.ClusterPlacement | None) -> Json:
+    resources, pod = T.container_fields(gpu)
+    container: Json = {"name": CONTAINER, "image": image, "command": ["python", "-m", training_cli.MODULE, *argv]}
+    if resources:
+        container["resources"] = resources
+    if placement is not None:
+        env = T.environment(placement)
+        vols, mounts = T.volumes(placement, shared=False)
+        if env:
+            container["env"] = env
+        if vols:
+            container["volumeMounts"] = mounts
+            pod["volumes"] = vols
+    elif gpu and gpu.get("shm_size"):
+        container["volumeMounts"] = [{"name": "dshm", "mountPath": "/dev/shm"}]
+        pod["volumes"] = [{"name": "dshm", "emptyDir": {"medium": "Memory", "sizeLimit": gpu["shm_size"]}}]
+    return {
+        "apiVersion": "batch/v1",
+        "kind": "Job",
+        "spec": {
+            "backoffLimit": 0,
+            "template": {
+                "metadata": {"annotations": {"sidecar.istio.io/inject": "false"}},
+                "spec": {"restartPolicy": "Never", "containers": [container]} | pod,
+            },
+        },
+    }
+
+
+def trial_template(
+    spec: S.SearchSpec,
+    *,
+    image: str,
+    training_args: Mapping[str, Any],
+    gpu: Mapping[str, Any] | None,
+    placement: T.ClusterPlacement | None,
+    known: Mapping[str, training_cli.TrainingOption],
+) -> Json:
+    """The Experiment's ``trialTemplate``: a Job, or a TrainJob when ``placement`` asks for several nodes.
+
+    Raises:
+        ValueError: A bad option or placement, or a TrainJob the Trainer's models refuse.
+    """
+    multi = placement is not None and placement.nodes > 1
+    args = dict(training_args)
+    if multi:
+        assert placement is not None
+        args["output_dir"] = f"{placement.shared_mount_path.rstrip('/')}/katib/{TRIAL_NAME_REF}"
+    argv = trial_argv(spec, args, known)
+    parameters = [
+        {"name": p.name, "reference": p.name, "description": f"training option {p.name}"} for p in spec.parameters
+    ]
+    if any(TRIAL_NAME_REF in a for a in argv):
+        parameters.append({"name": TRIAL_NAME, "reference": "${trialSpec.Name}", "description": "the trial's name"})
+    if multi:
+        assert placement is not None
+        job = T.render_trainjob(placement, argv, name=None, namespace=None)
+        return {
+            "primaryContainerName": T.NODE,
+            "primaryPodLabels": {T.REPLICATED_JOB_LABEL: T.NODE, T.JOB_INDEX_LABEL: "0"},
+            "successCondition": T.SUCCESS_CONDITION,
+            "failureCondition": T.FAILURE_CONDITION,
+            "trialParameters": parameters,
+            "trialSpec": job,
+        }
+    return {
+        "primaryContainerName": CONTAINER,
+        "successCondition": JOB_SUCCESS,
+        "failureCondition": JOB_FAILURE,
+        "trialParameters": parameters,
+        "trialSpec": _job(image, argv, gpu, placement),
+    }
