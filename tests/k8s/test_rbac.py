@@ -98,6 +98,12 @@ def _status(call: Callable[[], Any]) -> int:
     return 200
 
 
+@pytest.fixture
+def plays_controllers(k8s_cluster: Cluster) -> None:
+    if not k8s_cluster.local:
+        pytest.skip("plays the Trainer/KServe controllers: local API server only (a real cluster: tests/e2e)")
+
+
 def _exists(api: ApiClient, resource: Resource, namespace: str, name: str) -> bool:
     try:
         get(api, resource, namespace, name)
@@ -164,6 +170,7 @@ def test_katib_engine_runs_as_the_service_account(k8s_api: ApiClient, as_sa: Api
     assert _status(lambda: custom.create_namespaced_custom_object(*TRIALS[:2], ns, TRIALS[2], trial)) == 403
 
 
+@pytest.mark.usefixtures("plays_controllers")
 def test_train_steps_trainjob_and_log_follower_run_as_the_service_account(
     k8s_api: ApiClient, as_sa: ApiClient, k8s_namespace: str
 ) -> None:
@@ -204,6 +211,7 @@ def test_train_steps_trainjob_and_log_follower_run_as_the_service_account(
     assert _status(lambda: custom.patch_namespaced_custom_object_status(*job_args, "other", status)) == 403
 
 
+@pytest.mark.usefixtures("plays_controllers")
 def test_deploy_steps_kserve_rollout_runs_as_the_service_account(
     k8s_api: ApiClient, as_sa: ApiClient, k8s_namespace: str
 ) -> None:
