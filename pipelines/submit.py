@@ -69,7 +69,7 @@ class SubmitConfig:
     )
     cache: bool = field(default=True, metadata={"help": "Reuse cached step results (--no-cache: run every step)."})
     timeout_seconds: int = field(
-        default=30, metadata={"help": "Give up on an unanswering KFP endpoint after this long.", "min": 1}
+        default=30, metadata={"help": "How long the health check waits for the KFP endpoint to answer.", "min": 1}
     )
 
 
