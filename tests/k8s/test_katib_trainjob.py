@@ -1,0 +1,159 @@
+"""The katib engine with TrainJob trials against the real API server (Katib and Kubeflow Trainer CRDs): the
+Experiment is kept whole, the TrainJob Katib would create from its trial template (placeholders filled in) is
+accepted by the Trainer CRD unpruned, and the tune step's engine runs it end to end while the test plays Katib
+(Trials with their observations, then the Experiment's success) — the Trials become the study's trials."""
+
+from __future__ import annotations
+
+import json
+import threading
+import time
+from typing import Any
+
+import pytest
+from kubernetes.client import ApiClient, CustomObjectsApi
+from kubernetes.client.exceptions import ApiException
+
+from components.common import trainjob as T
+from components.tune import spec as S
+from components.tune.engines import katib_engine as E
+from components.tune.engines import katib_experiment as K
+from components.tune.training_cli import TrainingOption
+
+from .controllers import EXPERIMENT, OptimalTrial, Resource, get, patch_status, pruned_paths, succeed_experiment
+
+Json = dict[str, Any]
+pytestmark = pytest.mark.usefixtures("k8s_crds")
+TRIAL = Resource("kubeflow.org", "v1beta1", "trials", "Trial")
+TRAINJOB = Resource(T.GROUP, T.VERSION, T.PLURAL, T.KIND)
+KNOWN = {
+    "learning_rate": TrainingOption("learning_rate", ("--learning-rate",), "float"),
+    "max_steps": TrainingOption("max_steps", ("--max-steps",), "int"),
+    "feature_store": TrainingOption("feature_store", ("--feature-store",), "str"),
+    "output_dir": TrainingOption("output_dir", ("--output-dir",), "str"),
+    "mlflow": TrainingOption("mlflow", ("--mlflow", "--no-mlflow"), "bool"),
+    "metric_for_best_model": TrainingOption("metric_for_best_model", ("--metric-for-best-model",), "str"),
+}
+SPEC = S.SearchSpec(
+    parameters=(S.Parameter("learning_rate", "double", 1e-5, 5e-5, log=True),),
+    algorithm="random",
+    max_trial_count=2,
+    parallel_trial_count=1,
+    trial_options={"max_steps": 40},
+)
+PLACEMENT = T.ClusterPlacement(
+    image="registry.example/bert-kfp/train:1.2.0-abc1234",
+    nodes=2,
+    gpu={"accelerator_type": "nvidia.com/gpu", "accelerator_count": 4, "shm_size": "8Gi"},
+    feast={"pvc": "feast-store", "mount_path": "/mnt/feast", "config_map": "feast-config", "config_keys": ["A"]},
+    shared_pvc="bert-shared",
+    tuning_engine="katib",
+    tuning_timeout_seconds=30,
+)
+
+
+def _experiment(name: str, namespace: str) -> Json:
+    args = {"feature_store": "/mnt/feast/store", "mlflow": False}
+    return K.render_experiment(
+        SPEC,
+        name=name,
+        namespace=namespace,
+        image=PLACEMENT.image,
+        training_args=args,
+        gpu=PLACEMENT.gpu,
+        training_options=KNOWN,
+        placement=PLACEMENT,
+    )
+
+
+def test_trainjob_trial_experiment_is_kept_and_its_trials_are_valid_trainjobs(
+    k8s_api: ApiClient, k8s_namespace: str
+) -> None:
+    ns = k8s_namespace
+    sent = _experiment("tune-tj", ns)
+    custom = CustomObjectsApi(k8s_api)
+    custom.create_namespaced_custom_object(EXPERIMENT.group, EXPERIMENT.version, ns, EXPERIMENT.plural, sent)
+    stored = get(k8s_api, EXPERIMENT, ns, "tune-tj")
+    assert pruned_paths(sent, stored) == [] and stored["spec"] == sent["spec"]
+    K.validate_experiment(stored)
+    # What Katib creates for a trial: the template with ${trialParameters.*} filled in, named after the trial
+    template = json.dumps(stored["spec"]["trialTemplate"]["trialSpec"])
+    filled = template.replace("${trialParameters.learning_rate}", "2.5e-05").replace(
+        "${trialParameters.trialName}", "tune-tj-abc12"
+    )
+    trial_job = json.loads(filled) | {"metadata": {"name": "tune-tj-abc12", "namespace": ns}}
+    T.validate_trainjob(trial_job)
+    custom.create_namespaced_custom_object(T.GROUP, T.VERSION, ns, T.PLURAL, trial_job)
+    kept = get(k8s_api, TRAINJOB, ns, "tune-tj-abc12")
+    assert pruned_paths(trial_job, kept) == []
+    command = kept["spec"]["trainer"]["command"]
+    assert command[command.index("--learning-rate") + 1] == "2.5e-05"
+    assert command[command.index("--output-dir") + 1] == "/mnt/shared/katib/tune-tj-abc12"
+
+
+def _trial(api: ApiClient, namespace: str, experiment: str, name: str, lr: str, accuracy: str) -> None:
+    body = {
+        "apiVersion": TRIAL.api_version,
+        "kind": TRIAL.kind,
+        "metadata": {"name": name, "labels": {K.TRIAL_EXPERIMENT_LABEL: experiment}},
+        "spec": {"parameterAssignments": [{"name": "learning_rate", "value": lr}]},
+    }
+    CustomObjectsApi(api).create_namespaced_custom_object(TRIAL.group, TRIAL.version, namespace, TRIAL.plural, body)
+    patch_status(
+        api,
+        TRIAL,
+        namespace,
+        name,
+        {
+            "startTime": "2026-11-30T10:00:00Z",
+            "completionTime": "2026-11-30T10:02:00Z",
+            "conditions": [{"type": "Succeeded", "status": "True", "reason": "TrialSucceeded"}],
+            "observation": {
+                "metrics": [{"name": "validation-accuracy", "min": "0.3", "max": accuracy, "latest": accuracy}]
+            },
+        },
+    )
+
+
+def test_the_engine_runs_the_experiment_and_reads_its_trials(k8s_api: ApiClient, k8s_namespace: str) -> None:
+    ns, name = k8s_namespace, "tune-run"
+
+    def play_katib() -> None:
+        deadline = time.monotonic() + 20
+        while time.monotonic() < deadline:
+            try:
+                get(k8s_api, EXPERIMENT, ns, name)
+            except ApiException:
+                time.sleep(0.05)
+                continue
+            _trial(k8s_api, ns, name, f"{name}-a", "1.2e-05", "0.64")
+            _trial(k8s_api, ns, name, f"{name}-b", "3.1e-05", "0.7")
+            _trial(k8s_api, ns, "another", "another-a", "4e-05", "0.9")  # another Experiment's trial
+            best = OptimalTrial(f"{name}-b", {"learning_rate": "3.1e-05"}, {"validation-accuracy": 0.7})
+            succeed_experiment(k8s_api, ns, name, optimal_trial=best)
+            return
+
+    thread = threading.Thread(target=play_katib, daemon=True)
+    thread.start()
+    result = E.run(
+        SPEC,
+        {"feature_store": "/mnt/feast/store"},
+        PLACEMENT,
+        tracking_uri="",
+        pipeline_run_id="run-1",
+        api_client=k8s_api,
+        namespace=ns,
+        name=name,
+        poll_s=0.1,
+    )
+    thread.join(5)
+    assert result.engine == "katib" and result.study_name == name
+    assert result.best_params == {"learning_rate": 3.1e-05} and result.best_value == pytest.approx(0.7)
+    assert [(t.key, t.state, t.value) for t in result.trials] == [
+        (f"{name}-a", "COMPLETE", 0.64),
+        (f"{name}-b", "COMPLETE", 0.7),
+    ]
+    assert result.best_trial == 1 and result.stop_reason == "ExperimentMaxTrialsReached"
+    with pytest.raises(ApiException) as gone:  # cleanup (the profile's default)
+        get(k8s_api, EXPERIMENT, ns, name)
+    assert gone.value.status == 404
