@@ -12,7 +12,8 @@ from the GPU placement, the training CLI under ``torchrun`` (``python -m torch.d
 torch plugin sets ``PET_NNODES``, ``PET_NPROC_PER_NODE``, ``PET_NODE_RANK``, ``PET_MASTER_ADDR`` and
 ``PET_MASTER_PORT``, which torchrun reads as its options), the environment of the feature store and MLflow in
 ``trainer.env`` (the only place the runtime's ``node`` container takes environment from), and the node
-selector, tolerations, volumes and mounts as a ``runtimePatches`` entry.  It is checked against the
+selector, tolerations, volumes, mounts and the security contexts of the "restricted" Pod Security Standard
+as a ``runtimePatches`` entry.  It is checked against the
 ``kubeflow-trainer-api`` models: a field they do not know or a value of the wrong type is a `ValueError`.
 """
 
@@ -56,6 +57,10 @@ GPU_KEYS = frozenset(
     }
 )
 TUNING_ENGINES = ("optuna", "katib")
+#: What the "restricted" Pod Security Standard asks of a pod and its containers (the image runs as a non-root,
+#: numeric user): the namespace of the project's manifests enforces it.
+POD_SECURITY: Json = {"runAsNonRoot": True, "seccompProfile": {"type": "RuntimeDefault"}}
+CONTAINER_SECURITY: Json = {"allowPrivilegeEscalation": False, "capabilities": {"drop": ["ALL"]}}
 
 
 @dataclass(frozen=True)
@@ -260,18 +265,16 @@ def render_trainjob(
     env = environment(placement)
     if env:
         trainer["env"] = env
-    pod_spec: Json = dict(pod)
-    if vols:
-        pod_spec |= {"volumes": vols, "containers": [{"name": NODE, "volumeMounts": mounts}]}
+    node: Json = {"name": NODE, "securityContext": CONTAINER_SECURITY} | ({"volumeMounts": mounts} if mounts else {})
+    pod_spec: Json = pod | {"securityContext": POD_SECURITY, "containers": [node]} | ({"volumes": vols} if vols else {})
     spec: Json = {
         "runtimeRef": {"name": placement.runtime, "apiGroup": GROUP, "kind": "ClusterTrainingRuntime"},
         "trainer": trainer,
         "activeDeadlineSeconds": placement.timeout_seconds,
     }
-    if pod_spec:
-        replicated = {"name": NODE, "template": {"spec": {"template": {"spec": pod_spec}}}}
-        template = {"spec": {"replicatedJobs": [replicated]}}
-        spec["runtimePatches"] = [{"manager": PATCH_MANAGER, "trainingRuntimeSpec": {"template": template}}]
+    replicated = {"name": NODE, "template": {"spec": {"template": {"spec": pod_spec}}}}
+    template = {"spec": {"replicatedJobs": [replicated]}}
+    spec["runtimePatches"] = [{"manager": PATCH_MANAGER, "trainingRuntimeSpec": {"template": template}}]
     metadata: Json = {}
     if name:
         metadata["name"] = name

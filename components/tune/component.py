@@ -1,4 +1,5 @@
-"""KFP component: Katib-style hyper-parameter search with the training CLI as its trial (the optuna engine)."""
+"""KFP component: Katib-style hyper-parameter search with the training CLI as its trial (Optuna in the pod, or a
+Katib Experiment on the cluster when the profile's ``tuning.engine`` is katib)."""
 
 from typing import NamedTuple
 
@@ -26,6 +27,9 @@ def tune_hyperparameters(
     metrics: Output[Metrics],
 ) -> NamedTuple("TuneOutputs", [("best_params", dict), ("best_value", float)]):
     """Search training hyper-parameters on the train/validation splits; every trial is an MLflow child run.
+
+    The engine is the profile's (``tuning.engine``): Optuna in this pod, or a Katib Experiment whose trials are
+    Jobs (TrainJobs on a multi-node profile); its namespace, timeout and cleanup come from the profile too.
 
     Args:
         feature_store: Feast store directory: ingest_features' `store` output (train and validation splits).

@@ -110,6 +110,9 @@ def test_placement_volumes_and_mounts_are_a_runtime_patch_of_the_node_job() -> N
     assert claims == {"feast-store": "feast-store", "shared": "bert-shared", "dshm": None}
     (container,) = pod["containers"]
     assert container["name"] == "node"
+    # the "restricted" Pod Security Standard of the project's namespace
+    assert pod["securityContext"] == {"runAsNonRoot": True, "seccompProfile": {"type": "RuntimeDefault"}}
+    assert container["securityContext"] == {"allowPrivilegeEscalation": False, "capabilities": {"drop": ["ALL"]}}
     assert {m["name"]: m["mountPath"] for m in container["volumeMounts"]} == {
         "feast-store": "/mnt/feast",
         "shared": "/mnt/shared",

@@ -117,6 +117,8 @@ def test_one_node_trials_are_jobs_with_the_feature_store_and_mlflow() -> None:
     assert env["MLFLOW_TRACKING_URI"]["value"] == "http://mlflow:5000"
     assert env["FEAST_REGISTRY_PATH"]["valueFrom"]["configMapKeyRef"]["name"] == "feast-config"
     assert pod["nodeSelector"] == {"nvidia.com/gpu.present": "true"}
+    assert pod["securityContext"]["runAsNonRoot"] is True
+    assert container["securityContext"]["capabilities"] == {"drop": ["ALL"]}
 
 
 def _trial(name: str, lr: str, batch: str, condition: str, accuracy: str | None) -> dict[str, Any]:

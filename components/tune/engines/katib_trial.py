@@ -59,7 +59,9 @@ def trial_argv(
 
 def _job(image: str, argv: list[str], gpu: Mapping[str, Any] | None, placement: T.ClusterPlacement | None) -> Json:
     resources, pod = T.container_fields(gpu)
-    container: Json = {"name": CONTAINER, "image": image, "command": ["python", "-m", training_cli.MODULE, *argv]}
+    command = ["python", "-m", training_cli.MODULE, *argv]
+    container: Json = {"name": CONTAINER, "image": image, "command": command, "securityContext": T.CONTAINER_SECURITY}
+    pod["securityContext"] = T.POD_SECURITY
     if resources:
         container["resources"] = resources
     if placement is not None:
