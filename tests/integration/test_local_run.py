@@ -7,6 +7,7 @@ from pathlib import Path
 
 import pytest
 
+from components.common import tracking
 from pipelines.__main__ import main
 from pipelines.sample_data import generate_reviews, write_sample_csv
 
@@ -18,13 +19,22 @@ def fast(tmp_path: Path, rows: int = 240) -> list[str]:
     return ["--max-rows", str(rows), "--epochs", "1", "--mlflow-tracking-uri", f"sqlite:///{tmp_path}/mlflow.db"]
 
 
+def _registry(tmp_path: Path) -> tuple[str, str]:
+    """The run's private MLflow store (see `fast`) and the registered model's default name."""
+    return f"sqlite:///{tmp_path}/mlflow.db", tracking.DEFAULT_REGISTERED_MODEL
+
+
 def test_default_run_on_the_synthetic_sample(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    assert main(["run", "--output", str(tmp_path / "run"), *fast(tmp_path)]) == 0
+    """The whole pipeline, deployment included: the gate is 0 here, so whatever one epoch on 240 rows reaches
+    is deployed (with a fresh registry there is no champion to beat) and the local model server's answers are
+    checked against evaluate's."""
+    assert main(["run", "--output", str(tmp_path / "run"), "--min-accuracy", "0", *fast(tmp_path)]) == 0
     summary_path = tmp_path / "run" / "summary.json"
     printed = capsys.readouterr().out
-    # A line per step start and end, the progress lines, the decision and the summary's path; the rest: logs/.
-    assert str(summary_path) in printed and "Deploy decision:" in printed and len(printed.splitlines()) <= 40
-    assert "✓ train-classifier" in printed and "Executing task" not in printed
+    # A line per step start and end, the progress lines, the deployment and the summary's path; the rest: logs/.
+    assert str(summary_path) in printed and "Deployment: deployed version 1" in printed
+    assert len(printed.splitlines()) <= 40
+    assert "✓ train-classifier" in printed and "✓ deploy-model" in printed and "Executing task" not in printed
     assert "Executing task 'train-classifier'" in (tmp_path / "run" / "logs" / "run.log").read_text()
     assert (tmp_path / "run" / "logs" / "train-classifier.log").stat().st_size > 0
     summary = json.loads(summary_path.read_text())
@@ -47,6 +57,15 @@ def test_default_run_on_the_synthetic_sample(tmp_path: Path, capsys: pytest.Capt
     assert training["global_step"] > 0 and Path(training["model_dir"], "config.json").is_file()
     assert evaluation["rows"] == features["rows_per_split"]["test"]
     assert 0.0 <= evaluation["accuracy"] <= 1.0 and set(evaluation["per_facet_accuracy"]) <= set(bias["metrics"])
+    deployment = summary["deployment"]
+    assert deployment["decision"] == "deployed" and deployment["reason"] == evaluation["decision"]["reason"]
+    assert (deployment["model_version"], deployment["backend"], deployment["outcome"]) == ("1", "local", "promoted")
+    assert deployment["endpoint"].startswith("http://127.0.0.1:") and deployment["canary"] is None
+    smoke = deployment["smoke"]  # the served model answered the held-out reviews as evaluate did
+    assert smoke["passed"] and smoke["reviews"] == min(32, evaluation["rows"])
+    assert smoke["matched"] + smoke["ties"] == smoke["reviews"]
+    uri, name = _registry(tmp_path)
+    assert tracking.get_alias(uri, name, tracking.CHAMPION).version == "1" == deployment["champion"]
 
 
 def test_summary_bias_matches_clarify_on_the_course_data(
@@ -62,13 +81,27 @@ def test_summary_bias_matches_clarify_on_the_course_data(
             assert got == pytest.approx(metric["value"], abs=1e-12)
 
 
-def test_group_column_adds_cddl(tmp_path: Path) -> None:
-    args = ["--group-column", "Department Name", "--no-balance", *fast(tmp_path, 150)]
+def test_group_column_adds_cddl_and_a_failed_gate_skips_deployment(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    args = ["--group-column", "Department Name", "--no-balance", "--min-accuracy", "0.99", *fast(tmp_path, 150)]
     assert main(["run", "--output", str(tmp_path / "run"), *args]) == 0
     summary = json.loads((tmp_path / "run" / "summary.json").read_text())
     assert summary["bias"]["group"] == "Department Name"
     assert all("CDDL" in m for m in summary["bias"]["metrics"].values())
     assert summary["data"]["balanced"] is False
+    # The model misses the gate: the run still succeeds, deployment skipped with evaluate's reason.
+    evaluation, deployment = summary["evaluation"], summary["deployment"]
+    assert summary["status"] == "succeeded" and evaluation["accuracy"] < 0.99
+    assert deployment["decision"] == "skipped" and deployment["endpoint"] is None
+    assert deployment["reason"] == evaluation["decision"]["reason"]
+    assert f"test accuracy {evaluation['accuracy']:.4f} is below --min-accuracy 0.9900" in deployment["reason"]
+    printed = capsys.readouterr().out
+    assert f"Deployment: skipped (version 1 of {tracking.DEFAULT_REGISTERED_MODEL} stays challenger)" in printed
+    assert "deploy-model" not in printed and "✓ skip-deployment" in printed
+    uri, name = _registry(tmp_path)
+    assert tracking.get_alias(uri, name, tracking.CHAMPION) is None
+    assert tracking.get_alias(uri, name, tracking.CHALLENGER).version == deployment["model_version"] == "1"
 
 
 def test_bias_gate_fails_the_run_with_the_steps_message(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
