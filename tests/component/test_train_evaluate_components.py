@@ -161,11 +161,11 @@ def test_checkpoint_root_keeps_checkpoints_for_a_retry(tmp_path: Path, store: Pa
     assert (tmp_path / "bert-kfp" / "mlflow.db").is_file()  # the default store, here under XDG_DATA_HOME
 
 
-@pytest.mark.parametrize(("component", "image"), [(train_classifier, "/train:"), (evaluate_classifier, "/components:")])
+@pytest.mark.parametrize(("component", "image"), [(train_classifier, "train"), (evaluate_classifier, "train")])
 def test_components_run_on_the_project_image_without_installing_anything(component, image: str, tmp_path: Path) -> None:
     """The executor comes from the image (install_kfp_package=False): no pip install at pod start."""
     compiler.Compiler().compile(component, str(tmp_path / "c.yaml"))
     executor = next(iter(yaml.safe_load((tmp_path / "c.yaml").read_text())["deploymentSpec"]["executors"].values()))
     command = " ".join(executor["container"]["command"])
     assert "pip install" not in command and "kfp.dsl.executor_main" in command
-    assert image in executor["container"]["image"]
+    assert executor["container"]["image"].rsplit("/", 1)[-1].split(":")[0] == image  # (torch is there)
