@@ -17,9 +17,9 @@ CONTAINER_TOOL ?= $(firstword $(foreach t,podman docker,$(if $(shell command -v 
 IMAGES   ?= components train serve
 # The base image (default: images/Dockerfile's pinned public python image); `make container-runtime` prints a local one.
 BASE_IMAGE ?=
-# Builder-specific build flags (a CA bundle, an index), e.g. for podman behind a TLS-intercepting proxy:
-# IMAGE_BUILD_FLAGS='-v /etc/ssl/certs/ca-certificates.crt:/run/host-ca.crt:ro --build-arg PIP_CERT=/run/host-ca.crt'
-IMAGE_BUILD_FLAGS ?=
+# Builder-specific build flags (a CA bundle, an index: build arguments only, never in an image). With podman,
+# the CA bundle this machine's pip uses ($PIP_CERT, e.g. behind a TLS-intercepting proxy) is lent to the build.
+IMAGE_BUILD_FLAGS ?= $(if $(and $(PIP_CERT),$(filter podman,$(CONTAINER_TOOL))),-v $(PIP_CERT):/run/host-ca.crt:ro --build-arg PIP_CERT=/run/host-ca.crt)
 
 .DEFAULT_GOAL := help
 .PHONY: help install run test test-all compile lint bench clean k8s-apiserver images container-runtime
