@@ -24,13 +24,14 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, Literal, cast
 
+from components.common import kube
 from components.deploy import inference_service as isvc_
 from components.deploy import kserve_decision as D
 from components.deploy.config import DeployConfig, canonical_mode
 
 log = logging.getLogger(__name__)
 Json = dict[str, Any]
-SERVICE_ACCOUNT_NAMESPACE = Path("/var/run/secrets/kubernetes.io/serviceaccount/namespace")
+SERVICE_ACCOUNT_NAMESPACE = kube.SERVICE_ACCOUNT_DIR / "namespace"
 #: The verbs the backend needs on inferenceservices.serving.kserve.io (docs/kserve.md, the Role in manifests/).
 VERBS = ("get", "create", "update", "delete")
 _CONFLICT_RETRIES = 5
@@ -85,21 +86,10 @@ def load_api_client() -> Any:
     Raises:
         KServeError: Neither is there.
     """
-    from kubernetes import client, config
-    from kubernetes.config.config_exception import ConfigException
-
     try:
-        config.load_incluster_config()
-        return client.ApiClient()
-    except ConfigException:
-        pass
-    try:
-        return config.new_client_from_config()
-    except (ConfigException, OSError) as error:
-        raise KServeError(
-            f"no Kubernetes credentials: not in a pod and no usable kubeconfig ({error}); run the step in the "
-            "cluster or set KUBECONFIG"
-        ) from None
+        return kube.in_cluster_client(kubeconfig_fallback=True)
+    except ValueError as error:
+        raise KServeError(str(error)) from None
 
 
 def resolve_namespace(
@@ -110,14 +100,16 @@ def resolve_namespace(
     Raises:
         KServeError: None of them is there.
     """
-    if configured.strip():
-        return configured.strip()
     try:
-        namespace = service_account_namespace.read_text().strip()
-    except OSError:
-        namespace = ""
-    if namespace:
-        return namespace
+        return kube.pod_namespace(
+            configured,
+            service_account_namespace,
+            kubeconfig=kubeconfig,
+            kubeconfig_fallback=True,
+            setting="kserve_namespace",
+        )
+    except ValueError as error:
+        raise KServeError(f"no namespace for the InferenceService: {error}") from None
     from kubernetes import config
     from kubernetes.config.config_exception import ConfigException
 
