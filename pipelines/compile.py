@@ -11,9 +11,10 @@ PROFILES = ("onprem", "eks", "cpu")
 
 
 def cluster_defaults(profile: Profile) -> dict[str, str]:
-    """The parameter defaults a cluster differs in from a local run: where the feature store lives."""
+    """The parameter defaults a cluster differs in from a local run: where the feature store lives, and that a
+    model that passes the gate rolls out as a KServe canary (a pod has no laptop to start a server on)."""
     mount = profile.feast.mount_path if profile.feast else FeastAccess.mount_path
-    return {"feature_store_dir": mount, "feast_config": "cluster"}
+    return {"feature_store_dir": mount, "feast_config": "cluster", "deploy_backend": "kserve"}
 
 
 def compile_pipeline(

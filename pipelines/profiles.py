@@ -129,6 +129,9 @@ class Profile:
     mlflow: MlflowAccess | None = None
     trainjob: TrainJobSettings | None = None
     tuning: TuningSettings = field(default_factory=TuningSettings)
+    #: The ServiceAccount a submitted run's pods use (manifests/ creates `bert-pipeline` with the Role the
+    #: steps need); empty: the KFP installation's default.
+    service_account: str = ""
 
     @property
     def nodes(self) -> int:
@@ -203,6 +206,7 @@ def load_profiles(path: str | Path = DEFAULT_FILE) -> dict[str, Profile]:
             mlflow=tracking,
             trainjob=trainjob,
             tuning=tuning,
+            service_account=str((body or {}).get("service_account") or ""),
         )
     return profiles
 

@@ -64,7 +64,7 @@ class SubmitConfig:
         default="",
         metadata={
             "help": f"ServiceAccount the run's pods use (manifests/: bert-pipeline); empty: ${ENV_SERVICE_ACCOUNT}, "
-            "else the installation's default."
+            "else the profile's service_account, else the installation's default."
         },
     )
     cache: bool = field(default=True, metadata={"help": "Reuse cached step results (--no-cache: run every step)."})
@@ -282,11 +282,13 @@ def submit(config: SubmitConfig, arguments: Mapping[str, Any], env: Mapping[str,
         SubmitError: the endpoint is unreachable, refuses the credentials, or refuses the run.
     """
     from pipelines.compile import compile_pipeline
-    from pipelines.profiles import DEFAULT_FILE
+    from pipelines.profiles import DEFAULT_FILE, load_profiles
 
     env = os.environ if env is None else env
     connection = Connection.from_env(env, host=config.host, namespace=config.namespace)
-    config = config if config.service_account else _with(config, service_account=env.get(ENV_SERVICE_ACCOUNT, ""))
+    profile = load_profiles(config.profiles_file or DEFAULT_FILE).get(config.profile)
+    fallback = env.get(ENV_SERVICE_ACCOUNT, "") or (profile.service_account if profile else "")
+    config = config if config.service_account else _with(config, service_account=fallback)
     package = Path(config.package or Path("build") / f"pipeline-kfp-{config.profile}.yaml")
     compile_pipeline(package, target="kfp", profile=config.profile, profiles_file=config.profiles_file or DEFAULT_FILE)
     typed = pipeline_arguments(package, arguments)

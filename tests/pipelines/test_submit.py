@@ -209,7 +209,7 @@ def test_an_existing_experiment_is_reused_and_the_cookie_authenticates(
     assert run["headers"]["cookie"] == "authservice_session=abc123" and "authorization" not in run["headers"]
     assert run["body"]["experiment_id"] == "exp-7"
     assert run["body"]["runtime_config"]["parameters"] == {"data": "/mnt/data/reviews.csv"}
-    assert "service_account" not in run["body"] or not run["body"]["service_account"]
+    assert run["body"]["service_account"] == "bert-pipeline"  # no flag, no KFP_SERVICE_ACCOUNT: the profile's
     assert run["body"]["display_name"].startswith("review-sentiment cpu ")
 
 
