@@ -11,6 +11,7 @@ from pathlib import Path
 def _parser() -> argparse.ArgumentParser:
     from components.common.options import DefaultsHelpFormatter, OneLineParser
     from pipelines import parameters, submit
+    from pipelines.container_runner import DEFAULT_PROFILE
     from pipelines.local import RUNNERS
 
     parser = OneLineParser(prog="python -m pipelines", description=__doc__)
@@ -38,7 +39,9 @@ def _parser() -> argparse.ArgumentParser:
         help="subprocess: every step in this virtualenv; container: every step in its own container "
         "(`make container-runtime`, `make images`; docs/containers.md)",
     )
-    run.add_argument("--profile", default="cpu", help="with --runner container: the cluster profile the steps follow")
+    run.add_argument(
+        "--profile", default=DEFAULT_PROFILE, help="with --runner container: the cluster profile the steps follow"
+    )
     parameters.add_run_flags(run)
 
     comp = sub.add_parser("compile", help="compile the pipeline to KFP IR YAML")

@@ -66,7 +66,7 @@ class RunOptions:
     #: ``subprocess``: every step in this virtualenv; ``container``: every step in its own container
     #: (`pipelines.container_runner`), given what the cluster profile ``profile`` gives its pod.
     runner: str = "subprocess"
-    profile: str = "cpu"
+    profile: str = container_runner.DEFAULT_PROFILE
 
     @property
     def feature_store_dir(self) -> Path:
