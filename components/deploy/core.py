@@ -158,7 +158,9 @@ def smoke_probe(reviews: list[SmokeReview], config: DeployConfig) -> Callable[[s
     return probe
 
 
-def deploy_kserve(config: DeployConfig, storage_uri: str, model_version: str, reviews: list[SmokeReview]) -> Any:
+def deploy_kserve(
+    config: DeployConfig, storage_uri: str, model_version: str, reviews: list[SmokeReview], max_seq_length: int = 128
+) -> Any:
     """Roll the version out with `components.deploy.kserve.rollout`, the smoke set as its probe; the rollout's
     result (``.action``, ``.endpoint``, ``.message``, ...).
 
@@ -173,7 +175,13 @@ def deploy_kserve(config: DeployConfig, storage_uri: str, model_version: str, re
     client = kserve.load_api_client()
     serve_image = image.resolve(image.SERVE_IMAGE)  # the serve image this very step runs on
     result = kserve.rollout(
-        client, config, storage_uri=storage_uri, model_version=model_version, image=serve_image, probe=probe
+        client,
+        config,
+        storage_uri=storage_uri,
+        model_version=model_version,
+        image=serve_image,
+        max_seq_length=max_seq_length,
+        probe=probe,
     )
     if result.action == "rolled_back":
         raise DeploymentError(
@@ -235,7 +243,7 @@ def deploy(
                 )
             report.outcome = "promoted"
         else:
-            result = deploy_kserve(config, storage_uri, model_version, reviews)
+            result = deploy_kserve(config, storage_uri, model_version, reviews, max_seq_length)
             report.endpoint, report.outcome, report.message = result.endpoint, result.action, result.message
             report.canary = result.to_dict()
     except Exception as error:

@@ -76,8 +76,11 @@ def predictor_name(inference_service: str, model_version: str) -> str:
     return name
 
 
-def render_predictor(config: DeployConfig, *, storage_uri: str, model_version: str, image: str) -> Json:
-    """The predictor that serves the model at ``storage_uri`` (no traffic settings, no name).
+def render_predictor(
+    config: DeployConfig, *, storage_uri: str, model_version: str, image: str, max_seq_length: int = 128
+) -> Json:
+    """The predictor that serves the model at ``storage_uri`` (no traffic settings, no name); texts are cut
+    to ``max_seq_length`` tokens, as featurize cut them for training and evaluation.
 
     Raises:
         ValueError: An empty storage URI or version, or (project runtime) no pinned image.
@@ -92,7 +95,12 @@ def render_predictor(config: DeployConfig, *, storage_uri: str, model_version: s
             "modelFormat": {"name": "huggingface"},
             "runtime": HF_RUNTIME,
             "storageUri": storage_uri,
-            "args": ["--task=sequence_classification", "--backend=huggingface", "--return_probabilities"],
+            "args": [
+                "--task=sequence_classification",
+                "--backend=huggingface",
+                "--return_probabilities",
+                f"--max_length={max_seq_length}",
+            ],
         }
         return {"annotations": annotations, "model": model}
     if config.serving_runtime != "project":
@@ -112,6 +120,8 @@ def render_predictor(config: DeployConfig, *, storage_uri: str, model_version: s
             str(PORT),
             "--model-name",
             config.inference_service,
+            "--max-seq-length",
+            str(max_seq_length),
         ],
         "env": [{"name": STORAGE_URI_ENV, "value": storage_uri}],
         "ports": [{"containerPort": PORT, "protocol": "TCP"}],
@@ -120,7 +130,13 @@ def render_predictor(config: DeployConfig, *, storage_uri: str, model_version: s
 
 
 def render_inference_service(
-    config: DeployConfig, *, namespace: str, storage_uri: str, model_version: str, image: str
+    config: DeployConfig,
+    *,
+    namespace: str,
+    storage_uri: str,
+    model_version: str,
+    image: str,
+    max_seq_length: int = 128,
 ) -> Json:
     """A new InferenceService serving ``model_version`` at 100 %, validated with KServe's SDK models.
 
@@ -140,7 +156,9 @@ def render_inference_service(
         "kind": KIND,
         "metadata": {"name": config.inference_service, "namespace": namespace, "annotations": annotations},
         "spec": {
-            "predictor": render_predictor(config, storage_uri=storage_uri, model_version=model_version, image=image)
+            "predictor": render_predictor(
+                config, storage_uri=storage_uri, model_version=model_version, image=image, max_seq_length=max_seq_length
+            )
         },
     }
     to_sdk_model(isvc)

@@ -288,6 +288,7 @@ def rollout(
     storage_uri: str,
     model_version: str,
     image: str,
+    max_seq_length: int = 128,
     probe: Callable[[str], None] | None = None,
     poll_seconds: float = 2.0,
     resource: Resource = INFERENCE_SERVICES,
@@ -300,6 +301,7 @@ def rollout(
         storage_uri: Where KServe's storage initializer finds the model directory.
         model_version: The registered model version (its annotation makes a repeated deploy a no-op).
         image: The project's serve image (``serving_runtime`` project).
+        max_seq_length: Tokens per text the server keeps (the training's; otherwise the canary answers differently).
         probe: Called with the canary's (or a new InferenceService's) URL once it is ready; raises on a bad model.
         poll_seconds: Seconds between two reads of the status.
         resource: Where InferenceServices live (KServe's by default).
@@ -311,7 +313,8 @@ def rollout(
     config.validate()
     namespace = resolve_namespace(config.kserve_namespace)
     name, timeout = config.inference_service, float(config.rollout_timeout_seconds)
-    predictor = isvc_.render_predictor(config, storage_uri=storage_uri, model_version=model_version, image=image)
+    rendered = {"storage_uri": storage_uri, "model_version": model_version, "image": image}
+    predictor = isvc_.render_predictor(config, **rendered, max_seq_length=max_seq_length)
     canary = isvc_.predictor_name(name, model_version)  # a Standard-mode canary's name, checked before any write
     cluster = InferenceServiceClient(api_client, namespace, resource)
     cluster.check_installed()
@@ -326,9 +329,7 @@ def rollout(
         return Rollout(action, cast(Mode, mode), D.endpoint(obj or {}), name, namespace, message)
 
     if plan.action == "create":
-        body = isvc_.render_inference_service(
-            config, namespace=namespace, storage_uri=storage_uri, model_version=model_version, image=image
-        )
+        body = isvc_.render_inference_service(config, namespace=namespace, **rendered, max_seq_length=max_seq_length)
         created = cluster.create(body)
         progress = _wait(cluster, name, lambda obj: D.ready_progress(obj, 1), timeout, poll_seconds)
         current = cluster.get(name) or created

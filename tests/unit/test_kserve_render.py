@@ -46,6 +46,7 @@ def test_project_runtime_runs_the_model_server_on_the_downloaded_model() -> None
     args = container["args"]
     assert args[args.index("--model-dir") + 1] == "/mnt/models"
     assert args[args.index("--model-name") + 1] == "review-sentiment"
+    assert args[args.index("--max-seq-length") + 1] == "128"  # the training's cut, else answers differ
     assert container["env"] == [{"name": "STORAGE_URI", "value": "s3://models/bert/3"}]
     assert predictor["annotations"] == {V: "3"}
 
@@ -54,6 +55,16 @@ def test_huggingface_runtime_uses_kserve_runtime_and_storage_uri() -> None:
     model = _render(serving_runtime="huggingface")["spec"]["predictor"]["model"]
     assert model["modelFormat"] == {"name": "huggingface"} and model["runtime"] == "kserve-huggingfaceserver"
     assert model["storageUri"] == "s3://models/bert/3" and "--task=sequence_classification" in model["args"]
+    assert "--max_length=128" in model["args"]
+
+
+def test_the_server_cuts_texts_where_training_did() -> None:
+    config = DeployConfig(deploy_backend="kserve")
+    kwargs = {"storage_uri": "s3://m/1", "model_version": "1", "image": IMAGE, "max_seq_length": 64}
+    args = I.render_predictor(config, **kwargs)["containers"][0]["args"]
+    assert args[args.index("--max-seq-length") + 1] == "64"
+    hf = I.render_predictor(DeployConfig(deploy_backend="kserve", serving_runtime="huggingface"), **kwargs)
+    assert "--max_length=64" in hf["model"]["args"]
 
 
 @pytest.mark.parametrize(
