@@ -76,6 +76,32 @@ def predictor_name(inference_service: str, model_version: str) -> str:
     return name
 
 
+#: URI schemes KServe's storage initializer downloads from.
+STORAGE_SCHEMES = ("s3", "gs", "pvc", "https", "http", "hdfs", "webhdfs", "oci", "hf")
+
+
+def kserve_storage_uri(uri: str) -> str:
+    """``uri`` (the model artifact's URI in KFP's object store) as KServe's storage initializer reads it.
+
+    KFP names artifacts in its bundled MinIO ``minio://bucket/key``; KServe reads the same object as
+    ``s3://bucket/key`` (with the S3 endpoint and credentials of the InferenceService's service account).
+
+    Raises:
+        ValueError: A local path or a scheme KServe cannot download from.
+    """
+    uri = uri.strip()
+    scheme, sep, rest = uri.partition("://")
+    if scheme == "minio" and sep:
+        return f"s3://{rest}"
+    if not sep or scheme not in STORAGE_SCHEMES:
+        raise ValueError(
+            f"storage_uri {uri!r}: KServe downloads models from {', '.join(s + '://' for s in STORAGE_SCHEMES)} "
+            "(or minio://); a local path is only on this machine — run the pipeline on the cluster, or use "
+            "--deploy-backend local"
+        )
+    return uri
+
+
 def render_predictor(
     config: DeployConfig, *, storage_uri: str, model_version: str, image: str, max_seq_length: int = 128
 ) -> Json:
@@ -87,6 +113,7 @@ def render_predictor(
     """
     if not storage_uri.strip():
         raise ValueError("storage_uri: the model's storage URI is needed (e.g. the MLflow model version's source)")
+    storage_uri = kserve_storage_uri(storage_uri)
     if not model_version.strip():
         raise ValueError("model_version: the registered model version is needed")
     annotations = {VERSION_ANNOTATION: model_version}

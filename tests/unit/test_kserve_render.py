@@ -111,3 +111,24 @@ def test_unknown_mode_and_long_names_are_refused() -> None:
 def test_sdk_models_name_the_bad_field(patch: Json, match: str) -> None:
     with pytest.raises(ValueError, match=match):
         I.to_sdk_model(patch)
+
+
+@pytest.mark.parametrize(
+    ("uri", "served"),
+    [
+        ("minio://mlpipeline/v2/artifacts/run/train/model", "s3://mlpipeline/v2/artifacts/run/train/model"),
+        ("s3://bucket/model", "s3://bucket/model"),
+        ("gs://bucket/model", "gs://bucket/model"),
+        ("pvc://models/bert/3", "pvc://models/bert/3"),
+    ],
+)
+def test_kfp_artifact_uris_become_what_kserve_downloads(uri: str, served: str) -> None:
+    assert I.kserve_storage_uri(uri) == served
+    predictor = I.render_predictor(DeployConfig(), storage_uri=uri, model_version="1", image=IMAGE)
+    assert predictor["containers"][0]["env"] == [{"name": "STORAGE_URI", "value": served}]
+
+
+@pytest.mark.parametrize("uri", ["/tmp/runs/artifacts/model", "file:///tmp/model", "ftp://host/model"])
+def test_a_model_kserve_cannot_download_is_refused(uri: str) -> None:
+    with pytest.raises(ValueError, match=r"KServe downloads models from .*--deploy-backend local"):
+        I.render_predictor(DeployConfig(), storage_uri=uri, model_version="1", image=IMAGE)
