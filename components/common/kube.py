@@ -3,6 +3,8 @@ namespace the step works in."""
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -73,3 +75,67 @@ def pod_namespace(
         context = " and the kubeconfig's current context names none" if kubeconfig_fallback else ""
         raise ValueError(f"No namespace: {path} is missing (not in a pod?){context}; set {setting}")
     return namespace
+
+
+@dataclass(frozen=True)
+class CustomResource:
+    """Where a custom resource lives on the API server (tests point one at a resource that is not installed)."""
+
+    group: str
+    version: str
+    plural: str
+
+    @property
+    def crd_name(self) -> str:
+        return f"{self.plural}.{self.group}"
+
+    def args(self, namespace: str) -> tuple[str, str, str, str]:
+        """The positional arguments of ``CustomObjectsApi``'s namespaced calls."""
+        return self.group, self.version, namespace, self.plural
+
+
+def check_installed(api_client: Any, resource: CustomResource, not_installed: Exception) -> None:
+    """Raise ``not_installed`` when the resource's CRD is missing; a 403 (an account that may not read CRDs)
+    passes, and the create that follows tells."""
+    from kubernetes.client import ApiextensionsV1Api
+    from kubernetes.client.exceptions import ApiException
+
+    try:
+        ApiextensionsV1Api(api_client).read_custom_resource_definition(resource.crd_name)
+    except ApiException as error:
+        if error.status == 404:
+            raise not_installed from None
+        if error.status != 403:
+            raise
+
+
+def create_custom_object(
+    api_client: Any, resource: CustomResource, namespace: str, body: Mapping[str, Any], not_installed: Exception
+) -> Any:
+    """Create ``body`` in ``namespace`` after `check_installed`; a 404 on the create is ``not_installed`` too."""
+    from kubernetes.client import CustomObjectsApi
+    from kubernetes.client.exceptions import ApiException
+
+    check_installed(api_client, resource, not_installed)
+    body = dict(body) | {"metadata": {**body["metadata"], "namespace": namespace}}
+    try:
+        return CustomObjectsApi(api_client).create_namespaced_custom_object(*resource.args(namespace), body)
+    except ApiException as error:
+        if error.status == 404:
+            raise not_installed from None
+        raise
+
+
+def dropped_fields(sent: Any, kept: Any, path: str = "") -> list[str]:
+    """The paths of fields in ``sent`` that ``kept`` lacks (what a model or an API server pruned as unknown)."""
+    if isinstance(sent, dict) and isinstance(kept, dict):
+        out: list[str] = []
+        for key, value in sent.items():
+            child = f"{path}.{key}" if path else str(key)
+            out += [child] if key not in kept else dropped_fields(value, kept[key], child)
+        return out
+    if isinstance(sent, list) and isinstance(kept, list) and len(sent) == len(kept):
+        return [
+            p for i, (a, b) in enumerate(zip(sent, kept, strict=True)) for p in dropped_fields(a, b, f"{path}[{i}]")
+        ]
+    return []

@@ -25,6 +25,8 @@ from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass, fields
 from typing import Any
 
+from components.common import kube
+
 Json = dict[str, Any]
 
 #: The environment variable `pipelines.profiles` sets on the tune and train tasks (JSON of `ClusterPlacement`).
@@ -290,21 +292,6 @@ def render_trainjob(
     return job
 
 
-def unknown_fields(sent: Any, kept: Any, path: str = "") -> list[str]:
-    """The paths of fields in ``sent`` that ``kept`` lacks."""
-    if isinstance(sent, dict) and isinstance(kept, dict):
-        out: list[str] = []
-        for key, value in sent.items():
-            child = f"{path}.{key}" if path else str(key)
-            out += [child] if key not in kept else unknown_fields(value, kept[key], child)
-        return out
-    if isinstance(sent, list) and isinstance(kept, list) and len(sent) == len(kept):
-        return [
-            p for i, (a, b) in enumerate(zip(sent, kept, strict=True)) for p in unknown_fields(a, b, f"{path}[{i}]")
-        ]
-    return []
-
-
 def validate_trainjob(job: Mapping[str, Any]) -> None:
     """Check ``job`` with Kubeflow Trainer's models: types, required fields, and no field they do not know.
 
@@ -323,6 +310,6 @@ def validate_trainjob(job: Mapping[str, Any]) -> None:
     except ValueError as error:  # a one-of wrapper's own message (a quantity that is neither text nor number)
         raise ValueError(f"TrainJob: {str(error).splitlines()[0]}") from None
     assert model is not None
-    unknown = unknown_fields(dict(job), model.to_dict())
+    unknown = kube.dropped_fields(dict(job), model.to_dict())
     if unknown:
         raise ValueError(f"TrainJob: unknown field {unknown[0]} (Kubeflow Trainer's models do not have it)")

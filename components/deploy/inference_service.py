@@ -266,18 +266,3 @@ def to_json(model: Any) -> Json:
 
     result: Json = ApiClient().sanitize_for_serialization(model)
     return result
-
-
-def dropped_fields(sent: Any, kept: Any, path: str = "") -> list[str]:
-    """The paths of fields in ``sent`` that ``kept`` lacks (what a server pruned as unknown to its schema)."""
-    if isinstance(sent, dict) and isinstance(kept, dict):
-        out: list[str] = []
-        for key, value in sent.items():
-            child = f"{path}.{key}" if path else str(key)
-            out += [child] if key not in kept else dropped_fields(value, kept[key], child)
-        return out
-    if isinstance(sent, list) and isinstance(kept, list) and len(sent) == len(kept):
-        return [
-            p for i, (a, b) in enumerate(zip(sent, kept, strict=True)) for p in dropped_fields(a, b, f"{path}[{i}]")
-        ]
-    return []

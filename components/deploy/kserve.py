@@ -49,20 +49,8 @@ class KServeError(RuntimeError):
     """The cluster cannot do the rollout: KServe missing or too old, an unsupported mode, a denied request."""
 
 
-@dataclass(frozen=True)
-class Resource:
-    """Where InferenceServices live on the API server (tests point it at one that is not installed)."""
-
-    group: str = isvc_.GROUP
-    version: str = isvc_.VERSION
-    plural: str = isvc_.PLURAL
-
-    @property
-    def crd_name(self) -> str:
-        return f"{self.plural}.{self.group}"
-
-
-INFERENCE_SERVICES = Resource()
+#: Where InferenceServices live on the API server (tests point a copy at one that is not installed).
+INFERENCE_SERVICES = kube.CustomResource(isvc_.GROUP, isvc_.VERSION, isvc_.PLURAL)
 
 
 @dataclass(frozen=True)
@@ -129,13 +117,13 @@ def resolve_namespace(
 class InferenceServiceClient:
     """The InferenceService calls, with 403/404 turned into errors a user can act on."""
 
-    def __init__(self, api_client: Any, namespace: str, resource: Resource) -> None:
+    def __init__(self, api_client: Any, namespace: str, resource: kube.CustomResource) -> None:
         from kubernetes.client import CustomObjectsApi
 
         self.api = CustomObjectsApi(api_client)
         self.namespace = namespace
         self.resource = resource
-        self.args = (resource.group, resource.version, namespace, resource.plural)
+        self.args = resource.args(namespace)
 
     def _error(self, error: Any, verb: str) -> Exception:
         if error.status == 403:
@@ -244,7 +232,7 @@ def _names_object(error: Any) -> bool:
 
 def _check_kept(sent: Json, stored: Json) -> None:
     """Fail when the server dropped part of what was sent (a CRD without the field)."""
-    dropped = isvc_.dropped_fields({"spec": sent.get("spec"), "metadata": sent.get("metadata")}, stored)
+    dropped = kube.dropped_fields({"spec": sent.get("spec"), "metadata": sent.get("metadata")}, stored)
     dropped = [p for p in dropped if not p.startswith(("metadata.resourceVersion", "metadata.managedFields"))]
     if dropped:
         hints = [hint for field, hint in _FIELD_HINTS.items() if any(p.startswith(field) for p in dropped)]
@@ -291,7 +279,7 @@ def rollout(
     max_seq_length: int = 128,
     probe: Callable[[str], None] | None = None,
     poll_seconds: float = 2.0,
-    resource: Resource = INFERENCE_SERVICES,
+    resource: kube.CustomResource = INFERENCE_SERVICES,
 ) -> Rollout:
     """Roll ``model_version`` out on KServe: create, canary then promote or roll back, or nothing.
 

@@ -20,7 +20,6 @@ import shutil
 import threading
 import time
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -35,20 +34,8 @@ class TrainJobError(RuntimeError):
     """A TrainJob that failed, did not finish in time, or left no model."""
 
 
-@dataclass(frozen=True)
-class TrainJobResource:
-    """Where TrainJobs live on the API server (tests point it at a resource that is not installed)."""
-
-    group: str = T.GROUP
-    version: str = T.VERSION
-    plural: str = T.PLURAL
-
-    @property
-    def crd_name(self) -> str:
-        return f"{self.plural}.{self.group}"
-
-
-TRAINJOBS = TrainJobResource()
+#: Where TrainJobs live on the API server (tests point a copy at a resource that is not installed).
+TRAINJOBS = kube.CustomResource(T.GROUP, T.VERSION, T.PLURAL)
 
 
 def node0_selector(name: str) -> str:
@@ -164,20 +151,7 @@ def _condition(obj: Json, type_: str) -> Json | None:
     return None
 
 
-def _check_installed(api_client: Any, resource: TrainJobResource) -> None:
-    from kubernetes.client import ApiextensionsV1Api
-    from kubernetes.client.exceptions import ApiException
-
-    try:
-        ApiextensionsV1Api(api_client).read_custom_resource_definition(resource.crd_name)
-    except ApiException as error:
-        if error.status == 404:
-            raise _not_installed(resource) from None
-        if error.status != 403:  # a service account that may not read CRDs: the create below tells
-            raise
-
-
-def _not_installed(resource: TrainJobResource) -> ValueError:
+def _not_installed(resource: kube.CustomResource) -> ValueError:
     return ValueError(
         f"Kubeflow Trainer is not installed: the CRD {resource.crd_name} is missing on this cluster; install "
         "Kubeflow Trainer v2 (kubeflow/trainer manifests, with the torch-distributed runtime) or use a profile "
@@ -194,7 +168,7 @@ def run_trainjob(
     poll_s: float,
     cleanup: bool = True,
     follower: LogFollower | None = None,
-    resource: TrainJobResource = TRAINJOBS,
+    resource: kube.CustomResource = TRAINJOBS,
 ) -> Json:
     """Create ``job``, wait until it is ``Complete`` or ``Failed``, and return the TrainJob as last read.
 
@@ -215,17 +189,10 @@ def run_trainjob(
     from kubernetes.client import CustomObjectsApi
     from kubernetes.client.exceptions import ApiException
 
-    _check_installed(api_client, resource)
     custom = CustomObjectsApi(api_client)
     name = job["metadata"]["name"]
-    args = (resource.group, resource.version, namespace, resource.plural)
-    body = job | {"metadata": {**job["metadata"], "namespace": namespace}}
-    try:
-        custom.create_namespaced_custom_object(*args, body)
-    except ApiException as error:
-        if error.status == 404:
-            raise _not_installed(resource) from None
-        raise
+    args = resource.args(namespace)
+    kube.create_custom_object(api_client, resource, namespace, job, _not_installed(resource))
     log.info("TrainJob %s/%s created: %d node(s)", namespace, name, job["spec"]["trainer"].get("numNodes", 1))
     if follower is not None:
         follower.start()

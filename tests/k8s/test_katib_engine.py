@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import threading
 import time
 from collections.abc import Callable
@@ -145,7 +146,7 @@ def test_timeout_is_a_clear_error_and_cleans_up(k8s_api: ApiClient, k8s_namespac
 def test_missing_crd_is_a_clear_error(k8s_api: ApiClient, k8s_namespace: str) -> None:
     """An Experiment resource that is not installed on this server stands for a cluster without Katib (the
     real CRD stays, for the other tests)."""
-    absent = K.ExperimentResource(group="katib-absent.example.org", plural="experiments")
+    absent = dataclasses.replace(K.EXPERIMENTS, group="katib-absent.example.org")
     with pytest.raises(
         ValueError, match=r"Katib is not installed: the CRD experiments.katib-absent.example.org is missing"
     ):

@@ -8,6 +8,7 @@ status KServe would write (Knative: revisions and traffic, `controllers.mark_inf
 from __future__ import annotations
 
 import copy
+import dataclasses
 import threading
 import time
 from collections.abc import Iterator
@@ -17,6 +18,7 @@ import pytest
 from kubernetes.client import ApiClient, CustomObjectsApi, RbacAuthorizationV1Api
 from kubernetes.client.exceptions import ApiException
 
+from components.common.kube import CustomResource
 from components.deploy import inference_service as I
 from components.deploy import kserve as K
 from components.deploy import kserve_decision as D
@@ -271,16 +273,16 @@ def test_unfinished_canary_of_another_version_is_rolled_back_first(k8s_api: ApiC
 
 
 def test_missing_crd_is_a_clear_error(k8s_api: ApiClient, k8s_namespace: str) -> None:
-    absent = K.Resource(group="serving.kserve-absent.example.org")
+    absent = dataclasses.replace(K.INFERENCE_SERVICES, group="serving.kserve-absent.example.org")
     with pytest.raises(K.KServeError, match=r"KServe is not installed: the CRD inferenceservices\.serving\.kserve-ab"):
         _rollout(k8s_api, _config(k8s_namespace, "Knative"), "1", resource=absent)
 
 
-OLD = K.Resource(group="serving.kserve-old.example.org")
+OLD = dataclasses.replace(K.INFERENCE_SERVICES, group="serving.kserve-old.example.org")
 
 
 @pytest.fixture(scope="module")
-def old_kserve_crd(k8s_api: ApiClient, k8s_crds: tuple[str, ...]) -> Iterator[K.Resource]:
+def old_kserve_crd(k8s_api: ApiClient, k8s_crds: tuple[str, ...]) -> Iterator[CustomResource]:
     """The InferenceService CRD without `spec.canary` and `canaryTrafficPercent`, under a group of its own."""
     (crd,) = [
         c for c in crds.load_crds(crds.crd_dir()) if c["metadata"]["name"] == "inferenceservices.serving.kserve.io"
@@ -299,7 +301,7 @@ def old_kserve_crd(k8s_api: ApiClient, k8s_crds: tuple[str, ...]) -> Iterator[K.
 
 @pytest.mark.parametrize(("mode", "field"), [("Standard", "spec.canary"), ("Knative", "canaryTrafficPercent")])
 def test_crd_without_the_modes_canary_field_fails_before_changing_anything(
-    k8s_api: ApiClient, k8s_namespace: str, old_kserve_crd: K.Resource, mode: str, field: str
+    k8s_api: ApiClient, k8s_namespace: str, old_kserve_crd: CustomResource, mode: str, field: str
 ) -> None:
     ns, res = k8s_namespace, old_kserve_crd
     body = I.render_inference_service(

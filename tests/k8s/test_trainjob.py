@@ -9,6 +9,7 @@ real pods (created, never scheduled), and the log follower is seen waiting on th
 
 from __future__ import annotations
 
+import dataclasses
 import datetime
 import threading
 import time
@@ -190,7 +191,7 @@ def test_timeout_is_a_clear_error_and_cleans_up(k8s_api: ApiClient, k8s_namespac
 
 def test_missing_crd_is_a_clear_error(k8s_api: ApiClient, k8s_namespace: str, tmp_path: Path) -> None:
     """A TrainJob resource that is not installed on this server stands for a cluster without Kubeflow Trainer."""
-    absent = J.TrainJobResource(group="trainer-absent.example.org")
+    absent = dataclasses.replace(J.TRAINJOBS, group="trainer-absent.example.org")
     job = T.render_trainjob(_placement(tmp_path), [], name="no-trainer", namespace=k8s_namespace)
     with pytest.raises(ValueError, match=r"Kubeflow Trainer is not installed: the CRD trainjobs.trainer-absent"):
         J.run_trainjob(k8s_api, job, namespace=k8s_namespace, timeout_s=5, poll_s=0.1, resource=absent)

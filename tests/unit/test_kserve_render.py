@@ -7,6 +7,7 @@ from typing import Any
 
 import pytest
 
+from components.common import kube
 from components.deploy import inference_service as I
 from components.deploy.config import DeployConfig
 
@@ -33,8 +34,8 @@ def test_rendered_inference_service_round_trips_through_kserve_sdk_models(runtim
     model = I.to_sdk_model(rendered)
     assert isinstance(model, V1beta1InferenceService) and isinstance(model.spec.predictor, V1beta1PredictorSpec)
     back = I.to_json(model)
-    assert I.dropped_fields(rendered, back) == []  # nothing lost
-    assert I.dropped_fields(back, rendered) == sdk_defaults  # nothing added but the SDK's defaults
+    assert kube.dropped_fields(rendered, back) == []  # nothing lost
+    assert kube.dropped_fields(back, rendered) == sdk_defaults  # nothing added but the SDK's defaults
     assert I.to_json(I.to_sdk_model(back)) == back
 
 

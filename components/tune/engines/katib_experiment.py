@@ -21,6 +21,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from typing import Any
 
+from components.common import kube
 from components.common.trainjob import ClusterPlacement
 from components.tune import spec as S
 from components.tune import training_cli
@@ -40,20 +41,8 @@ class KatibError(RuntimeError):
     """A Katib Experiment that failed or did not finish in time."""
 
 
-@dataclass(frozen=True)
-class ExperimentResource:
-    """Where Experiments live on the API server (tests point it at a resource that is not installed)."""
-
-    group: str = GROUP
-    version: str = VERSION
-    plural: str = PLURAL
-
-    @property
-    def crd_name(self) -> str:
-        return f"{self.plural}.{self.group}"
-
-
-EXPERIMENTS = ExperimentResource()
+#: Where Experiments live on the API server (tests point a copy at a resource that is not installed).
+EXPERIMENTS = kube.CustomResource(GROUP, VERSION, PLURAL)
 
 
 @dataclass(frozen=True)
@@ -157,21 +146,6 @@ def render_experiment(
     return experiment
 
 
-def dropped_fields(sent: Any, kept: Any, path: str = "") -> list[str]:
-    """The paths of fields in ``sent`` that ``kept`` lacks."""
-    if isinstance(sent, dict) and isinstance(kept, dict):
-        out: list[str] = []
-        for key, value in sent.items():
-            child = f"{path}.{key}" if path else str(key)
-            out += [child] if key not in kept else dropped_fields(value, kept[key], child)
-        return out
-    if isinstance(sent, list) and isinstance(kept, list) and len(sent) == len(kept):
-        return [
-            p for i, (a, b) in enumerate(zip(sent, kept, strict=True)) for p in dropped_fields(a, b, f"{path}[{i}]")
-        ]
-    return []
-
-
 def validate_experiment(experiment: Mapping[str, Any]) -> None:
     """Check ``experiment`` with Katib's models: types, and no field they do not know.
 
@@ -188,7 +162,7 @@ def validate_experiment(experiment: Mapping[str, Any]) -> None:
         where = ".".join(str(p) for p in first["loc"])
         raise ValueError(f"Katib Experiment: {where}: {first['msg']} (got {first.get('input')!r})") from None
     assert model is not None
-    unknown = dropped_fields(dict(experiment), model.to_dict())
+    unknown = kube.dropped_fields(dict(experiment), model.to_dict())
     if unknown:
         raise ValueError(f"Katib Experiment: unknown field {unknown[0]} (Katib's models do not have it)")
     metadata = experiment.get("metadata") or {}
@@ -247,7 +221,7 @@ def optimal_trial(experiment: Json) -> KatibResult:
 
 
 def list_trials(
-    api_client: Any, namespace: str, name: str, resource: ExperimentResource = EXPERIMENTS
+    api_client: Any, namespace: str, name: str, resource: kube.CustomResource = EXPERIMENTS
 ) -> tuple[Json, ...]:
     """The Trials of Experiment ``name`` (label ``katib.kubeflow.org/experiment``), oldest first; () when the
     service account may not list them (the optimal trial is still known)."""
@@ -266,20 +240,7 @@ def list_trials(
     return tuple(sorted(items, key=lambda t: (t["metadata"].get("creationTimestamp", ""), t["metadata"]["name"])))
 
 
-def _check_installed(api_client: Any, resource: ExperimentResource) -> None:
-    from kubernetes.client import ApiextensionsV1Api
-    from kubernetes.client.exceptions import ApiException
-
-    try:
-        ApiextensionsV1Api(api_client).read_custom_resource_definition(resource.crd_name)
-    except ApiException as error:
-        if error.status == 404:
-            raise _not_installed(resource) from None
-        if error.status != 403:  # a user who may not read CRDs: the create below tells
-            raise
-
-
-def _not_installed(resource: ExperimentResource) -> ValueError:
+def _not_installed(resource: kube.CustomResource) -> ValueError:
     return ValueError(
         f"Katib is not installed: the CRD {resource.crd_name} is missing on this cluster; install Katib "
         "(kubeflow/katib manifests) or use the optuna engine"
@@ -294,7 +255,7 @@ def run_katib(
     timeout_s: float,
     poll_s: float,
     cleanup: bool,
-    resource: ExperimentResource = EXPERIMENTS,
+    resource: kube.CustomResource = EXPERIMENTS,
 ) -> KatibResult:
     """Create ``experiment``, wait until it succeeds or fails, and return its optimal trial.
 
@@ -314,17 +275,10 @@ def run_katib(
     from kubernetes.client import CustomObjectsApi
     from kubernetes.client.exceptions import ApiException
 
-    _check_installed(api_client, resource)
     custom = CustomObjectsApi(api_client)
     name = experiment["metadata"]["name"]
-    args = (resource.group, resource.version, namespace, resource.plural)
-    body = experiment | {"metadata": {**experiment["metadata"], "namespace": namespace}}
-    try:
-        custom.create_namespaced_custom_object(*args, body)
-    except ApiException as error:
-        if error.status == 404:
-            raise _not_installed(resource) from None
-        raise
+    args = resource.args(namespace)
+    kube.create_custom_object(api_client, resource, namespace, experiment, _not_installed(resource))
     try:
         deadline = time.monotonic() + timeout_s
         while True:
