@@ -21,7 +21,9 @@ final model is scored, so the configuration is chosen by validation only.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
+import sys
 import tempfile
 import time
 from dataclasses import asdict
@@ -104,7 +106,8 @@ def main(argv: list[str]) -> dict:
             learning_rate = float(tuning["best_params"]["learning_rate"])
             batch_size = int(tuning["best_params"]["per_device_train_batch_size"])
         searched = time.perf_counter()
-        training = _fit(splits, args, learning_rate, batch_size, Path(tmp) / "final")
+        with contextlib.redirect_stdout(sys.stderr):  # the training's metric lines: stdout is the one JSON object
+            training = _fit(splits, args, learning_rate, batch_size, Path(tmp) / "final")
         trained = time.perf_counter()
         report = evaluate.run(
             splits["test"], training.model_dir, Path(tmp) / "eval.json", Path(tmp) / "eval.html", tracking_uri=None
