@@ -11,7 +11,8 @@ from components.common import image
 from pipelines import container_runner
 from pipelines.__main__ import main
 
-pytestmark = [pytest.mark.integration, pytest.mark.container]
+# slow: about 7 minutes (two full runs); .ci/run runs the slow tests after the default suite.
+pytestmark = [pytest.mark.integration, pytest.mark.container, pytest.mark.slow]
 
 
 @pytest.fixture(scope="module")

@@ -47,6 +47,7 @@ def test_spec_is_read_by_the_tune_step() -> None:
     assert [p.name for p in random.parameters] == ["learning_rate", "per_device_train_batch_size"]
 
 
+@pytest.mark.slow  # four real studies of training processes: minutes on 2 cores
 def test_compare_runs_real_studies_through_the_tune_step(features: tuple[Path, Path], tmp_path: Path) -> None:
     path, tiny = features
     # TPE (one random start), 2 trials per study, 4 steps each; the median rule may stop the second trial from
