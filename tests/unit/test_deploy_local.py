@@ -202,7 +202,7 @@ def test_bad_input_is_refused_before_anything_moves(
 @pytest.mark.parametrize(
     ("config", "error"),
     [
-        (DeployConfig(inference_service="Bad_Name"), r"inference_service 'Bad_Name' is not a DNS label"),
+        (DeployConfig(inference_service="Bad_Name"), r"--inference-service 'Bad_Name' is not a DNS label"),
         (DeployConfig(smoke_reviews=0), r"--smoke-reviews must be at least 1"),
         (DeployConfig(local_port=70000), r"--local-port must be at most 65535"),
         (DeployConfig(deploy_backend="docker"), r"--deploy-backend must be one of local, kserve"),  # type: ignore[arg-type]

@@ -96,7 +96,7 @@ def test_decision_table(isvc: Json | None, version: str, action: str, mode: str,
     ("isvc", "configured", "match"),
     [
         (_standard("1", annotation="ModelMesh"), "", "'ModelMesh' is not supported"),
-        ({"metadata": {"name": "x"}, "spec": {"predictor": {}}}, "", "set kserve_mode"),
+        ({"metadata": {"name": "x"}, "spec": {"predictor": {}}}, "", "set --kserve-mode"),
         ({"metadata": {"name": "x"}, "spec": {"predictor": {}}, "status": {"deploymentMode": "Other"}}, "", "Other"),
     ],
 )

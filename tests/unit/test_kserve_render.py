@@ -94,7 +94,7 @@ def test_bad_render_input_is_named(kwargs: Json, match: str) -> None:
 
 
 def test_unknown_mode_and_long_names_are_refused() -> None:
-    with pytest.raises(ValueError, match="kserve_mode 'ModelMesh'"):
+    with pytest.raises(ValueError, match="--kserve-mode 'ModelMesh'"):
         _render(kserve_mode="ModelMesh")
     with pytest.raises(ValueError, match="longer than 63"):
         I.predictor_name("a" * 50, "12")
