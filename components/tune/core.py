@@ -127,9 +127,13 @@ def load(config: TuneConfig, data: Mapping[str, Any] | None = None) -> S.SearchS
         ValueError: A bad option or spec (`spec.SpecError`), naming the field.
     """
     config.validate()
-    spec = spec_loading.load_spec(config.tuning_spec).with_budget(config.tuning_trials)
+    spec = spec_loading.load_spec(config.tuning_spec, config.tuning_trials or None)
     spec.validate()
     return check_training_options(spec, data)
+
+
+#: The parameter types that fit a training option's kind (the hint of the error above).
+_FITTING_TYPES = {"int": "int or discrete", "float": "double or discrete"}
 
 
 def check_training_options(spec: S.SearchSpec, data: Mapping[str, Any] | None = None) -> S.SearchSpec:
@@ -153,7 +157,8 @@ def check_training_options(spec: S.SearchSpec, data: Mapping[str, Any] | None = 
         if p.type in fits and option.kind not in fits[p.type]:
             raise S.SpecError(
                 f"tuning spec: {where}.parameterType: {p.type} does not fit {option.flag}, which takes "
-                f"{option.kind}{' ' + str(list(option.choices)) if option.choices else ''}; use categorical"
+                f"{option.kind}{' ' + str(list(option.choices)) if option.choices else ''}; use "
+                f"{_FITTING_TYPES.get(option.kind, 'categorical')}"
             )
         if option.kind in ("bool", "flag") and not {str(c).lower() for c in p.choices} <= {"true", "false"}:
             raise S.SpecError(f"tuning spec: {where}.feasibleSpace.list: {option.flag} is a switch: true or false")
@@ -232,18 +237,26 @@ class _Trials:
             for heavy in (directory / "model", directory / "checkpoints"):
                 shutil.rmtree(heavy, ignore_errors=True)
         if self.tracking_uri:
-            self._close_child_run(key, state)
+            close_trial_run(self.tracking_uri, self.pipeline_run_id, key, state)
         return run
 
-    def _close_child_run(self, key: str, state: str) -> None:
-        """Tag the trial's child run with its state and end it: FINISHED, KILLED (pruned: its process was
-        stopped before it could end the run) or FAILED."""
-        try:
-            child = tracking.PipelineRun(self.tracking_uri, pipeline_run_id=self.pipeline_run_id, child=key)
-            child.set_tags({"tune.state": state, "tune.trial": key})  # (finding the run marks it RUNNING)
-            child.end({"COMPLETE": "FINISHED", "PRUNED": "KILLED"}.get(state, "FAILED"))
-        except Exception as error:  # the tuning does not fail over a tag
-            log.warning("Could not tag MLflow child run %s: %s", key, error)
+
+def close_trial_run(tracking_uri: str, pipeline_run_id: str, key: str, state: str) -> None:
+    """Tag a trial's MLflow child run with its state and end it: FINISHED, KILLED (pruned: its process was
+    stopped before it could end the run) or FAILED."""
+    try:
+        child = tracking.PipelineRun(tracking_uri, pipeline_run_id=pipeline_run_id, child=key)
+        child.set_tags({"tune.state": state, "tune.trial": key})  # (finding the run marks it RUNNING)
+        child.end({"COMPLETE": "FINISHED", "PRUNED": "KILLED"}.get(state, "FAILED"))
+    except Exception as error:  # the tuning does not fail over a tag
+        log.warning("Could not tag MLflow child run %s: %s", key, error)
+
+
+def close_trial_runs(tracking_uri: str, pipeline_run_id: str, records: list[R.TrialRecord]) -> None:
+    """`close_trial_run` for every trial that ended (the katib engine: after its Experiment)."""
+    for trial in records:
+        if trial.key and trial.state in ("COMPLETE", "PRUNED", "FAIL"):
+            close_trial_run(tracking_uri, pipeline_run_id, trial.key, trial.state)
 
 
 def _trial_env(parallel: int) -> dict[str, str]:
@@ -272,7 +285,7 @@ def tune(config: TuneConfig, data: Mapping[str, Any], output_dir: str | Path) ->
     config.validate()
     if config.tuning_trials == 0:
         return TuneOutcome({}, 0.0, {"status": "skipped", "trials": 0})
-    from components.tune.engines import optuna_engine, optuna_mapping
+    from components.tune.engines import katib, optuna_engine, optuna_mapping
 
     unknown = sorted(set(data) - set(TRIAL_DATA_OPTIONS))
     if unknown:
@@ -285,6 +298,8 @@ def tune(config: TuneConfig, data: Mapping[str, Any], output_dir: str | Path) ->
     engine = placement.tuning_engine if placement is not None else "optuna"
     if engine == "optuna":
         optuna_mapping.check(spec)
+    else:
+        katib.check(spec)
     tracking_uri = ""
     if config.mlflow:
         tracking_uri = tracking.resolve_tracking_uri(config.mlflow_tracking_uri)
@@ -296,6 +311,8 @@ def tune(config: TuneConfig, data: Mapping[str, Any], output_dir: str | Path) ->
         result = katib_engine.run(
             spec, data, placement, tracking_uri=tracking_uri, pipeline_run_id=config.pipeline_run_id
         )
+        if tracking_uri:  # an early-stopped trial's pod was killed before its run could end
+            close_trial_runs(tracking_uri, config.pipeline_run_id, result.trials)
         return _outcome(spec, result, tracking_uri, config.pipeline_run_id)
     out = Path(output_dir)
     out.mkdir(parents=True, exist_ok=True)

@@ -129,8 +129,11 @@ def _integer(raw: Mapping[str, Any], key: str, default: int) -> int:
     return int(to_number(raw[key], key, integer=True))
 
 
-def parse_spec(raw: Any) -> SearchSpec:
+def parse_spec(raw: Any, max_trial_count: int | None = None) -> SearchSpec:
     """A `SearchSpec` from a parsed YAML document (a spec or a whole Katib Experiment); validated.
+
+    ``max_trial_count`` (``--tuning-trials``) replaces the document's ``maxTrialCount`` before the checks, so a
+    grid is checked against the budget that will run.
 
     Raises:
         SpecError: Unknown keys, wrong types, and everything `SearchSpec.validate` checks.
@@ -183,7 +186,7 @@ def parse_spec(raw: Any) -> SearchSpec:
         objective=objective,
         algorithm=str(algorithm_raw.get("algorithmName") or "random"),
         algorithm_settings=_settings(algorithm_raw.get("algorithmSettings"), "algorithm.algorithmSettings"),
-        max_trial_count=_integer(raw, "maxTrialCount", SearchSpec.max_trial_count),
+        max_trial_count=max_trial_count or _integer(raw, "maxTrialCount", SearchSpec.max_trial_count),
         parallel_trial_count=_integer(raw, "parallelTrialCount", SearchSpec.parallel_trial_count),
         max_failed_trial_count=_integer(raw, "maxFailedTrialCount", SearchSpec.max_failed_trial_count),
         early_stopping=early,
@@ -193,8 +196,9 @@ def parse_spec(raw: Any) -> SearchSpec:
     return spec
 
 
-def load_spec(source: str) -> SearchSpec:
-    """The spec in ``source``: a YAML file's path, YAML text, or empty for `default_spec`.
+def load_spec(source: str, max_trial_count: int | None = None) -> SearchSpec:
+    """The spec in ``source``: a YAML file's path, YAML text, or empty for `default_spec`; ``max_trial_count``
+    replaces its budget (see `parse_spec`).
 
     Raises:
         SpecError: An unreadable file, text that is not YAML, and everything `parse_spec` checks.
@@ -202,7 +206,8 @@ def load_spec(source: str) -> SearchSpec:
     import yaml
 
     if not source.strip():
-        return default_spec()
+        spec = default_spec()
+        return spec.with_budget(max_trial_count) if max_trial_count else spec
     text = source
     if "\n" not in source and not source.lstrip().startswith("{"):
         path = Path(source).expanduser()
@@ -215,7 +220,7 @@ def load_spec(source: str) -> SearchSpec:
     except yaml.YAMLError as error:
         detail = " ".join(str(error).split())
         raise SpecError(f"tuning spec: not valid YAML ({detail})") from error
-    return parse_spec(raw)
+    return parse_spec(raw, max_trial_count)
 
 
 def default_spec() -> SearchSpec:

@@ -9,6 +9,7 @@ import pytest
 
 from components.common import trial_metrics
 from components.tune import spec as S
+from components.tune.engines import katib
 from components.tune.engines import katib_experiment as K
 from components.tune.training_cli import TrainingOption
 
@@ -147,6 +148,41 @@ def test_early_stopping_and_algorithm_settings() -> None:
         "algorithmSettings": [{"name": "random_state", "value": "3"}],
     }
     assert rendered["earlyStopping"]["algorithmName"] == "medianstop"
+
+
+@pytest.mark.parametrize(
+    ("algorithm", "settings", "rendered"),
+    [
+        ("tpe", {"random_state": "3", "n_ei_candidates": "12"}, {"random_state": "3", "n_EI_candidates": "12"}),
+        ("bayesianoptimization", {"n_startup_trials": "4"}, {"n_initial_points": "4"}),
+        ("multivariate-tpe", {"n_startup_trials": "4", "n_ei_candidates": "8"}, None),  # Katib's optuna: same names
+        ("cmaes", {"sigma": "0.5"}, None),
+    ],
+)
+def test_algorithm_settings_take_the_names_katibs_suggestion_service_reads(
+    algorithm: str, settings: dict[str, str], rendered: dict[str, str] | None
+) -> None:
+    spec = _spec(algorithm=algorithm, algorithm_settings=settings)
+    got = _render(spec)["spec"]["algorithm"]["algorithmSettings"]
+    assert {s["name"]: s["value"] for s in got} == (rendered or settings)
+
+
+@pytest.mark.parametrize(
+    ("algorithm", "settings", "match"),
+    [
+        ("tpe", {"n_startup_trials": "3"}, r"algorithmSettings\.n_startup_trials: Katib's tpe \(hyperopt suggestion"),
+        ("tpe", {"random_state": "1", "n_startup_trials": "3"}, r"it takes random_state, n_ei_candidates — remove it"),
+        ("hyperband", {"eta": "3"}, r"algorithmName: hyperband on Katib needs its resource as a search parameter"),
+    ],
+)
+def test_what_katib_would_refuse_is_refused_before_anything_is_created(
+    algorithm: str, settings: dict[str, str], match: str
+) -> None:
+    spec = _spec(algorithm=algorithm, algorithm_settings=settings)
+    with pytest.raises(S.SpecError, match=match):
+        katib.check(spec)
+    with pytest.raises(S.SpecError, match=match):
+        _render(spec)
 
 
 @pytest.mark.parametrize(

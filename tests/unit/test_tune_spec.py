@@ -7,6 +7,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import yaml
 
 from components.common import trial_metrics
 from components.train import cli as train_cli
@@ -119,7 +120,13 @@ def test_grid_larger_than_the_budget() -> None:
         "per_device_train_batch_size": [16, 32],
     }
     with pytest.raises(S.SpecError, match=r"the grid has 10 points but maxTrialCount is 3"):  # --tuning-trials 3
-        L.parse_spec({**raw, "maxTrialCount": 10}).with_budget(3).validate()
+        L.parse_spec({**raw, "maxTrialCount": 10}, max_trial_count=3)
+    # --tuning-trials replaces the file's budget before the check: 10 trials cover the grid the file's 5 did not
+    assert L.parse_spec(raw, max_trial_count=10).max_trial_count == 10
+    spec_file = yaml.safe_dump(raw)
+    assert core.load(core.TuneConfig(tuning_trials=10, tuning_spec=spec_file)).max_trial_count == 10
+    with pytest.raises(S.SpecError, match=r"the grid has 10 points but maxTrialCount is 4"):
+        core.load(core.TuneConfig(tuning_trials=4, tuning_spec=spec_file))
 
 
 def test_unreadable_and_malformed_spec_files(tmp_path: Path) -> None:
@@ -140,7 +147,7 @@ def test_unreadable_and_malformed_spec_files(tmp_path: Path) -> None:
         ({"name": "output_dir", "parameterType": "categorical", "feasibleSpace": {"list": ["a", "b"]}},
          r"parameters\[0\] \(output_dir\)\.name: the tuner sets output_dir on every trial"),
         ({"name": "num_train_epochs", "parameterType": "double", "feasibleSpace": {"min": 1, "max": 3}},
-         r"parameterType: double does not fit --num-train-epochs, which takes int"),
+         r"parameterType: double does not fit --num-train-epochs, which takes int; use int or discrete"),
         ({"name": "learning_rate", "parameterType": "double", "feasibleSpace": {"min": -1e-3, "max": 1e-3}},
          r"a value the training CLI refuses: argument --learning-rate.*must be at least 0, got -0\.001"),
         ({"name": "lr_scheduler_type", "parameterType": "categorical", "feasibleSpace": {"list": ["linear", "step"]}},

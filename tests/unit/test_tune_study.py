@@ -25,6 +25,7 @@ import pytest
 
 from components.common import tracking
 from components.train import testing
+from components.tune import core
 
 ROOT = Path(__file__).resolve().parents[2]
 TRIAL_OPTIONS = (
@@ -130,6 +131,34 @@ def test_killed_study_resumes_prunes_the_poor_trial_and_returns_the_best(tmp_pat
         assert child.data.tags["mlflow.parentRunId"] == parent.info.run_id
         assert (child.info.status, child.data.tags["tune.state"]) == (status, state)
     assert runs["trial-0000"].data.params["train.learning_rate"] == "0.001"
+
+
+def test_katib_trials_child_runs_are_ended_with_their_state(tmp_path: Path) -> None:
+    """On Katib an early-stopped trial's pod is killed before its training CLI can end its MLflow child run;
+    the tune step ends every trial's run from the Experiment's outcome, as the optuna engine does."""
+    from mlflow import MlflowClient
+
+    from components.tune import results as R
+
+    uri = f"sqlite:///{tmp_path}/mlflow.db"
+    names = ["bert-tune-1a2b3c4d-0001-x", "bert-tune-1a2b3c4d-0001-y", "bert-tune-1a2b3c4d-0001-z"]
+    for name in names:  # what each trial pod's training did: open its child run (it never ended it)
+        assert tracking.PipelineRun(uri, pipeline_run_id="run-9", child=name).run_id
+    records = [
+        R.TrialRecord(i, state, {"learning_rate": 1e-4}, 0.5, key=name)
+        for i, (name, state) in enumerate(zip(names, ("COMPLETE", "PRUNED", "FAIL"), strict=True))
+    ]
+    records.append(R.TrialRecord(3, "RUNNING", {}, key="bert-tune-1a2b3c4d-0001-w"))  # not ended: no run made
+    core.close_trial_runs(uri, "run-9", records)
+    client = MlflowClient(uri)
+    experiment = client.get_experiment_by_name(tracking.DEFAULT_EXPERIMENT)
+    runs = {r.info.run_name: r for r in client.search_runs([experiment.experiment_id])}
+    assert [(runs[n].info.status, runs[n].data.tags["tune.state"]) for n in names] == [
+        ("FINISHED", "COMPLETE"),
+        ("KILLED", "PRUNED"),
+        ("FAILED", "FAIL"),
+    ]
+    assert "bert-tune-1a2b3c4d-0001-w" not in runs
 
 
 def test_component_without_tuning_returns_no_parameters(tmp_path: Path) -> None:

@@ -19,6 +19,48 @@ from components.tune import spec as S
 ALGORITHM_NAMES: dict[str, str] = {name: name for name in S.ALGORITHMS}
 EARLY_STOPPING_NAMES: dict[str, str] = {name: name for name in S.EARLY_STOPPING}
 
+#: Per algorithm: the suggestion service a standard Katib install runs for it (its ``katib-config``) and the
+#: spec's algorithm settings that service accepts, by the name it reads them under.  Katib refuses an
+#: Experiment with any other setting (each service validates its settings by name), so `check` refuses it here
+#: first.  ``hyperband`` is absent: Katib's Hyperband takes its resource as a search parameter
+#: (``resource_name`` and ``r_l``), which the engine-neutral spec does not express.
+KATIB_SETTINGS: dict[str, tuple[str, dict[str, str]]] = {
+    "random": ("hyperopt", {"random_state": "random_state"}),
+    "grid": ("optuna", {"random_state": "random_state"}),
+    "tpe": ("hyperopt", {"random_state": "random_state", "n_ei_candidates": "n_EI_candidates"}),
+    "multivariate-tpe": (
+        "optuna",
+        {"random_state": "random_state", "n_startup_trials": "n_startup_trials", "n_ei_candidates": "n_ei_candidates"},
+    ),
+    "bayesianoptimization": ("skopt", {"random_state": "random_state", "n_startup_trials": "n_initial_points"}),
+    "cmaes": ("goptuna", {"random_state": "random_state", "sigma": "sigma"}),
+    "sobol": ("goptuna", {"random_state": "random_state"}),
+}
+
+
+def check(spec: S.SearchSpec) -> None:
+    """What the ``katib`` engine needs beyond the spec's own checks: an algorithm and settings Katib's
+    suggestion service for it accepts (`KATIB_SETTINGS`).
+
+    Raises:
+        SpecError: ``hyperband``, or a setting Katib's service for the algorithm does not know.
+    """
+    if spec.algorithm not in KATIB_SETTINGS:
+        raise S.field_error(
+            "algorithm.algorithmName",
+            f"{spec.algorithm} on Katib needs its resource as a search parameter (Katib's resource_name and r_l "
+            "settings), which this spec does not express: run it with the optuna engine (the profile's "
+            "tuning.engine) or choose another algorithm",
+        )
+    service, names = KATIB_SETTINGS[spec.algorithm]
+    for name in spec.algorithm_settings:
+        if name not in names:
+            raise S.field_error(
+                f"algorithm.algorithmSettings.{name}",
+                f"Katib's {spec.algorithm} ({service} suggestion service) has no such setting; it takes "
+                f"{', '.join(names)} — remove it, or run the optuna engine (the profile's tuning.engine)",
+            )
+
 
 def algorithm_name(algorithm: str) -> str:
     """Katib's ``algorithmName`` for a spec algorithm.
@@ -33,8 +75,10 @@ def algorithm_name(algorithm: str) -> str:
 
 
 def algorithm_spec(spec: S.SearchSpec) -> dict[str, Any]:
-    """The Experiment's ``algorithm``."""
-    settings = [{"name": k, "value": str(v)} for k, v in spec.algorithm_settings.items()]
+    """The Experiment's ``algorithm``, its settings under the names Katib's service reads (`check` first)."""
+    check(spec)
+    names = KATIB_SETTINGS[spec.algorithm][1]
+    settings = [{"name": names[k], "value": str(v)} for k, v in spec.algorithm_settings.items()]
     return {"algorithmName": algorithm_name(spec.algorithm), "algorithmSettings": settings}
 
 
