@@ -50,7 +50,7 @@ DECLARED_IN: dict[str, tuple[type, str]] = {
     },
     "feature_store_dir": (IngestConfig, "store_dir"),
     "feast_config": (IngestConfig, "feast_config"),
-    **{name: (TuneConfig, name) for name in ("tuning_trials", "tuning_spec", "study_storage")},
+    **{name: (TuneConfig, name) for name in ("tuning_trials", "tuning_spec", "study_storage", "study_name")},
     "num_train_epochs": (TrainingArguments, "num_train_epochs"),
     "learning_rate": (TrainingArguments, "learning_rate"),
     "per_device_train_batch_size": (TrainingArguments, "per_device_train_batch_size"),

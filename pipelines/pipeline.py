@@ -69,6 +69,7 @@ def build_pipeline(profile: Profile | None = None):
         tuning_trials: int = d("tuning_trials"),
         tuning_spec: str = d("tuning_spec"),
         study_storage: str = d("study_storage"),
+        study_name: str = d("study_name"),
         num_train_epochs: int = d("num_train_epochs"),
         learning_rate: float = d("learning_rate"),
         per_device_train_batch_size: int = d("per_device_train_batch_size"),
@@ -128,6 +129,7 @@ def build_pipeline(profile: Profile | None = None):
             tuning_trials=tuning_trials,
             tuning_spec=tuning_spec,
             study_storage=study_storage,
+            study_name=study_name,
             mlflow_tracking_uri=mlflow_tracking_uri,
             pipeline_run_id=dsl.PIPELINE_JOB_ID_PLACEHOLDER,
         ).set_display_name("tune")

@@ -19,6 +19,7 @@ def tune_hyperparameters(
     tuning_trials: int,
     tuning_spec: str,
     study_storage: str,
+    study_name: str,
     mlflow_tracking_uri: str,
     pipeline_run_id: str,
     report_json: Output[Artifact],
@@ -41,6 +42,8 @@ def tune_hyperparameters(
         tuning_spec: Search spec, YAML file or text in the shape of a Katib Experiment spec; empty: the default.
         study_storage: Optuna study database URL (resumable on a database every retry reaches); empty: SQLite
             beside the outputs.
+        study_name: Optuna study name; empty: tune-<pipeline run id>, so that a retry of the run resumes its
+            study. Name it (with a shared ``study_storage``) to resume the same study from another run.
         mlflow_tracking_uri: MLflow tracking URI; empty: $MLFLOW_TRACKING_URI (a KFP pod gets it from the
             profile), else the embedded SQLite store (locally).
         pipeline_run_id: The pipeline run's id (trials are child runs of its MLflow run).

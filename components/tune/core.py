@@ -74,11 +74,15 @@ class TuneConfig:
         default="",
         metadata={
             "help": "Optuna study database URL (sqlite:///…, postgresql://…, mysql://…); empty: study.db beside "
-            "the tuning outputs. A re-run with the same storage and study resumes it."
+            "the tuning outputs. A run with the same storage and study name resumes the study."
         },
     )
     study_name: str = field(
-        default="", metadata={"help": "Optuna study name; empty: tune-<pipeline run id> (tune without one)."}
+        default="",
+        metadata={
+            "help": "Optuna study name; empty: tune-<pipeline run id> (a retry of the run resumes it). Name it, "
+            "with a --study-storage every run reaches, to continue one study across runs."
+        },
     )
     warm_start: bool = field(
         default=True,

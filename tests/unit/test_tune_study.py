@@ -172,7 +172,7 @@ def test_component_without_tuning_returns_no_parameters(tmp_path: Path) -> None:
         artifact.path = str(tmp_path / name)
     best = tune_hyperparameters.python_func(
         feature_store="", feast_config="local", base_model="", max_seq_length=128, seed=42, tuning_trials=0,
-        tuning_spec="", study_storage="", mlflow_tracking_uri="", pipeline_run_id="p", **outputs,
+        tuning_spec="", study_storage="", study_name="", mlflow_tracking_uri="", pipeline_run_id="p", **outputs,
     )  # fmt: skip
     assert (best.best_params, best.best_value) == ({}, 0.0)
     assert json.loads((tmp_path / "report_json").read_text()) == {"status": "skipped", "trials": 0}
