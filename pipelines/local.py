@@ -268,6 +268,33 @@ def check_inputs(options: RunOptions) -> None:
         tune_core.load(parameters.config(tune_core.TuneConfig, arguments))
 
 
+@contextlib.contextmanager
+def _remembered_ctrl_c() -> Any:
+    """Python's own Ctrl-C handling (a KeyboardInterrupt in the main thread), plus a record of it.
+
+    kfp.local runs the steps in worker threads while the main thread waits; a KeyboardInterrupt that happens
+    to be raised inside a finalizer or a library's ``except`` there is lost, and the run would go on (seen
+    once, on a loaded machine). The record lets `run_pipeline` honour the Ctrl-C when the steps return.
+    Yields a list that is non-empty once SIGINT arrived; outside the main thread, Python's handling only."""
+    import signal
+    import threading
+
+    seen: list[int] = []
+    if threading.current_thread() is not threading.main_thread():
+        yield seen
+        return
+
+    def handler(signum: int, frame: Any) -> None:
+        seen.append(signum)
+        raise KeyboardInterrupt
+
+    previous = signal.signal(signal.SIGINT, handler)
+    try:
+        yield seen
+    finally:
+        signal.signal(signal.SIGINT, previous)
+
+
 def run_pipeline(options: RunOptions) -> Path:
     """Validate, run every step locally, write `summary.json`; return its path.
 
@@ -315,12 +342,15 @@ def run_pipeline(options: RunOptions) -> Path:
             "parameters": options.pipeline_arguments(),
         }
 
+    ctrl_c = stack.enter_context(_remembered_ctrl_c())
     try:
         with contextlib.redirect_stdout(log), warnings.catch_warnings():
             # The components' base image is this very virtualenv's code, and display names are cluster-only.
             warnings.filterwarnings("ignore", message=".*non-Python base image.*")
             warnings.filterwarnings("ignore", message=".*have no effect in the current local runner.*")
             task = session.build()(**session.arguments(options.pipeline_arguments()))
+        if ctrl_c:  # a Ctrl-C whose KeyboardInterrupt was swallowed on the way (see `_remembered_ctrl_c`)
+            raise KeyboardInterrupt
     except RuntimeError as err:
         message = log.last_error or str(err)
         write_summary(options.output, ended("failed", message))

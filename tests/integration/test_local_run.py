@@ -190,3 +190,16 @@ def test_tuning_hands_its_best_parameters_to_the_final_training(tmp_path: Path) 
     assert tuning["trial_counts"]["complete"] == 2 and tuning["best_params"]
     for name, value in tuning["best_params"].items():
         assert training["parameters"][name] == pytest.approx(value), name
+    # MLflow: the pipeline run records the search's best parameters and the final training's, equal; the two
+    # trials are its child runs.
+    from mlflow import MlflowClient
+
+    client = MlflowClient(_registry(tmp_path)[0])
+    experiment = client.get_experiment_by_name(tracking.DEFAULT_EXPERIMENT)
+    runs = client.search_runs([experiment.experiment_id])
+    (parent,) = [r for r in runs if "mlflow.parentRunId" not in r.data.tags]
+    children = [r for r in runs if r.data.tags.get("mlflow.parentRunId") == parent.info.run_id]
+    assert sorted(r.data.tags["tune.state"] for r in children) == ["COMPLETE", "COMPLETE"]
+    for name, value in tuning["best_params"].items():
+        assert float(parent.data.params[f"tune.best.{name}"]) == pytest.approx(value), name
+        assert float(parent.data.params[f"train.{name}"]) == pytest.approx(value), name

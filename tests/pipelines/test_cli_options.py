@@ -8,6 +8,7 @@ import os
 import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -116,3 +117,20 @@ def test_ctrl_c_leaves_an_interrupted_summary(tmp_path: Path) -> None:
     summary = json.loads((out / "summary.json").read_text())
     assert summary["status"] == "interrupted" and "Ctrl-C" in summary["error"]
     assert "Traceback" not in err
+
+
+def test_a_swallowed_ctrl_c_is_still_remembered() -> None:
+    """A KeyboardInterrupt lost inside a library (here: swallowed on purpose) is still recorded, so the run
+    stops when its steps return instead of reporting success."""
+    from pipelines.local import _remembered_ctrl_c
+
+    before = signal.getsignal(signal.SIGINT)
+    with _remembered_ctrl_c() as seen:
+        assert not seen
+        try:
+            os.kill(os.getpid(), signal.SIGINT)
+            time.sleep(1)  # the handler runs here, in the main thread
+        except KeyboardInterrupt:
+            pass  # what a finalizer or an over-broad except would do
+        assert seen == [signal.SIGINT]
+    assert signal.getsignal(signal.SIGINT) is before

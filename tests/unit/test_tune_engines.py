@@ -46,6 +46,10 @@ def test_algorithm_maps_to_its_sampler_and_katib_name(algorithm: str, sampler: t
     for name, value in attributes.items():
         assert getattr(built, name) == value
     assert katib.algorithm_name(algorithm) == algorithm
+    if algorithm == "hyperband":  # Katib's Hyperband takes its resource as a search parameter: refused, clearly
+        with pytest.raises(S.SpecError, match="hyperband on Katib needs its resource as a search parameter"):
+            katib.algorithm_spec(_spec(algorithm, random_state=3))
+        return
     assert katib.algorithm_spec(_spec(algorithm, random_state=3)) == {
         "algorithmName": algorithm,
         "algorithmSettings": [{"name": "random_state", "value": "3"}],
