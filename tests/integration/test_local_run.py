@@ -68,9 +68,12 @@ def test_default_run_on_the_synthetic_sample(tmp_path: Path, capsys: pytest.Capt
     assert tracking.get_alias(uri, name, tracking.CHAMPION).version == "1" == deployment["champion"]
 
 
+@pytest.mark.slow
 def test_summary_bias_matches_clarify_on_the_course_data(
     tmp_path: Path, reviews_csv: Path, clarify_unbalanced: Path
 ) -> None:
+    """The whole run on the course data carries Clarify's numbers into summary.json (minutes; the bias step's
+    own equality with Clarify on the same data is tests/unit/test_bias_check.py, in the default suite)."""
     assert main(["run", "--data", str(reviews_csv), "--output", str(tmp_path / "run"), *fast(tmp_path, 150)]) == 0
     summary = json.loads((tmp_path / "run" / "summary.json").read_text())
     assert summary["data"]["rows_clean"] == 22626
