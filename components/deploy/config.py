@@ -25,7 +25,9 @@ def canonical_mode(mode: str) -> str:
     mode = MODE_ALIASES.get(mode, mode)
     if mode and mode not in MODES:
         valid = ", ".join([*MODES, *MODE_ALIASES])
-        raise ValueError(f"{options.flag('kserve_mode')} {mode!r} is not a KServe deployment mode; use one of {valid} (or empty)")
+        raise ValueError(
+            f"{options.flag('kserve_mode')} {mode!r} is not a KServe deployment mode; use one of {valid} (or empty)"
+        )
     return mode
 
 
@@ -92,9 +94,11 @@ class DeployConfig:
         options.check_fields(self)
         if not _DNS_LABEL.match(self.inference_service):
             raise ValueError(
-                f"{options.flag('inference_service')} {self.inference_service!r} is not a DNS label: use lower-case letters, digits "
-                "and '-', starting with a letter, at most 63 characters"
+                f"{options.flag('inference_service')} {self.inference_service!r} is not a DNS label: use lower-case "
+                "letters, digits and '-', starting with a letter, at most 63 characters"
             )
         if self.kserve_namespace and not _DNS_LABEL.match(self.kserve_namespace):
-            raise ValueError(f"{options.flag('kserve_namespace')} {self.kserve_namespace!r} is not a valid Kubernetes namespace name")
+            raise ValueError(
+                f"{options.flag('kserve_namespace')} {self.kserve_namespace!r} is not a valid Kubernetes namespace name"
+            )
         canonical_mode(self.kserve_mode)

@@ -87,7 +87,8 @@ def deployment_mode(isvc: Json | None, configured: str = "") -> str:
         name = ((isvc or {}).get("metadata") or {}).get("name", "")
         raise UnsupportedModeError(
             f"InferenceService {name}: its deployment mode is neither in status.deploymentMode nor in the "
-            f"{isvc_.MODE_ANNOTATION} annotation; set --kserve-mode (pipeline parameter kserve_mode) to the mode it runs in (Knative or Standard)"
+            f"{isvc_.MODE_ANNOTATION} annotation; set --kserve-mode (pipeline parameter kserve_mode) to the mode it "
+            "runs in (Knative or Standard)"
         )
     if mode not in MODES:
         raise UnsupportedModeError(
