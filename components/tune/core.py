@@ -94,7 +94,23 @@ class TuneConfig:
     pipeline_run_id: str = field(default="", metadata={"help": "Pipeline run id: one MLflow run per pipeline run."})
 
     def validate(self) -> None:
+        """Bounds and choices; a ``study_storage`` SQLAlchemy cannot use is refused before any step runs.
+
+        Raises:
+            ValueError: naming the flag.
+        """
         options.check_fields(self)
+        if self.study_storage.strip():
+            from sqlalchemy.engine import make_url
+            from sqlalchemy.exc import ArgumentError, NoSuchModuleError
+
+            try:
+                make_url(self.study_storage.strip()).get_dialect()
+            except (ArgumentError, NoSuchModuleError, ValueError) as error:
+                raise ValueError(
+                    f"{options.flag('study_storage')} {self.study_storage!r} is not a database URL SQLAlchemy can "
+                    f"use ({error}); use sqlite:////absolute/path.db, postgresql://… or mysql://…"
+                ) from None
 
     def storage_url(self, output_dir: Path) -> str:
         return self.study_storage.strip() or f"sqlite:///{(output_dir / 'study.db').resolve()}"

@@ -236,3 +236,10 @@ def test_training_prints_a_metric_line_per_evaluation(tmp_path: Path, capfd: pyt
     lines = [trial_metrics.parse_line(x) for x in capfd.readouterr().out.splitlines()]
     assert [(m.evaluation, m.step) for m in lines if m] == [(1, 2), (2, 4)]
     assert all(set(m.metrics) == set(trial_metrics.METRIC_NAMES) for m in lines if m)
+
+
+@pytest.mark.parametrize("storage", ["bogus://x", "not a url"])
+def test_unusable_study_storage_is_refused_naming_the_flag(storage: str) -> None:
+    with pytest.raises(ValueError, match=rf"--study-storage '{storage}' is not a database URL SQLAlchemy can use"):
+        core.load(core.TuneConfig(tuning_trials=2, study_storage=storage))
+    assert core.load(core.TuneConfig(tuning_trials=2, study_storage="sqlite:////tmp/x.db")).max_trial_count == 2
