@@ -10,6 +10,7 @@ The metadata keys this module reads:
 - ``help``: one line for ``--help`` and the pipeline's parameter description;
 - ``min`` / ``max`` (inclusive), ``above`` / ``below`` (exclusive): bounds, checked at parse time and
   by `check`;
+- ``fix``: a sentence appended to an out-of-bounds error, saying what to choose instead;
 - ``aliases``: more flags for the same option (``["--epochs"]``); the first alias, when given, is the
   flag `python -m pipelines run` shows first.
 
@@ -90,7 +91,8 @@ def check_value(cls: type, name: str, value: Any, shown: str | None = None) -> N
         raise ValueError(f"{shown} must be a finite number, got {value}.")
     for key, words, ok in (*_BOUNDS, *_STRICT):
         if key in meta and not ok(float(value), float(meta[key])):
-            raise ValueError(f"{shown} must be {words} {meta[key]}, got {value}.")
+            fix = f" {meta['fix']}" if "fix" in meta else ""
+            raise ValueError(f"{shown} must be {words} {meta[key]}, got {value}.{fix}")
 
 
 def check_fields(config: Any) -> None:

@@ -30,3 +30,12 @@ PREPARED_COLUMNS = (REVIEW_ID, TEXT, RATING, LABEL, FACET)
 #: `review_id`, the predicted class name, and one probability column per class (prefix + class name).
 PREDICTED_LABEL = "predicted_label"
 PROBABILITY_PREFIX = "probability_"
+
+#: Written by train beside the model (stop reason, policy, health rules that fired); evaluate's gate reads it.
+TRAINING_OUTCOME_FILE = "training_outcome.json"
+
+
+def text_key(text: str) -> str:
+    """The text of a review as duplicates are found: surrounding whitespace stripped, inner runs of whitespace
+    as one space (prepare de-duplicates on it; featurize never puts one key in two splits)."""
+    return " ".join(str(text).split())

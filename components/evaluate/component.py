@@ -29,7 +29,8 @@ def evaluate_classifier(
         feature_store: Feast store directory: ingest_features' `store` output (test split).
         feast_config: Feast configuration: local, cluster, or a feature_store.yaml path.
         model: The trained model directory from train_classifier.
-        min_accuracy: Deploy only at or above this test accuracy (and not below the champion).
+        min_accuracy: The gate's floor: deploy only at or above this test accuracy (and only when the model also
+            beats the no-skill baseline of the test split, trained healthy and is not below the champion).
         mlflow_tracking_uri: MLflow tracking URI; empty: $MLFLOW_TRACKING_URI (a KFP pod gets it from the
             profile), else the embedded SQLite store (locally).
         registered_model_name: Registered model whose `champion` alias is compared; this model becomes its

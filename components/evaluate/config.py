@@ -14,8 +14,9 @@ class EvaluateConfig:
     min_accuracy: float = field(
         default=0.33,
         metadata={
-            "help": "Deploy gate: test accuracy at least this (course: 0.33, better than chance on 3 classes) "
-            "and not below the MLflow champion's.",
+            "help": "Deploy gate's floor: test accuracy at least this (course: 0.33). The model must also beat "
+            "the test split's no-skill baseline (majority-class accuracy and macro-F1) by a margin for its size, "
+            "and not be below the MLflow champion's.",
             "min": 0,
             "max": 1,
         },

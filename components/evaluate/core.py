@@ -5,10 +5,13 @@ accuracy per facet value (product category), each value's accuracy difference to
 post-training metric AD = acc(rest) − acc(value)), and the gap between the best and worst facet value
 among values with at least ``min_facet_rows`` test rows.
 
-The deploy gate: accuracy ≥ ``min_accuracy`` **and** not below the current champion (the registered
-model version behind alias ``champion``) on the same test split — `components.evaluate.champion`
-explains how the champion's accuracy is found.  The metrics are `components.common.metrics`
-(scikit-learn), the same as train's validation metrics; the page is `components.common.report_html`.
+The deploy gate (`components.evaluate.champion.decide`): training ended healthy (its outcome file beside the
+model), enough test reviews, more than one class predicted, accuracy ≥ ``min_accuracy``, accuracy and
+macro-F1 above what no skill scores on this test split by a margin for its size, **and** not below the
+current champion (the registered model version behind alias ``champion``) on the same test split —
+`components.evaluate.champion` explains the rule and how the champion's accuracy is found.  The metrics are
+`components.common.metrics` (scikit-learn), the same as train's validation metrics; the page is
+`components.common.report_html`.
 """
 
 from __future__ import annotations
@@ -25,7 +28,7 @@ from components.common import batching as D
 from components.common import report_html
 from components.common.metrics import classification_scores
 from components.common.modeling import predict_classes as predict  # noqa: F401 (bench train calls it from here)
-from components.evaluate.champion import champion_accuracy, decide, tokenizer_fingerprint
+from components.evaluate.champion import Quality, TrainingOutcome, champion_accuracy, decide, tokenizer_fingerprint
 from components.evaluate.config import EvaluateConfig
 from components.evaluate.predictions import predict_probabilities, prediction_table, write_predictions
 
@@ -273,7 +276,8 @@ def evaluate(
     report = build_report(examples, probabilities.argmax(axis=1), str(model_dir), fingerprint, min_facet_rows)
     report.predictions = prediction_table(examples.review_ids or [], probabilities)
     found = champion_accuracy(champion, report.test_split_hash, fingerprint, examples, fetch_champion)
-    report.decision = asdict(decide(report.accuracy, min_accuracy, found))
+    quality = Quality(report.accuracy, report.f1_macro, report.confusion_matrix)
+    report.decision = asdict(decide(quality, min_accuracy, found, TrainingOutcome.read(model_dir)))
     return report
 
 

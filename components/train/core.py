@@ -46,6 +46,13 @@ log = logging.getLogger("components.train")
 
 # --- arguments (the shape of Hugging Face run_glue) ------------------------------------------------
 
+#: The largest --learning-rate accepted.  Fine-tuning a pretrained BERT uses 1e-5 to 1e-4 (Devlin et al.
+#: 2019: 2e-5 to 5e-5); AdamW's step is about the learning rate whatever the gradient's size, so rates
+#: near 1e-2 and above move every weight by that much each step and wreck the pretrained weights (a quick
+#: run at 10 reached a validation loss of 508).  1e-2 still admits the small from-scratch models of the
+#: tests (5e-3).
+MAX_LEARNING_RATE = 1e-2
+
 
 @dataclass
 class ModelArguments:
@@ -88,7 +95,15 @@ class TrainingArguments:
     )
     per_device_eval_batch_size: int = field(default=64, metadata={"help": "Reviews per inference batch.", "min": 1})
     gradient_accumulation_steps: int = field(default=1, metadata={"help": "Batches per optimizer step.", "min": 1})
-    learning_rate: float = field(default=5e-5, metadata={"help": "Peak AdamW learning rate.", "min": 0})
+    learning_rate: float = field(
+        default=5e-5,
+        metadata={
+            "help": "Peak AdamW learning rate (above 0, at most 1e-2).",
+            "above": 0,
+            "max": MAX_LEARNING_RATE,
+            "fix": "Fine-tuning BERT uses 1e-5 to 1e-4 (the BERT paper: 2e-5 to 5e-5); try --learning-rate 5e-5.",
+        },
+    )
     weight_decay: float = field(default=0.01, metadata={"help": "AdamW weight decay (not on biases, norms).", "min": 0})
     adam_beta1: float = field(default=0.9, metadata={"help": "AdamW beta1.", "min": 0, "below": 1})
     adam_beta2: float = field(default=0.999, metadata={"help": "AdamW beta2.", "min": 0, "below": 1})

@@ -4,8 +4,15 @@
   below `vanishing_grad_norm` for `gradient_patience` optimizer steps in a row.
 - `exploding_gradient` (ExplodingTensor): the gradient norm exceeds `exploding_grad_norm`, or is not
   finite, for `gradient_patience` steps in a row; a non-finite training loss fires at once.
-- `loss_not_decreasing` (LossNotDecreasing): the mean training loss over a window of `loss_window` steps
-  is not `loss_min_decrease` (relative) below the best earlier window, `loss_patience` windows in a row.
+- `loss_not_decreasing` (LossNotDecreasing): the mean training loss over a window of steps is not
+  `loss_min_decrease` (relative) below the best earlier window, `loss_patience` windows in a row.  The window
+  is `loss_window` steps, shortened for a short run so that `loss_patience` + 1 windows fit in it (but never
+  below `MIN_LOSS_WINDOW` steps, the fewest whose mean is more than one batch's noise): a 40-step run has
+  windows of 10 steps; a 9-step run has one window of 5, too few for the rule to fire.
+- `loss_diverged`: training diverged.  The training loss is not finite (fires at once), or stays above
+  `divergence_factor` times the loss of the first step for `gradient_patience` steps in a row; or a
+  validation loss is not finite or above that.  It needs no window, so it works on the shortest run.
+  Whatever the policy, a diverged model is never deployed (evaluate's gate reads `outcome`).
 - `overfitting` (Overfit): the validation loss rose while the training loss (mean since the previous
   evaluation) fell, `overfit_patience` evaluations in a row.
 
@@ -22,7 +29,9 @@ from typing import Any, Literal
 
 from components.common import options
 
-RULES = ("vanishing_gradient", "exploding_gradient", "loss_not_decreasing", "overfitting")
+RULES = ("vanishing_gradient", "exploding_gradient", "loss_not_decreasing", "overfitting", "loss_diverged")
+#: The shortest loss window a short run's `loss_not_decreasing` uses.
+MIN_LOSS_WINDOW = 5
 
 
 @dataclass
@@ -45,7 +54,10 @@ class HealthArguments:
     gradient_patience: int = field(
         default=3, metadata={"help": "Consecutive steps a gradient rule must hold.", "min": 1}
     )
-    loss_window: int = field(default=100, metadata={"help": "Steps per training-loss window.", "min": 1})
+    loss_window: int = field(
+        default=100,
+        metadata={"help": "Steps per training-loss window (fewer on a short run, see health.py).", "min": 1},
+    )
     loss_min_decrease: float = field(
         default=0.001, metadata={"help": "Relative decrease of the windowed loss that counts as progress."}
     )
@@ -54,6 +66,14 @@ class HealthArguments:
     )
     overfit_patience: int = field(
         default=2, metadata={"help": "Evaluations in a row with validation loss up and training loss down.", "min": 1}
+    )
+    divergence_factor: float = field(
+        default=4.0,
+        metadata={
+            "help": "A training loss (gradient-patience steps in a row) or validation loss above this many times "
+            "the first step's loss is divergence.",
+            "above": 1,
+        },
     )
 
     def rules(self) -> tuple[str, ...]:
@@ -89,6 +109,8 @@ class HealthMonitor:
     """Evaluates the rules on per-step gradient norms and losses and on evaluations."""
 
     config: HealthArguments
+    #: The run's optimizer steps (0: unknown): short runs get shorter loss windows.
+    total_steps: int = 0
     firings: list[Firing] = field(default_factory=list)
     skipped_steps: int = 0
     _vanishing_run: int = 0
@@ -98,6 +120,16 @@ class HealthMonitor:
     _stalled_windows: int = 0
     _last_eval: tuple[float, float] | None = None
     _overfit_run: int = 0
+    _start_loss: float | None = None
+    _diverged_run: int = 0
+
+    @property
+    def loss_window(self) -> int:
+        """Steps per loss window: `loss_window`, or fewer on a short run (see the module docstring)."""
+        if self.total_steps <= 0:
+            return self.config.loss_window
+        fitting = self.total_steps // (self.config.loss_patience + 1)
+        return min(self.config.loss_window, max(MIN_LOSS_WINDOW, fitting))
 
     # --- inputs ---------------------------------------------------------------------------------------
 
@@ -122,10 +154,38 @@ class HealthMonitor:
                         "too small, saturated activations, or a frozen network)",
                     )
                 )
+        if "loss_diverged" in rules and not overflow_skipped:
+            fired += self._diverged_step(step, loss)
         if "loss_not_decreasing" in rules and math.isfinite(loss):
             fired += self._loss(step, loss)
         self.firings += fired
         return fired
+
+    def _divergence(self, step: int, value: float, what: str) -> Firing:
+        start = self._start_loss
+        if not math.isfinite(value):
+            detail = f"{what} is {value} at step {step}"
+        else:
+            detail = f"{what} {value:.4g} at step {step} is {value / start:.1f}× the first step's {start:.4g}"
+        return Firing(
+            "loss_diverged",
+            step,
+            value,
+            f"{detail}: training diverged (lower --learning-rate, keep warm-up and --max-grad-norm, check the data)",
+        )
+
+    def _diverged_step(self, step: int, loss: float) -> list[Firing]:
+        if self.fired("loss_diverged"):
+            return []
+        if self._start_loss is None and math.isfinite(loss):
+            self._start_loss = loss
+        if not math.isfinite(loss):
+            return [self._divergence(step, loss, "training loss")]
+        high = self._start_loss is not None and loss > self.config.divergence_factor * self._start_loss
+        self._diverged_run = self._diverged_run + 1 if high else 0
+        if self._diverged_run >= self.config.gradient_patience:
+            return [self._divergence(step, loss, "training loss")]
+        return []
 
     def _exploding(self, step: int, loss: float, grad_norm: float) -> list[Firing]:
         if not math.isfinite(loss):
@@ -160,7 +220,8 @@ class HealthMonitor:
 
     def _loss(self, step: int, loss: float) -> list[Firing]:
         self._window.append(loss)
-        if len(self._window) < self.config.loss_window:
+        window = self.loss_window
+        if len(self._window) < window:
             return []
         mean = sum(self._window) / len(self._window)
         self._window = []
@@ -174,7 +235,7 @@ class HealthMonitor:
                     "loss_not_decreasing",
                     step,
                     mean,
-                    f"mean training loss {mean:.4f} over the last {self.config.loss_window} steps has not fallen "
+                    f"mean training loss {mean:.4f} over the last {window} steps has not fallen "
                     f"{self.config.loss_min_decrease:.2%} below its best window ({self._best_window:.4f}) for "
                     f"{self.config.loss_patience} windows (learning rate too low or too high, or labels "
                     "unrelated to the text)",
@@ -185,6 +246,10 @@ class HealthMonitor:
     def on_evaluation(self, step: int, train_loss: float, val_loss: float) -> list[Firing]:
         """Check the overfitting rule after an evaluation; ``train_loss`` is the mean since the last one."""
         fired: list[Firing] = []
+        if "loss_diverged" in self.config.rules() and not self.fired("loss_diverged"):
+            limit = None if self._start_loss is None else self.config.divergence_factor * self._start_loss
+            if not math.isfinite(val_loss) or (limit is not None and val_loss > limit):
+                fired.append(self._divergence(step, val_loss, "validation loss"))
         if "overfitting" in self.config.rules() and self._last_eval is not None:
             last_train, last_val = self._last_eval
             self._overfit_run = self._overfit_run + 1 if val_loss > last_val and train_loss < last_train else 0
@@ -224,7 +289,19 @@ class HealthMonitor:
                 "times": len(mine),
                 "message": mine[0].message if mine else "",
             }
-        return {"policy": self.config.health_policy, "skipped_steps": self.skipped_steps, "rules": rules}
+        return {
+            "policy": self.config.health_policy,
+            "skipped_steps": self.skipped_steps,
+            "loss_window": self.loss_window,
+            "start_loss": self._start_loss,
+            "rules": rules,
+        }
+
+    def outcome(self, stop_reason: str) -> dict[str, Any]:
+        """How training ended, for the file beside the model that evaluate's gate reads
+        (`schema.TRAINING_OUTCOME_FILE`): stop reason, policy, and each fired rule's first message."""
+        fired = {rule: v["message"] for rule, v in self.report()["rules"].items() if v["fired"]}
+        return {"stop_reason": stop_reason, "policy": self.config.health_policy, "fired": fired}
 
     def metrics(self) -> dict[str, float]:
         """Flat numbers for KFP Metrics and MLflow: health_<rule> is 1.0 when the rule fired."""
@@ -235,6 +312,7 @@ class HealthMonitor:
     def state_dict(self) -> dict[str, Any]:
         state = asdict(self)
         state.pop("config")
+        state.pop("total_steps")
         state["_best_window"] = None if math.isinf(self._best_window) else self._best_window
         return state
 
@@ -248,3 +326,5 @@ class HealthMonitor:
         self._stalled_windows = state["_stalled_windows"]
         self._last_eval = None if state["_last_eval"] is None else tuple(state["_last_eval"])  # type: ignore[assignment]
         self._overfit_run = state["_overfit_run"]
+        self._start_loss = state.get("_start_loss")  # (absent in checkpoints written before the rule existed)
+        self._diverged_run = state.get("_diverged_run", 0)

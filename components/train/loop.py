@@ -11,6 +11,7 @@ ones included), so the `core.DataArguments` and `core.TrainingArguments` that `T
 
 from __future__ import annotations
 
+import json
 import logging
 import math
 import time
@@ -23,7 +24,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from components.common import batching as D
-from components.common import trial_metrics
+from components.common import schema, trial_metrics
 from components.common.modeling import autocast, first_token_id, load_classifier, pick_precision
 from components.train.checkpoints import Checkpoints, TrainerState, TrainingParts, export_model, fingerprint
 from components.train.evaluation import evaluate_split, record_evaluation
@@ -119,7 +120,7 @@ class Trainer:
         self.scaler = torch.amp.GradScaler("cuda") if self.autocast_dtype == torch.float16 else None
         self.parts = TrainingParts(self.model, self.optimizer, self.scheduler, self.scaler)
         self.checkpoints = Checkpoints(self.output_dir, dist, args.save_total_limit)
-        self.health = HealthMonitor(health_args)
+        self.health = HealthMonitor(health_args, total_steps=self.total_steps)
         rows = len(train_examples)
         self.state = TrainerState(
             fingerprint=fingerprint(model_name, data_args, args, dist.world_size, self.total_steps, rows)
@@ -405,6 +406,8 @@ class Trainer:
             if final_step != state.global_step:
                 self.checkpoints.load_weights(self.model, final_step, self.device)
             export_model(self.model, self.tokenizer, model_dir)
+            outcome = self.health.outcome(state.stop_reason)
+            (model_dir / schema.TRAINING_OUTCOME_FILE).write_text(json.dumps(outcome, indent=1))
         self.dist.barrier()
         entry = next(h for h in state.history if h["step"] == final_step)
         seconds, steps = self.speed.seconds, self.speed.steps

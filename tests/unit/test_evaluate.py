@@ -31,6 +31,27 @@ def classifier(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 @pytest.fixture(scope="module")
+def trained(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The tiny classifier fine-tuned for 39 steps on other synthetic reviews (~6 s): it has skill (0.67 on
+    `test_split`, where no skill scores 1/3), so the gate lets it through."""
+    from components.train import core as train
+    from components.train.health import HealthArguments
+
+    work = tmp_path_factory.mktemp("trained")
+    texts, labels, facets = testing.synthetic_reviews(240, seed=11)
+    frame = testing.features(texts, labels, 32, facets=facets)
+    args = train.TrainingArguments(
+        output_dir=str(work / "out"), num_train_epochs=3, per_device_train_batch_size=16, learning_rate=5e-3,
+        save_steps=0, early_stopping_patience=0, warmup_ratio=0.0,
+    )  # fmt: skip
+    result = train.train(
+        frame.iloc[:200], frame.iloc[200:], train.ModelArguments(str(testing.tiny_model(work / "tiny", dropout=0.0))),
+        train.DataArguments(max_seq_length=32), args, HealthArguments(), work / "model",
+    )  # fmt: skip
+    return Path(result.model_dir)
+
+
+@pytest.fixture(scope="module")
 def test_split() -> pd.DataFrame:
     texts, labels, facets = testing.synthetic_reviews(90, seed=4)
     return testing.features(texts, labels, 32, facets=facets)
@@ -71,20 +92,130 @@ def _champion(tags: dict[str, str], version: str = "3") -> tracking.RegisteredVe
     return tracking.RegisteredVersion("m", version, "file:///nowhere", "run", tags, ["champion"])
 
 
+def _balanced(correct: int, per_class: int = 100) -> champion.Quality:
+    """A balanced 3-class test split of ``3 * per_class`` reviews, ``correct`` right in each class (the errors
+    split between the two other classes)."""
+    wrong = per_class - correct
+    matrix = [[0] * 3 for _ in range(3)]
+    for i in range(3):
+        matrix[i][i] = correct
+        matrix[i][(i + 1) % 3] += wrong // 2
+        matrix[i][(i + 2) % 3] += wrong - wrong // 2
+    return champion.Quality.from_confusion(matrix)
+
+
 @pytest.mark.parametrize(
-    ("accuracy", "found", "deploy", "reason"),
+    ("correct", "found", "deploy", "reason"),
     [
-        (0.30, None, False, "below --min-accuracy"),
-        (0.50, None, True, "no champion yet"),
-        (0.70, champion.Champion("3", 0.72, "recorded"), False, "below champion version 3's 0.7200"),
-        (0.72, champion.Champion("3", 0.72, "recorded"), True, "≥ champion version 3's 0.7200"),
-        (0.90, champion.Champion("3", None, "incomparable", "x"), False, "cannot compare with champion version 3"),
+        (30, None, False, "below --min-accuracy"),
+        (50, None, True, "no champion yet"),
+        (70, champion.Champion("3", 0.72, "recorded"), False, "below champion version 3's 0.7200"),
+        (72, champion.Champion("3", 0.72, "recorded"), True, "≥ champion version 3's 0.7200"),
+        (90, champion.Champion("3", None, "incomparable", "x"), False, "cannot compare with champion version 3"),
     ],
 )
-def test_deploy_gate(accuracy: float, found: champion.Champion | None, deploy: bool, reason: str) -> None:
-    decision = champion.decide(accuracy, 0.33, found)
+def test_deploy_gate(correct: int, found: champion.Champion | None, deploy: bool, reason: str) -> None:
+    decision = champion.decide(_balanced(correct), 0.33, found)
+    assert decision.accuracy == pytest.approx(correct / 100)
     assert decision.deploy is deploy
     assert reason in decision.reason
+
+
+def test_no_skill_baseline_of_a_balanced_and_a_skewed_split() -> None:
+    """Always the majority class: accuracy p, macro-F1 2p/(1+p)/3; margin 1.645·sqrt(p(1-p)/n)."""
+    balanced = champion.no_skill([[5, 0, 0], [0, 5, 0], [0, 0, 5]])
+    assert balanced.rows == 15 and balanced.majority_rate == pytest.approx(1 / 3)
+    assert balanced.always == "always one of 'negative', 'neutral', 'positive'"
+    assert balanced.constant_f1_macro == pytest.approx(1 / 6)  # F1 of "positive": 2·(1/3)/(4/3) = 1/2, over 3
+    assert balanced.margin == pytest.approx(1.645 * np.sqrt(2 / 9 / 15))  # 0.2002
+    assert balanced.accuracy_needed == pytest.approx(0.5336, abs=1e-4)
+    skewed = champion.no_skill([[10, 0, 0], [0, 10, 0], [0, 0, 80]])
+    assert skewed.majority_classes == ["positive"] and skewed.majority_rate == pytest.approx(0.8)
+    assert skewed.constant_f1_macro == pytest.approx(2 * 0.8 / 1.8 / 3)
+    assert skewed.margin == pytest.approx(1.645 * np.sqrt(0.8 * 0.2 / 100))
+    # The constant predictor's scores are what `Quality.from_confusion` gives it.
+    constant = champion.Quality.from_confusion([[0, 0, 10], [0, 0, 10], [0, 0, 80]])
+    assert (constant.accuracy, constant.f1_macro) == pytest.approx((0.8, skewed.constant_f1_macro))
+
+
+def test_a_model_that_predicts_one_class_is_skipped_whatever_min_accuracy_says() -> None:
+    """Issue 19: on a balanced test split a one-class model scores exactly 1/3 ≥ the old gate's 0.33."""
+    quality = champion.Quality.from_confusion([[0, 0, 5], [0, 0, 5], [0, 0, 5]])
+    assert quality.accuracy == pytest.approx(1 / 3) and quality.f1_macro == pytest.approx(1 / 6)
+    for min_accuracy in (0.33, 0.0):
+        decision = champion.decide(quality, min_accuracy, None)
+        assert decision.deploy is False
+        assert "the model predicts 'positive' for all 15 test reviews" in decision.reason
+        assert "no better than no skill on these 15 test reviews" in decision.reason
+        assert "must reach 0.5336 and 0.3669" in decision.reason and "margin 0.2002" in decision.reason
+    assert decision.no_skill["majority_rate"] == pytest.approx(1 / 3) and decision.test_rows == 15
+    # The same on a skewed split: always "positive" scores 0.8 there, far above --min-accuracy.
+    skewed = champion.decide(champion.Quality.from_confusion([[0, 0, 10], [0, 0, 10], [0, 0, 80]]), 0.33, None)
+    assert not skewed.deploy and "always 'positive' scores 0.8000" in skewed.reason
+
+
+def test_a_score_within_the_margin_of_no_skill_is_skipped() -> None:
+    """7 of 15 right (0.467 ≥ 0.33) is within what luck gives on 15 reviews; 9 of 15 is not."""
+    lucky = champion.decide(champion.Quality.from_confusion([[3, 1, 1], [1, 2, 2], [1, 2, 2]]), 0.33, None)
+    assert lucky.accuracy == pytest.approx(7 / 15) and not lucky.deploy
+    assert "no better than no skill" in lucky.reason and "predicts" not in lucky.reason
+    skilled = champion.decide(champion.Quality.from_confusion([[3, 1, 1], [1, 3, 1], [0, 1, 4]]), 0.33, None)
+    assert skilled.accuracy == pytest.approx(10 / 15) and skilled.deploy, skilled.reason
+    assert "beat no skill (0.3333 and 0.1667) by at least the margin 0.2002" in skilled.reason
+
+
+def test_macro_f1_is_judged_on_its_own() -> None:
+    """The rule asks accuracy and macro-F1 each to clear their baseline: a macro-F1 below it refuses even a
+    high accuracy (figures given directly; on real confusion matrices the accuracy rule is nearly always the
+    stricter one)."""
+    matrix = _balanced(90).confusion_matrix
+    decision = champion.decide(champion.Quality(0.9, 0.20, matrix), 0.33, None)
+    assert not decision.deploy and "macro-F1 0.2000 must reach 0.3781 and 0.2114" in decision.reason
+    assert champion.decide(champion.Quality(0.9, 0.22, matrix), 0.33, None).deploy
+
+
+def test_too_few_test_reviews_are_not_judged() -> None:
+    """6 test reviews, all right: a facet column mostly empty can leave that few; the gate says so."""
+    decision = champion.decide(champion.Quality.from_confusion([[2, 0, 0], [0, 2, 0], [0, 0, 2]]), 0.33, None)
+    assert not decision.deploy
+    assert "only 6 test reviews: the gate needs at least 10 to judge a model" in decision.reason
+
+
+@pytest.mark.parametrize(
+    ("outcome", "deploy", "reason"),
+    [
+        (champion.TrainingOutcome("completed", {}), True, "no champion yet"),
+        # A rule that fired under --health-policy report (the best checkpoint is the model): not a refusal.
+        (champion.TrainingOutcome("completed", {"overfitting": "validation loss rose"}), True, "no champion yet"),
+        (
+            champion.TrainingOutcome("completed", {"loss_diverged": "validation loss 508 at step 9 is 462.0×"}),
+            False,
+            "training diverged (validation loss 508 at step 9 is 462.0×)",
+        ),
+        (
+            champion.TrainingOutcome(
+                "health:exploding_gradient", {"exploding_gradient": "gradient norm 2e+03"}, "stop"
+            ),
+            False,
+            "training was stopped by health rule exploding_gradient (gradient norm 2e+03)",
+        ),
+    ],
+)
+def test_a_model_whose_training_ended_unhealthy_is_never_deployed(
+    outcome: champion.TrainingOutcome, deploy: bool, reason: str
+) -> None:
+    decision = champion.decide(_balanced(90), 0.33, None, outcome)
+    assert decision.deploy is deploy and reason in decision.reason
+
+
+def test_training_outcome_is_read_from_the_model_directory(tmp_path: Path) -> None:
+    assert champion.TrainingOutcome.read(tmp_path) is None  # a model not written by train: nothing to judge
+    (tmp_path / "training_outcome.json").write_text(
+        json.dumps({"stop_reason": "completed", "policy": "report", "fired": {"loss_diverged": "loss is nan"}})
+    )
+    outcome = champion.TrainingOutcome.read(tmp_path)
+    assert outcome == champion.TrainingOutcome("completed", {"loss_diverged": "loss is nan"}, "report")
+    assert outcome.unhealthy() == "training diverged (loss is nan)"
 
 
 def test_champion_accuracy_is_reused_on_the_same_split(classifier: Path, test_split: pd.DataFrame) -> None:
@@ -147,18 +278,33 @@ def test_champion_with_another_tokenizer_on_another_split_is_incomparable(
         _champion({}), "hash", champion.tokenizer_fingerprint(classifier), examples, lambda version: other
     )
     assert found is not None and found.accuracy is None and found.method == "incomparable"
-    assert not champion.decide(0.9, 0.33, found).deploy
+    assert not champion.decide(_balanced(90), 0.33, found).deploy
 
 
-def test_report_outputs(tmp_path: Path, classifier: Path, test_split: pd.DataFrame) -> None:
-    report = core.run(test_split, classifier, tmp_path / "r.json", tmp_path / "r.html", 0.0, tracking_uri=None)
+def test_report_outputs(tmp_path: Path, trained: Path, test_split: pd.DataFrame) -> None:
+    report = core.run(test_split, trained, tmp_path / "r.json", tmp_path / "r.html", 0.33, tracking_uri=None)
     saved = json.loads((tmp_path / "r.json").read_text())
     assert saved["rows"] == 90 and set(saved["per_facet_accuracy"]) == {"Blouses", "Dresses", "Knits"}
-    assert saved["decision"]["deploy"] is True
+    assert saved["decision"]["deploy"] is True, saved["decision"]["reason"]
+    assert saved["decision"]["no_skill"]["majority_rate"] == pytest.approx(1 / 3)
+    assert saved["decision"]["no_skill"]["margin"] == pytest.approx(1.645 * np.sqrt(2 / 9 / 90))
     page = (tmp_path / "r.html").read_text()
     assert page.count("<svg") == 2 and "Blouses" in page and "no champion yet" in page
     assert "http" not in page.replace('xmlns="http://www.w3.org/2000/svg"', "")  # self-contained
     assert report.headline()["accuracy"] == report.accuracy
+
+
+def test_a_model_that_says_positive_to_everything_is_skipped(
+    tmp_path: Path, always_positive: Path, test_split: pd.DataFrame
+) -> None:
+    """The issue's quick runs: a real model that answers one class scores 1/3 on a balanced split, which the old
+    gate (accuracy ≥ 0.33) deployed; now it is skipped, the reason naming the figures."""
+    report = core.run(test_split, always_positive, tmp_path / "r.json", tmp_path / "r.html", 0.33, tracking_uri=None)
+    assert report.accuracy == pytest.approx(1 / 3) and report.confusion_matrix == [[0, 0, 30]] * 3
+    assert report.decision["deploy"] is False
+    assert "the model predicts 'positive' for all 90 test reviews" in report.decision["reason"]
+    assert "accuracy 0.3333 and macro-F1 0.1667 must reach 0.4151 and 0.2484" in report.decision["reason"]
+    assert "do not deploy" in (tmp_path / "r.html").read_text()
 
 
 def test_page_escapes_what_comes_from_the_data() -> None:
@@ -179,10 +325,11 @@ def test_page_escapes_what_comes_from_the_data() -> None:
         ElementTree.fromstring("<svg" + svg.split("</svg>")[0] + "</svg>")
 
 
-def test_registry_round_trip(tmp_path: Path, classifier: Path, test_split: pd.DataFrame) -> None:
+def test_registry_round_trip(tmp_path: Path, trained: Path, test_split: pd.DataFrame) -> None:
     """First candidate: no champion, deployed, registered as challenger; promoted; then a candidate scored on
     the same split is compared with the champion's recorded accuracy."""
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    classifier = trained
     first = core.run(test_split, classifier, tmp_path / "1.json", tmp_path / "1.html", 0.0, uri, "clf", "run-1")
     assert first.decision["deploy"] and first.registered_version == "1"
     assert tracking.get_alias(uri, "clf", "challenger").version == "1"

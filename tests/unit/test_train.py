@@ -21,7 +21,7 @@ import pytest
 
 from components.common import batching as D
 from components.train import checkpoints, cli, core, testing
-from components.train.health import HealthArguments
+from components.train.health import HealthArguments, HealthMonitor
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -167,6 +167,9 @@ def test_unreachable_mlflow_message(tmp_path: Path, tiny: Path, synthetic, capsy
         ({"per_device_train_batch_size": 0}, "--per-device-train-batch-size must be at least 1"),
         ({"warmup_ratio": 1.0}, "--warmup-ratio must be"),
         ({"learning_rate": float("nan")}, "--learning-rate must be a finite number"),
+        # Issue 19: --learning-rate 10 trained, diverged (validation loss 508) and became champion.
+        ({"learning_rate": 10.0}, r"--learning-rate must be at most 0.01, got 10.0. Fine-tuning BERT uses 1e-5"),
+        ({"learning_rate": 0.0}, "--learning-rate must be above 0, got 0.0"),
     ],
 )
 def test_bad_settings(tmp_path: Path, tiny: Path, synthetic, override: dict, message: str) -> None:
@@ -233,10 +236,13 @@ def test_training_writes_model_metrics_and_checkpoints(tmp_path: Path, tiny: Pat
     names = sorted(p.name for p in checkpoints.checkpoint_dirs(tmp_path / "out"))
     assert f"checkpoint-{result.global_step}" in names and f"checkpoint-{result.best_step}" in names
     assert len(names) <= 2  # the newest and the best
+    outcome = json.loads(Path(result.model_dir, "training_outcome.json").read_text())
+    assert outcome == {"stop_reason": "completed", "policy": "report", "fired": {}}
 
 
 def test_early_stopping_ends_training(tmp_path: Path, tiny: Path, synthetic) -> None:
-    args = _args(tmp_path, learning_rate=0.0, num_train_epochs=10, eval_steps=2, early_stopping_patience=2)
+    # A learning rate far below float32's resolution of the weights: nothing changes, nothing improves.
+    args = _args(tmp_path, learning_rate=1e-12, num_train_epochs=10, eval_steps=2, early_stopping_patience=2)
     result = _train(tiny, *synthetic, args)
     assert result.stop_reason == "early_stopping"
     assert result.global_step == 6  # evaluations at 2 (best), 4 and 6 without improvement
@@ -249,8 +255,9 @@ def test_early_stopping_ends_training(tmp_path: Path, tiny: Path, synthetic) -> 
 @pytest.mark.parametrize(
     ("rule", "overrides", "health"),
     [
-        ("exploding_gradient", {"learning_rate": 1e3, "warmup_ratio": 0.0}, {}),
-        ("loss_not_decreasing", {"learning_rate": 0.0}, {"loss_window": 3, "loss_patience": 2}),
+        # A threshold below the real gradient norms: every step counts as exploding.
+        ("exploding_gradient", {"warmup_ratio": 0.0}, {"exploding_grad_norm": 1e-4, "vanishing_grad_norm": 0.0}),
+        ("loss_not_decreasing", {"learning_rate": 1e-12}, {"loss_window": 3, "loss_patience": 2}),
         # A threshold above the real gradient norms: every step counts as vanishing.
         ("vanishing_gradient", {}, {"vanishing_grad_norm": 1e2, "exploding_grad_norm": 1e9}),
     ],
@@ -281,11 +288,56 @@ def test_overfitting_fires_on_memorised_noise(tmp_path: Path) -> None:
 
 
 def test_stop_policy_ends_training_when_a_rule_fires(tmp_path: Path, tiny: Path, synthetic) -> None:
-    args = _args(tmp_path, learning_rate=1e3, warmup_ratio=0.0, num_train_epochs=5)
-    result = _train(tiny, *synthetic, args, health_policy="stop")
+    args = _args(tmp_path, warmup_ratio=0.0, num_train_epochs=5)
+    result = _train(tiny, *synthetic, args, health_policy="stop", exploding_grad_norm=1e-4, vanishing_grad_norm=0.0)
     assert result.stop_reason == "health:exploding_gradient"
     assert result.global_step < result.total_steps
     assert Path(result.model_dir, "model.safetensors").is_file()
+    # Beside the model, for evaluate's gate (which never deploys a model whose training a health rule stopped).
+    outcome = json.loads(Path(result.model_dir, "training_outcome.json").read_text())
+    assert outcome["stop_reason"] == "health:exploding_gradient" and outcome["policy"] == "stop"
+    assert "exploding_gradient" in outcome["fired"]
+
+
+def test_loss_windows_scale_to_a_short_run() -> None:
+    """Issue 19: windows of 100 steps never fill in a short run; they now shrink so patience + 1 fit (not below
+    5 steps, whose mean is more than one batch's noise)."""
+    config = HealthArguments()  # loss_window 100, loss_patience 3
+    assert HealthMonitor(config).loss_window == 100  # length unknown
+    assert HealthMonitor(config, total_steps=2000).loss_window == 100
+    assert HealthMonitor(config, total_steps=40).loss_window == 10
+    assert HealthMonitor(config, total_steps=9).loss_window == 5
+    flat = HealthMonitor(config, total_steps=40)
+    fired = [f for step in range(1, 41) for f in flat.on_step(step, 1.0986, 1.0)]
+    assert [f.rule for f in fired] == ["loss_not_decreasing"] and fired[0].step == 40
+    assert "over the last 10 steps" in fired[0].message
+
+
+def test_divergence_fires_on_a_nine_step_run() -> None:
+    """The issue's --learning-rate 10 run: 9 steps, the loss far above its start, validation loss 508."""
+    monitor = HealthMonitor(HealthArguments(), total_steps=9)
+    losses = [1.10, 1.05, 3.9, 40.0, 300.0, 512.0]
+    fired = [f for step, loss in enumerate(losses, 1) for f in monitor.on_step(step, loss, 10.0)]
+    assert [f.rule for f in fired] == ["loss_diverged"] and fired[0].step == 6  # 3 steps above 4 × 1.10
+    assert "training loss 512 at step 6 is 465.5× the first step's 1.1" in fired[0].message
+    assert "lower --learning-rate" in fired[0].message
+    assert monitor.outcome("completed")["fired"] == {"loss_diverged": fired[0].message}
+    by_validation = HealthMonitor(HealthArguments(), total_steps=9)
+    for step in range(1, 10):
+        by_validation.on_step(step, 1.1, 1.0)
+    assert [f.rule for f in by_validation.on_evaluation(9, 1.0, 508.0)] == ["loss_diverged"]
+    not_finite = HealthMonitor(HealthArguments(), total_steps=9)
+    assert "loss_diverged" in [f.rule for f in not_finite.on_step(1, float("nan"), float("nan"))]
+
+
+def test_a_healthy_loss_does_not_diverge_and_state_round_trips() -> None:
+    monitor = HealthMonitor(HealthArguments(), total_steps=9)
+    for step, loss in enumerate([1.1, 1.3, 2.0, 1.0, 0.9], 1):
+        assert monitor.on_step(step, loss, 1.0) == []
+    assert monitor.on_evaluation(5, 0.9, 1.2) == []
+    again = HealthMonitor(HealthArguments(), total_steps=9)
+    again.load_state_dict(monitor.state_dict())
+    assert again.state_dict() == monitor.state_dict() and again.report()["start_loss"] == 1.1
 
 
 # --- resume after SIGKILL ------------------------------------------------------------------------------
