@@ -199,35 +199,58 @@ def _class_name(label_id: int) -> str:
     return schema.SENTIMENTS[schema.ID_TO_LABEL[label_id]]
 
 
+def _groups(members: np.ndarray, keys: Sequence[str] | None) -> list[np.ndarray]:
+    """``members`` (row numbers) grouped by their key, in the order of each key's first member; no keys:
+    one group per row."""
+    if keys is None:
+        return [members[i : i + 1] for i in range(len(members))]
+    grouped: dict[str, list[int]] = {}
+    for row in members:
+        grouped.setdefault(keys[row], []).append(int(row))
+    return [np.asarray(rows, dtype=members.dtype) for rows in grouped.values()]
+
+
 def stratified_split(
     label_ids: np.ndarray,
     review_ids: Sequence[str],
     validation_fraction: float = 0.05,
     test_fraction: float = 0.05,
     seed: int = 42,
+    texts: Sequence[str] | None = None,
 ) -> np.ndarray:
     """Seeded stratified train/validation/test assignment (split name per row).
 
     Per class, ``round(n * fraction)`` rows go to validation and to test, the rest to train.  Rows are
     ordered by review id before the seeded shuffle, so the split depends on the data and the seed, not on
-    the input's row order.
+    the input's row order.  With ``texts``, rows whose text is the same (`schema.text_key`) are one group that
+    goes to one split whole: validation and test take whole groups until they hold their share (one text
+    never lands in two splits).  Without duplicates this is the same split as without ``texts``.
 
     Raises:
-        ValueError: A class present in the data would get no rows in some split (names the class, its
-            row count and what each split would get).
+        ValueError: A text with more than one label (prepare_data drops those); or a class present in the
+            data would get no rows in some split (names the class, its row count and what each split would get).
     """
     labels = np.asarray(label_ids)
+    keys = [schema.text_key(t) for t in texts] if texts is not None else None
+    if keys is not None:
+        _check_one_label_per_text(keys, labels)
     order = np.argsort(np.asarray(review_ids, dtype=object), kind="stable")
     rng = np.random.default_rng(seed)
     split = np.empty(len(labels), dtype=object)
     problems = []
     for label_id in sorted(int(v) for v in np.unique(labels)):
-        members = order[labels[order] == label_id]
-        members = members[rng.permutation(len(members))]
-        n = len(members)
-        n_test = _round_half_up(n * test_fraction)
-        n_val = _round_half_up(n * validation_fraction)
-        counts = {"train": n - n_val - n_test, "validation": n_val, "test": n_test}
+        groups = _groups(order[labels[order] == label_id], keys)
+        groups = [groups[i] for i in rng.permutation(len(groups))]
+        n = sum(len(g) for g in groups)
+        targets = {"test": _round_half_up(n * test_fraction), "validation": _round_half_up(n * validation_fraction)}
+        assigned: dict[str, list[np.ndarray]] = {"test": [], "validation": [], "train": []}
+        filled = {"test": 0, "validation": 0}
+        for group in groups:
+            name = next((s for s in ("test", "validation") if filled[s] < targets[s]), "train")
+            assigned[name].append(group)
+            if name != "train":
+                filled[name] += len(group)
+        counts = {s: sum(len(g) for g in assigned[s]) for s in ("train", "validation", "test")}
         empty = [name for name, count in counts.items() if count <= 0]
         if empty:
             need = int(np.ceil(0.5 / min(validation_fraction, test_fraction)))
@@ -237,9 +260,8 @@ def stratified_split(
                 + f" - empty {'/'.join(empty)} (needs at least {need} rows per class)"
             )
             continue
-        split[members[:n_test]] = "test"
-        split[members[n_test : n_test + n_val]] = "validation"
-        split[members[n_test + n_val :]] = "train"
+        for name, chosen in assigned.items():
+            split[np.concatenate(chosen)] = name
     if problems:
         raise ValueError(
             f"A {1 - validation_fraction - test_fraction:.0%}/{validation_fraction:.0%}/{test_fraction:.0%} "
@@ -249,6 +271,19 @@ def stratified_split(
             "--validation-fraction/--test-fraction."
         )
     return split
+
+
+def _check_one_label_per_text(keys: Sequence[str], labels: np.ndarray) -> None:
+    seen: dict[str, int] = {}
+    conflicting = sorted(
+        {k for k, label in zip(keys, labels.tolist(), strict=True) if seen.setdefault(k, label) != label}
+    )
+    if conflicting:
+        shown = ", ".join(repr(k if len(k) <= 40 else k[:39] + "…") for k in conflicting[:3])
+        raise ValueError(
+            f"{len(conflicting)} review text(s) occur with more than one label (e.g. {shown}); a split cannot hold "
+            "them without a contradiction. prepare_data drops such texts: featurize its output."
+        )
 
 
 # --- the step ----------------------------------------------------------------------------------------
@@ -331,10 +366,11 @@ def featurize(
         lut[value + 1] = label_id
     label_ids = lut[sentiment.astype(np.int64) + 1]
     review_ids = reviews[schema.REVIEW_ID].to_pylist()
-    split = stratified_split(label_ids, review_ids, config.validation_fraction, config.test_fraction, config.seed)
-    tokens = tokenize(
-        reviews[schema.TEXT].to_pylist(), make_encoder(tokenizer, config.max_seq_length), config.chunk_size
+    texts = reviews[schema.TEXT].to_pylist()
+    split = stratified_split(
+        label_ids, review_ids, config.validation_fraction, config.test_fraction, config.seed, texts=texts
     )
+    tokens = tokenize(texts, make_encoder(tokenizer, config.max_seq_length), config.chunk_size)
     table = pa.table(
         [
             reviews[schema.REVIEW_ID],

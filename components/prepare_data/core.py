@@ -1,12 +1,19 @@
-"""Read product reviews, map their columns, derive the sentiment label, clean and balance them.
+"""Read product reviews, map their columns, derive the sentiment label, clean, de-duplicate and balance them.
 
 Pure functions on pandas frames; `prepare` is what the component and the CLI call.
+
+Duplicates: the rows passed on to featurization hold each text once (`deduplicate`; texts compared by
+`schema.text_key`, i.e. without differences in whitespace).  A text that occurs with one label is kept
+once (the first row); a text that occurs with more than one label is dropped altogether, since no split can
+hold it without teaching or testing a contradiction.  Both counts are in the report (`dropped_duplicate`,
+`dropped_conflicting_label`).  The bias check still sees every cleaned row, as the course computed it.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
+import logging
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -15,6 +22,11 @@ import pandas as pd
 
 from components.common import options, schema
 from components.prepare_data.reading import CONTROL, LETTER, check_unique_columns, read_reviews
+
+log = logging.getLogger("components.prepare_data")
+
+#: A column whose missing values drop more than this share of the rows gets a warning (and a report line).
+DROPPED_WARN_SHARE = 0.2
 
 _LABEL_WORDS = {"negative": -1, "neutral": 0, "positive": 1, "-1": -1, "0": 0, "1": 1}
 
@@ -70,6 +82,10 @@ class PrepareReport:
     #: Rows of facet values with fewer than --min-facet-rows rows.
     dropped_rare_facet: int
     rare_facet_values: list[str]
+    #: Rows whose text (and label) an earlier row already has: each text is passed on once.
+    dropped_duplicate: int
+    #: Rows whose text occurs with more than one label: all of them are dropped.
+    dropped_conflicting_label: int
     facet_values: int
     class_counts_clean: dict[str, int]
     class_counts_out: dict[str, int]
@@ -77,6 +93,8 @@ class PrepareReport:
     columns: dict[str, str | None] = field(default_factory=dict)
     #: SHA-256 of the input file's bytes: the data's lineage tag in MLflow.
     data_sha256: str = ""
+    #: Warnings about the data, e.g. a column whose missing values drop many rows.
+    warnings: list[str] = field(default_factory=list)
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -292,6 +310,7 @@ def clean_reviews(raw: pd.DataFrame, config: PrepareConfig, source: str = "input
     if config.group_column:
         frame[schema.GROUP] = _stripped(raw[config.group_column])
         missing_group = frame[schema.GROUP].isna() & ~missing
+    warnings = _dropped_warnings(frame, config, label_col, raw.index, source)
     frame = frame[~(missing | missing_group)]
     if frame.empty:
         group = f" and a --group-column {config.group_column!r} value" if config.group_column else ""
@@ -331,7 +350,43 @@ def clean_reviews(raw: pd.DataFrame, config: PrepareConfig, source: str = "input
         "dropped_missing_group": int(missing_group.sum()),
         "dropped_rare_facet": int(sizes[rare].sum()),
         "rare_facet_values": rare,
+        "warnings": warnings,
     }
+
+
+def _dropped_warnings(
+    frame: pd.DataFrame, config: PrepareConfig, label_col: str, index: pd.Index, source: str
+) -> list[str]:
+    """One warning per column whose missing values alone drop more than `DROPPED_WARN_SHARE` of the rows."""
+    columns = {
+        schema.TEXT: ("--text-column", config.text_column),
+        schema.LABEL: ("--label-column" if config.label_column else "--rating-column", label_col),
+        schema.FACET: ("--facet-column", config.facet_column),
+    }
+    if config.group_column:
+        columns[schema.GROUP] = ("--group-column", config.group_column)
+    found = []
+    for name, (flag, column) in columns.items():
+        empty = int(frame[name].isna().sum())
+        if len(index) and empty / len(index) > DROPPED_WARN_SHARE:
+            message = (
+                f"{flag} {column!r} of {source!r} is empty in {empty} of {len(index)} rows ({empty / len(index):.0%}); "
+                "those rows are dropped. Check the column, or choose another."
+            )
+            log.warning(message)
+            found.append(message)
+    return found
+
+
+def deduplicate(frame: pd.DataFrame) -> tuple[pd.DataFrame, dict[str, int]]:
+    """Each text once (see the module docstring): the first row of a text with one label; no row of a text
+    with several labels.  Returns the rows kept (in order) and the counts dropped."""
+    keys = frame[schema.TEXT].map(schema.text_key)
+    labels_per_text = frame.groupby(keys)[schema.LABEL].transform("nunique")
+    conflicting = labels_per_text > 1
+    duplicate = keys.duplicated() & ~conflicting
+    kept = frame[~(conflicting | duplicate)].reset_index(drop=True)
+    return kept, {"dropped_duplicate": int(duplicate.sum()), "dropped_conflicting_label": int(conflicting.sum())}
 
 
 def balance_classes(frame: pd.DataFrame, seed: int) -> pd.DataFrame:
@@ -357,7 +412,14 @@ def prepare(
     """
     options.check(config)
     cleaned, dropped = clean_reviews(raw, config, source)
-    prepared = balance_classes(cleaned, config.seed) if config.balance else cleaned
+    unique, duplicates = deduplicate(cleaned)
+    if unique[schema.LABEL].nunique() < 2:
+        raise ValueError(
+            f"After dropping duplicate texts ({duplicates['dropped_duplicate']} repeated, "
+            f"{duplicates['dropped_conflicting_label']} with conflicting labels), {source!r} holds a single "
+            f"sentiment class ({len(unique)} rows); a classifier needs at least two distinct reviews of two classes."
+        )
+    prepared = balance_classes(unique, config.seed) if config.balance else unique
     prepared = cap_rows(prepared, config.max_rows, config.seed)
     if prepared[schema.LABEL].nunique() < 2:
         raise ValueError(f"--max-rows={config.max_rows} leaves a single sentiment class; raise --max-rows.")
@@ -378,6 +440,7 @@ def prepare(
             "group": config.group_column or None,
         },
         **dropped,
+        **duplicates,
     )
     return cleaned, prepared, report
 
@@ -422,6 +485,8 @@ def metric_items(report: PrepareReport) -> Sequence[tuple[str, float]]:
     items = [
         ("rows_in", report.rows_in),
         ("rows_clean", report.rows_clean),
+        ("dropped_duplicate", report.dropped_duplicate),
+        ("dropped_conflicting_label", report.dropped_conflicting_label),
         ("rows_out", report.rows_out),
         ("facet_values", report.facet_values),
     ]

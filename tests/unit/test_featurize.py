@@ -142,6 +142,34 @@ def test_split_is_stratified_seeded_and_independent_of_row_order() -> None:
     assert (core.stratified_split(labels, ids, 0.05, 0.05, seed=8) != split).any()
 
 
+def test_one_text_never_lands_in_two_splits() -> None:
+    """Issue 19: 300 distinct reviews repeated to 100k rows put 9 of 15 test reviews word for word in training.
+    Rows with the same text (whitespace aside) go to one split whole; the shares stay close to the fractions."""
+    rng = np.random.default_rng(0)
+    distinct = [f"review {i} of class {i % 3}" for i in range(300)]
+    picks = rng.integers(0, 300, size=3000)
+    texts = [distinct[i] + " " * int(rng.integers(0, 2)) for i in picks]
+    labels = picks % 3
+    ids = [f"r{i:05d}" for i in range(len(texts))]
+    split = core.stratified_split(labels, ids, 0.05, 0.05, seed=7, texts=texts)
+    by_text: dict[str, set[str]] = {}
+    for text, name in zip(texts, split, strict=True):
+        by_text.setdefault(text.strip(), set()).add(name)
+    assert all(len(names) == 1 for names in by_text.values())
+    for name in ("validation", "test"):
+        assert 0.04 < (split == name).mean() < 0.07, (split == name).mean()
+    # Without the texts (or without duplicates) the split is the earlier one, row for row.
+    unique = [f"text {i}" for i in range(len(texts))]
+    plain = core.stratified_split(labels, ids, 0.05, 0.05, seed=7)
+    assert (core.stratified_split(labels, ids, 0.05, 0.05, seed=7, texts=unique) == plain).all()
+    assert len({frozenset(n) for n in by_text.values()}) == 3  # and every split has texts
+
+
+def test_a_text_with_two_labels_is_refused() -> None:
+    with pytest.raises(ValueError, match=r"1 review text\(s\) occur with more than one label \(e.g. 'same words'\)"):
+        core.stratified_split(np.array([0, 2, 1]), ["a", "b", "c"], texts=["same words", " same  words", "other"])
+
+
 @pytest.mark.parametrize(
     ("counts", "message"),
     [

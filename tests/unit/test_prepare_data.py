@@ -60,6 +60,7 @@ def test_clean_drops_missing_and_rare_and_keeps_schema(small_reviews: pd.DataFra
         "dropped_missing_group": 0,
         "dropped_rare_facet": 2,
         "rare_facet_values": ["Rare"],
+        "warnings": [],
     }
     assert len(cleaned) == len(raw) - 6
     assert cleaned[schema.REVIEW_ID].is_unique
@@ -93,6 +94,51 @@ def test_no_balance_and_max_rows_cap() -> None:
     _, capped, report = core.prepare(raw, core.PrepareConfig(min_facet_rows=1, balance=False, max_rows=50))
     assert len(capped) == 50 and report.rows_out == 50
     assert set(capped[schema.REVIEW_ID]) <= set(unbalanced[schema.REVIEW_ID])
+
+
+def test_duplicate_texts_are_passed_on_once_and_conflicting_ones_not_at_all() -> None:
+    """Issue 19: 100k rows made of 300 distinct reviews leaked test reviews into training.  Whitespace does not
+    make a text new; a text with two labels is dropped (both rows), one with one label is kept once."""
+    raw = make_reviews(60, seed=3)
+    raw["Rating"] = [1, 3, 5] * 20  # every class present, 20 each
+    copies = raw.iloc[:10].copy()
+    copies["Review Text"] = "  " + copies["Review Text"].str.replace(" ", "   ") + "\n"  # the same texts, respaced
+    conflicting = raw.iloc[10:12].assign(Rating=[5, 1])  # rows 10 (1★) and 11 (3★) again, with other labels
+    data = pd.concat([raw, copies, copies, conflicting], ignore_index=True)
+    cleaned, prepared, report = core.prepare(data, core.PrepareConfig(min_facet_rows=1, balance=False))
+    assert len(cleaned) == 82  # the bias check sees every usable row, as the course computed it
+    assert (report.dropped_duplicate, report.dropped_conflicting_label) == (20, 4)
+    assert len(prepared) == report.rows_out == 58
+    keys = prepared[schema.TEXT].map(schema.text_key)
+    assert keys.is_unique and not keys.isin(raw["Review Text"].iloc[10:12]).any()
+    assert prepared[schema.TEXT].tolist()[:10] == raw["Review Text"].iloc[:10].tolist()  # the first row is kept
+    assert dict(core.metric_items(report))["dropped_duplicate"] == 20
+
+
+def test_duplicates_that_leave_one_class_are_refused() -> None:
+    """Every negative review's text is also a positive one's: dropping the conflicts leaves one class."""
+    raw = make_reviews(30, seed=1).assign(Rating=5)
+    raw.loc[0:4, "Rating"] = 1
+    raw.loc[5:9, "Review Text"] = raw.loc[0:4, "Review Text"].to_numpy()
+    with pytest.raises(ValueError, match=r"After dropping duplicate texts \(0 repeated, 10 with conflicting labels\)"):
+        core.prepare(raw, CONFIG)
+
+
+def test_a_mostly_empty_column_is_warned_about(small_reviews: pd.DataFrame, caplog) -> None:
+    """Issue 19: a facet column 90 % empty silently dropped 90 % of the rows."""
+    raw = make_reviews(300, seed=4)
+    raw.loc[raw.index % 10 != 0, "Class Name"] = None
+    with caplog.at_level("WARNING", logger="components.prepare_data"):
+        _, _, report = core.prepare(raw, CONFIG)
+    expected = (
+        "--facet-column 'Class Name' of 'input' is empty in 270 of 300 rows (90%); those rows are dropped. "
+        "Check the column, or choose another."
+    )
+    assert report.warnings == [expected] and expected in caplog.text
+    assert report.dropped_missing == 270 and report.to_dict()["warnings"] == [expected]
+    few = make_reviews(300, seed=4)
+    few.loc[few.index % 10 == 0, "Class Name"] = None  # 10 %: no warning
+    assert core.prepare(few, CONFIG)[2].warnings == []
 
 
 def test_label_column_and_group_column(small_reviews: pd.DataFrame) -> None:
@@ -178,7 +224,9 @@ def test_course_csv_cleans_to_the_clarify_rows(reviews_csv: Path) -> None:
     assert report.rows_clean == 22626
     assert report.class_counts_clean == {"negative": 2370, "neutral": 2823, "positive": 17433}
     assert report.facet_values == 18
-    assert report.class_counts_out == {"negative": 2370, "neutral": 2370, "positive": 2370}
+    # 7 texts occur twice with the same label (none with two labels); one is negative, the smallest class.
+    assert (report.dropped_duplicate, report.dropped_conflicting_label) == (7, 0)
+    assert report.class_counts_out == {"negative": 2369, "neutral": 2369, "positive": 2369}
 
 
 def test_course_csv_passes_every_input_rule_unchanged(reviews_csv: Path) -> None:
