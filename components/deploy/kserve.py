@@ -258,6 +258,41 @@ def _wait(
         time.sleep(poll_s)
 
 
+def _canary_pods(api_client: Any, namespace: str, name: str, canary: str, mode: str) -> Callable[[], list[Json]]:
+    """Lists a Standard-mode canary's pods (KServe labels them ``app: isvc.<name>-<canary>-predictor``, see
+    ``GetRawServiceLabel`` in KServe's ``pkg/constants/constants.go``), so that a model that does not load is
+    seen in seconds: KServe's ``canaryStatuses`` only say ready or not.  Without the right to list pods (the
+    Role in manifests/ grants it) the rollout waits for readiness alone, with one warning."""
+    from kubernetes.client import CoreV1Api
+    from kubernetes.client.exceptions import ApiException
+
+    if mode != "Standard":
+        return list
+    core, selector, denied = CoreV1Api(api_client), f"app=isvc.{name}-{canary}-predictor", []
+
+    def pods() -> list[Json]:
+        if denied:
+            return []
+        try:
+            listed = core.list_namespaced_pod(namespace, label_selector=selector, _preload_content=False)
+        except ApiException as error:
+            if error.status != 403:
+                raise
+            denied.append(error)
+            log.warning(
+                "cannot list pods in %s (%s): a canary that fails to load is seen only at the timeout; grant "
+                "pods get/list (the Role in manifests/)",
+                namespace,
+                _server_message(error),
+            )
+            return []
+        import json
+
+        return list(json.loads(listed.data).get("items") or [])
+
+    return pods
+
+
 def _probe(probe: Callable[[str], None] | None, url: str) -> str:
     """'' when the probe passes (or there is none), else why it failed."""
     if probe is None:
@@ -319,7 +354,7 @@ def rollout(
     if plan.action == "create":
         body = isvc_.render_inference_service(config, namespace=namespace, **rendered, max_seq_length=max_seq_length)
         created = cluster.create(body)
-        progress = _wait(cluster, name, lambda obj: D.ready_progress(obj, 1), timeout, poll_seconds)
+        progress = _wait(cluster, name, D.ready_progress, timeout, poll_seconds)
         current = cluster.get(name) or created
         try:  # as KServe reports it; KServe's shipped default (Knative) when it does not
             mode = D.deployment_mode(current, plan.mode or "Knative")
@@ -342,18 +377,29 @@ def rollout(
         return result("no_op", plan.mode, plan.reason, existing)
 
     percent = config.canary_traffic_percent
-    written = cluster.update(name, lambda obj: D.with_canary(obj, plan, predictor, percent=percent, canary_name=canary))
-    generation = int(written["metadata"].get("generation", 1))
+    before: list[Json] = []  # the object each write replaced: what KServe reported before it
+
+    def edit(change: Callable[[Json], Json]) -> Callable[[Json], Json]:
+        def apply(obj: Json) -> Json:
+            before[:] = [obj]
+            return change(obj)
+
+        return apply
+
+    cluster.update(name, edit(lambda obj: D.with_canary(obj, plan, predictor, percent=percent, canary_name=canary)))
+    canary_seen, pods = before[0], _canary_pods(api_client, namespace, name, canary, plan.mode)
     progress = _wait(
-        cluster, name, lambda obj: D.canary_progress(obj, plan.mode, generation, canary), timeout, poll_seconds
+        cluster, name, lambda obj: D.canary_progress(obj, plan.mode, canary_seen, canary, pods()), timeout, poll_seconds
     )
     failure = progress.detail if progress.state == "failed" else _probe(probe, progress.url)
     if failure:
         back = cluster.update(name, lambda obj: D.rolled_back(obj, plan.mode))
         return result("rolled_back", plan.mode, f"canary of version {model_version} rolled back: {failure}", back)
-    promoted = cluster.update(name, lambda obj: D.promoted(obj, plan.mode))
-    generation = int(promoted["metadata"].get("generation", 1))
-    confirmed = _wait(cluster, name, lambda obj: D.ready_progress(obj, generation), timeout, poll_seconds)
+    promoted = cluster.update(name, edit(lambda obj: D.promoted(obj, plan.mode)))
+    promotion_seen = before[0]
+    confirmed = _wait(
+        cluster, name, lambda obj: D.ready_progress(obj, plan.mode, promotion_seen), timeout, poll_seconds
+    )
     note = "" if confirmed.state == "ready" else f" (promotion written; {confirmed.detail})"
     message = f"canary of version {model_version} passed at {percent} % and was promoted to 100 %{note}"
     return result("promoted", plan.mode, message, cluster.get(name) or promoted)

@@ -13,7 +13,10 @@ semantics, per mode:
   roll back: the entry goes.  ``canaryTrafficPercent`` is never used there (Standard mode ignores it and would
   roll out 100 %).
 
-`canary_progress` and `ready_progress` read the status KServe's controller writes.
+`canary_progress` and `ready_progress` read the status KServe's controller writes, per mode, and never compare
+``status.observedGeneration`` with the InferenceService's generation: KServe copies it from the Knative Service
+or the stable Deployment (``pkg/apis/serving/v1beta1/inference_service_status.go``), whose counters are their
+own (in Standard mode adding ``spec.canary`` leaves the stable Deployment, and so that value, unchanged).
 """
 
 from __future__ import annotations
@@ -216,8 +219,13 @@ def endpoint(isvc: Json) -> str:
     return str(status.get("url") or (status.get("address") or {}).get("url") or "")
 
 
-def _observed(isvc: Json, generation: int) -> bool:
-    return int((isvc.get("status") or {}).get("observedGeneration") or 0) >= generation
+def _observed_generation(isvc: Json | None) -> int:
+    return int(((isvc or {}).get("status") or {}).get("observedGeneration") or 0)
+
+
+def _latest_traffic(predictor_status: Json) -> Json:
+    latest = [t for t in predictor_status.get("traffic") or [] if t.get("latestRevision")]
+    return dict(latest[0]) if latest else {}
 
 
 def _load_failure(model_status: Json) -> str:
@@ -227,43 +235,131 @@ def _load_failure(model_status: Json) -> str:
     return ""
 
 
-def ready_progress(isvc: Json, generation: int) -> Progress:
-    """Whether ``generation`` of the spec is observed and Ready (a new InferenceService, a promotion)."""
-    if not _observed(isvc, generation):
-        return Progress("waiting", detail=f"generation {generation} not observed yet")
-    failure = _load_failure((isvc.get("status") or {}).get("modelStatus") or {})
+def cluster_local_url(isvc: Json) -> str:
+    """The InferenceService's cluster-local address (``status.address.url``), else its ``status.url``.
+
+    A step runs in the cluster: the external URL resolves there only where the cluster's DNS knows the
+    ingress domain, the cluster-local one always.
+    """
+    status = isvc.get("status") or {}
+    return str((status.get("address") or {}).get("url") or status.get("url") or "")
+
+
+def knative_tag_url(isvc: Json, tag: str) -> str:
+    """The cluster-local URL of the Knative traffic tag ``tag`` of the predictor.
+
+    Knative serves a tag ``t`` of route ``r`` at ``t-r.<namespace>.svc.<cluster domain>`` inside the cluster
+    (a placeholder Service per tag), i.e. the predictor's cluster-local host with ``t-`` in front.
+    """
+    namespace, name = isvc["metadata"].get("namespace", ""), isvc["metadata"]["name"]
+    predictor = ((isvc.get("status") or {}).get("components") or {}).get("predictor") or {}
+    address = str((predictor.get("address") or {}).get("url") or "")
+    scheme, sep, host = address.partition("://")
+    if sep and host:
+        return f"{scheme}://{tag}-{host}"
+    return f"http://{tag}-{name}-predictor.{namespace}.svc.cluster.local"
+
+
+#: Container states that mean a pod will not serve as it is (the kubelet's waiting reasons).
+_FAILED_WAITING = (
+    "CrashLoopBackOff",
+    "ImagePullBackOff",
+    "ErrImagePull",
+    "InvalidImageName",
+    "CreateContainerConfigError",
+    "CreateContainerError",
+    "RunContainerError",
+)
+
+
+def pod_failure(pods: list[Json]) -> str:
+    """Why one of ``pods`` (a Deployment's, as the API server lists them) cannot serve, '' when none fails.
+
+    A container (the storage initializer included) waiting in CrashLoopBackOff or on an image that cannot be
+    pulled, or a pod in phase Failed; the last termination's exit code and message are quoted.
+    """
+    for pod in pods:
+        name = (pod.get("metadata") or {}).get("name", "?")
+        status = pod.get("status") or {}
+        if status.get("phase") == "Failed":
+            return f"pod {name} failed: {status.get('reason', '')} {status.get('message', '')}".strip()
+        containers = [*(status.get("initContainerStatuses") or []), *(status.get("containerStatuses") or [])]
+        for container in containers:
+            waiting = (container.get("state") or {}).get("waiting") or {}
+            if waiting.get("reason") not in _FAILED_WAITING:
+                continue
+            last = (container.get("lastState") or {}).get("terminated") or {}
+            exited = f"; last exit code {last.get('exitCode')}: {last.get('message') or last.get('reason') or ''}"
+            why = " ".join(part for part in (waiting.get("reason"), waiting.get("message")) if part)
+            return f"pod {name}, container {container.get('name', '?')}: {why}{exited if last else ''}".strip()
+    return ""
+
+
+def ready_progress(isvc: Json, mode: str = "", before: Json | None = None) -> Progress:
+    """Whether a new InferenceService (``before`` None) or a promotion written over ``before`` is Ready.
+
+    KServe's ``status.observedGeneration`` is not the InferenceService's generation: it is copied from the
+    Knative Service (Knative mode) or the stable Deployment (Standard mode), so it is only compared with the
+    value ``before`` the write.  A promotion is seen when, in Knative mode, that value moved and the latest
+    revision has 100 % of the traffic; in Standard mode, when the canary statuses and the
+    ``CanaryPredictorReady`` condition are gone (KServe rebuilds them from ``spec.canary`` on each
+    reconcile and clears them when it is empty).
+    """
+    status = isvc.get("status") or {}
+    if before is not None and mode == "Standard":
+        if status.get("canaryStatuses") or _condition(isvc, "CanaryPredictorReady"):
+            return Progress("waiting", detail="the canary is still reported (promotion not observed yet)")
+    elif before is not None:
+        predictor = (status.get("components") or {}).get("predictor") or {}
+        if _observed_generation(isvc) == _observed_generation(before):
+            return Progress("waiting", detail="the promotion is not observed yet")
+        if _latest_traffic(predictor).get("percent") != 100:
+            return Progress("waiting", detail="the latest revision has not got 100 % of the traffic yet")
+    failure = _load_failure(status.get("modelStatus") or {})
     if failure:
         return Progress("failed", detail=failure)
     ready = _condition(isvc, "Ready")
     if ready.get("status") == "True":
-        return Progress("ready", url=endpoint(isvc))
+        return Progress("ready", url=cluster_local_url(isvc))
     return Progress("waiting", detail=_why(ready) if ready else "no Ready condition yet")
 
 
-def canary_progress(isvc: Json, mode: str, generation: int, canary_name: str) -> Progress:
-    """Whether the canary written as ``generation`` is up; its URL for the probe when it is."""
-    if not _observed(isvc, generation):
-        return Progress("waiting", detail=f"generation {generation} not observed yet")
+def canary_progress(isvc: Json, mode: str, before: Json, canary_name: str, pods: list[Json] | None = None) -> Progress:
+    """Whether the canary written over ``before`` (the object as read just before the write) is up; the
+    cluster-local URL to probe it when it is.
+
+    Standard mode: the canary's entry in ``status.canaryStatuses`` (KServe writes name, ready and traffic
+    percent, rebuilt from ``spec.canary`` each time) and ``CanaryPredictorReady``; a load failure shows in its
+    ``pods`` (``pod_failure``), as KServe does not report it there.  Knative mode: the Knative Service's
+    generation (``status.observedGeneration``) moved since ``before``, the latest revision has the canary's
+    percent and is the latest ready one.
+    """
     status = isvc.get("status") or {}
     namespace, name = isvc["metadata"].get("namespace", ""), isvc["metadata"]["name"]
     if mode == "Standard":
         mine = [c for c in status.get("canaryStatuses") or [] if c.get("name") == canary_name]
-        failure = _load_failure((mine[0].get("modelStatus") or {}) if mine else {})
+        failure = _load_failure((mine[0].get("modelStatus") or {}) if mine else {}) or pod_failure(pods or [])
         if failure:
             return Progress("failed", detail=f"canary {canary_name}: {failure}")
         condition = _condition(isvc, "CanaryPredictorReady")
         if condition.get("status") == "True" and mine and mine[0].get("ready"):
             return Progress("ready", url=f"http://{name}-{canary_name}-predictor.{namespace}.svc")
+        if not mine:
+            return Progress("waiting", detail=f"canary {canary_name} not in status.canaryStatuses yet")
         return Progress("waiting", detail=_why(condition) if condition else "no CanaryPredictorReady condition yet")
+    if _observed_generation(isvc) == _observed_generation(before):
+        return Progress("waiting", detail="the canary is not observed yet (status.observedGeneration unchanged)")
     predictor = (status.get("components") or {}).get("predictor") or {}
+    percent = ((isvc.get("spec") or {}).get("predictor") or {}).get("canaryTrafficPercent")
     created, ready_revision = predictor.get("latestCreatedRevision"), predictor.get("latestReadyRevision")
+    latest = _latest_traffic(predictor)
     failure = _load_failure(status.get("modelStatus") or {})
     ready = _condition(isvc, "Ready")
     if failure or (ready.get("status") == "False" and created and created != ready_revision):
         return Progress("failed", detail=failure or f"revision {created}: {_why(ready)}")
-    latest = [t for t in predictor.get("traffic") or [] if t.get("latestRevision")]
+    if latest and latest.get("percent") != percent:
+        return Progress("waiting", detail=f"the latest revision has {latest.get('percent')} %, not {percent} % yet")
     up = ready.get("status") == "True" and created and created == ready_revision
-    if up and latest and latest[0].get("revisionName") in (None, created):
-        url = latest[0].get("url") or predictor.get("url") or endpoint(isvc)
-        return Progress("ready", url=str(url))
+    if up and latest and latest.get("revisionName") in (None, created):
+        return Progress("ready", url=knative_tag_url(isvc, str(latest.get("tag") or "latest")))
     return Progress("waiting", detail=f"revision {created or '?'} not ready ({_why(ready) if ready else 'no Ready'})")

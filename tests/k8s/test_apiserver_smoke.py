@@ -212,26 +212,37 @@ def test_stale_resource_version_conflicts(k8s_api: ApiClient, k8s_namespace: str
 
 
 def test_canary_failure_keeps_traffic_on_previous_revision(k8s_api: ApiClient, k8s_namespace: str) -> None:
+    """Knative routes `latestRevision` traffic to the latest *ready* revision: a canary revision that fails gets
+    none; the next good one gets its percent (controllers.KServeController plays KServe and Knative)."""
     ns, res = k8s_namespace, INFERENCE_SERVICE
     create(k8s_api, res, ns, inference_service("bert"))
     mark_inference_service_ready(k8s_api, ns, "bert")
-    CustomObjectsApi(k8s_api).patch_namespaced_custom_object(
-        res.group,
-        res.version,
-        ns,
-        res.plural,
-        "bert",
-        {"spec": {"predictor": {"canaryTrafficPercent": 10, "model": {"storageUri": "s3://models/bert/v2"}}}},
-    )
-    canary = mark_inference_service_ready(k8s_api, ns, "bert")["status"]["components"]["predictor"]
-    assert [(t["revisionName"], t["percent"]) for t in canary["traffic"]] == [
-        ("bert-predictor-00002", 10),
-        ("bert-predictor-00001", 90),
-    ]
+
+    def canary(uri: str) -> None:
+        CustomObjectsApi(k8s_api).patch_namespaced_custom_object(
+            res.group,
+            res.version,
+            ns,
+            res.plural,
+            "bert",
+            {"spec": {"predictor": {"canaryTrafficPercent": 10, "model": {"storageUri": uri}}}},
+        )
+
+    canary("s3://models/bert/v2")
     failed = fail_canary(k8s_api, ns, "bert")
     assert condition_status(failed, "Ready") == "False"
     predictor = failed["status"]["components"]["predictor"]
-    assert predictor["traffic"] == [{"revisionName": "bert-predictor-00001", "percent": 100, "latestRevision": False}]
+    assert predictor["latestCreatedRevision"] == "bert-predictor-00002"
+    assert [(t["revisionName"], t["percent"]) for t in predictor["traffic"]] == [
+        ("bert-predictor-00001", 10),
+        ("bert-predictor-00001", 90),
+    ]
+    canary("s3://models/bert/v3")
+    ready = mark_inference_service_ready(k8s_api, ns, "bert")["status"]["components"]["predictor"]
+    assert [(t["revisionName"], t["percent"]) for t in ready["traffic"]] == [
+        ("bert-predictor-00003", 10),
+        ("bert-predictor-00001", 90),
+    ]
 
 
 def _wait_allowed(call: Callable[[], object], timeout: float = 10.0) -> None:

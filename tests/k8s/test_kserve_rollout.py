@@ -1,8 +1,9 @@
 """The kserve deploy backend against the real API server with KServe's InferenceService CRD, in both modes.
 
-The test plays KServe's controller in a thread: for each new generation of the InferenceService it patches the
-status KServe would write (Knative: revisions and traffic, `controllers.mark_inference_service_ready` /
-`fail_canary`; Standard: `canaryStatuses` and the `CanaryPredictorReady` condition, written here).
+The test plays KServe's controller in a thread: for each new generation of the InferenceService,
+`controllers.KServeController` writes the status upstream KServe writes (Knative: the Knative Service's generation as
+observedGeneration, revisions and traffic; Standard: the stable Deployment's generation as observedGeneration,
+`canaryStatuses` with name/ready/trafficPercent, `CanaryPredictorReady`, and a failing canary's pods).
 """
 
 from __future__ import annotations
@@ -26,7 +27,7 @@ from components.deploy.config import DeployConfig
 
 from . import crds
 from .cluster import Cluster
-from .controllers import INFERENCE_SERVICE, fail_canary, get, mark_inference_service_ready, patch_status
+from .controllers import INFERENCE_SERVICE, get, kserve
 
 Json = dict[str, Any]
 pytestmark = pytest.mark.usefixtures("k8s_crds")
@@ -67,56 +68,8 @@ def _rollout(api: ApiClient, config: DeployConfig, version: str, **kwargs: Any) 
 # --- KServe's controller, played ------------------------------------------------------------------------------
 
 
-def _condition(type_: str, ok: bool, reason: str = "") -> Json:
-    condition = {"type": type_, "status": "True" if ok else "False"}
-    return condition | ({"reason": reason} if reason else {})
-
-
-def standard_status(api: ApiClient, namespace: str, name: str, *, canary: str = "ready") -> Json:
-    """What KServe's controller writes in Standard mode: Deployments available (or the canary's not, or its
-    model failing to load)."""
-    isvc = get(api, INFERENCE_SERVICE, namespace, name)
-    canaries = isvc["spec"].get("canary") or []
-    ready = canary == "ready"
-    conditions = [_condition(t, True) for t in ("IngressReady", "PredictorReady", "Ready")]
-    status: Json = {
-        "observedGeneration": isvc["metadata"]["generation"],
-        "deploymentMode": "Standard",
-        "url": f"http://{name}-{namespace}.example.com",
-        "address": {"url": f"http://{name}-predictor.{namespace}.svc.cluster.local"},
-        "conditions": conditions,
-    }
-    if canaries:
-        status["conditions"] = [
-            *conditions,
-            _condition("CanaryPredictorReady", ready, "AllCanariesReady" if ready else "CanariesNotReady"),
-        ]
-        status["canaryStatuses"] = [
-            {"name": c["predictor"]["name"], "ready": ready, "trafficPercent": c["trafficPercent"]} for c in canaries
-        ]
-        if canary == "fail":
-            failure = {"reason": "ModelLoadFailed", "message": "no config.json in /mnt/models"}
-            status["canaryStatuses"][0]["modelStatus"] = {
-                "transitionStatus": "BlockedByFailedLoad",
-                "lastFailureInfo": failure,
-            }
-    result = patch_status(api, INFERENCE_SERVICE, namespace, name, status)
-    if not canaries and "canaryStatuses" in result["status"]:
-        result = CustomObjectsApi(api).patch_namespaced_custom_object_status(
-            I.GROUP, I.VERSION, namespace, I.PLURAL, name, {"status": {"canaryStatuses": None}}
-        )
-    return result
-
-
 def _act(api: ApiClient, namespace: str, mode: str, behaviour: str) -> None:
-    if behaviour == "ignore":
-        return
-    if mode == "Standard":
-        standard_status(api, namespace, NAME, canary=behaviour)
-    elif behaviour == "fail":
-        fail_canary(api, namespace, NAME, message="model failed to load")
-    else:
-        mark_inference_service_ready(api, namespace, NAME)
+    kserve(api, namespace, NAME, mode).reconcile(behaviour)
 
 
 class Controller:
@@ -171,7 +124,9 @@ def test_create_then_the_same_version_is_a_no_op(k8s_api: ApiClient, k8s_namespa
     with Controller(k8s_api, ns, mode):
         result = _rollout(k8s_api, _config(ns, mode), "1", probe=probed.append)
     assert (result.action, result.mode, result.name, result.namespace) == ("created", mode, NAME, ns)
-    assert result.endpoint.startswith("http://") and probed == [result.endpoint]
+    assert result.endpoint.startswith("http://")  # the external URL; the step probes the cluster-local one
+    assert probed == [get(k8s_api, INFERENCE_SERVICE, ns, NAME)["status"]["address"]["url"]]
+    assert probed[0].endswith(".svc.cluster.local")
     stored = get(k8s_api, INFERENCE_SERVICE, ns, NAME)
     assert stored["metadata"]["annotations"][I.MODE_ANNOTATION] == mode
     assert stored["spec"]["predictor"]["annotations"] == {I.VERSION_ANNOTATION: "1"}
@@ -210,7 +165,7 @@ def test_good_canary_is_promoted(k8s_api: ApiClient, k8s_namespace: str, mode: s
         assert probed == [f"http://{NAME}-v2-predictor.{ns}.svc"]
         assert predictor["name"] == "v2" and predictor["annotations"] == {I.VERSION_ANNOTATION: "2"}
     else:
-        assert probed == [f"http://{NAME}-predictor.{ns}.example.com"]
+        assert probed == [f"http://latest-{NAME}-predictor.{ns}.svc.cluster.local"]  # the tag, in the cluster
         assert predictor["annotations"] == {I.VERSION_ANNOTATION: "2", I.PREVIOUS_VERSION_ANNOTATION: "1"}
     assert D.read_state(stored) == D.State(mode, "2", "")
     assert _rollout(k8s_api, _config(ns, ""), "2").action == "no_op"
@@ -231,7 +186,7 @@ def test_bad_canary_is_rolled_back(k8s_api: ApiClient, k8s_namespace: str, mode:
         result = _rollout(k8s_api, _config(ns, "", timeout=2), "2", probe=probe)
     assert (result.action, result.mode) == ("rolled_back", mode), result
     expected = {
-        "controller": "model failed to load" if mode == "Knative" else "BlockedByFailedLoad",
+        "controller": "model failed to load" if mode == "Knative" else "storage-initializer: CrashLoopBackOff",
         "probe": "predictions differ from evaluate's",
         "timeout": "not ready within 2 s",
     }[failure]
@@ -247,6 +202,50 @@ def test_bad_canary_is_rolled_back(k8s_api: ApiClient, k8s_namespace: str, mode:
         assert _rollout(k8s_api, _config(ns, ""), "1").action == "no_op"
         assert _rollout(k8s_api, _config(ns, ""), "3").action == "promoted"
     assert D.read_state(get(k8s_api, INFERENCE_SERVICE, ns, NAME)) == D.State(mode, "3", "")
+
+
+@pytest.mark.parametrize("mode", MODES)
+def test_canary_is_judged_from_what_kserve_reports_not_from_the_generation(
+    k8s_api: ApiClient, k8s_namespace: str, mode: str
+) -> None:
+    """Regression (issue 18, finding 1): KServe copies status.observedGeneration from the stable Deployment
+    (Standard) or the Knative Service (Knative), never from the InferenceService.  Adding spec.canary leaves the
+    stable Deployment alone (no minReplicas), so in Standard mode observedGeneration stays behind
+    metadata.generation for good; a rollout that waited for it timed out and rolled every good canary back."""
+    ns = k8s_namespace
+    _deployed(k8s_api, ns, mode)
+    seen: list[tuple[int, int]] = []
+
+    def probe(url: str) -> None:
+        isvc = get(k8s_api, INFERENCE_SERVICE, ns, NAME)
+        seen.append((int(isvc["status"]["observedGeneration"]), int(isvc["metadata"]["generation"])))
+
+    started = time.monotonic()
+    with Controller(k8s_api, ns, mode):
+        result = _rollout(k8s_api, _config(ns, "", timeout=20, canary_traffic_percent=30), "2", probe=probe)
+    elapsed = time.monotonic() - started
+    assert (result.action, result.mode) == ("promoted", mode), result
+    assert "promotion written" not in result.message and elapsed < 10, (result.message, elapsed)
+    ((observed, generation),) = seen  # while the canary was up
+    if mode == "Standard":
+        assert observed < generation  # the stable Deployment's generation: 1, the InferenceService's: 2
+    promoted = get(k8s_api, INFERENCE_SERVICE, ns, NAME)
+    assert "canaryStatuses" not in promoted["status"]
+    assert D.read_state(promoted) == D.State(mode, "2", "")
+
+
+def test_standard_canary_that_crash_loops_is_rolled_back_in_seconds(k8s_api: ApiClient, k8s_namespace: str) -> None:
+    """Finding 6: KServe's canaryStatuses say only ready or not; the canary's pods (listed with the Role's pods
+    get/list) show the storage initializer crash-looping, so the rollout does not wait for the timeout."""
+    ns = k8s_namespace
+    _deployed(k8s_api, ns, "Standard")
+    generation = int(get(k8s_api, INFERENCE_SERVICE, ns, NAME)["metadata"]["generation"]) + 1
+    started = time.monotonic()
+    with Controller(k8s_api, ns, "Standard", {generation: "fail"}):
+        result = _rollout(k8s_api, _config(ns, "", timeout=60), "2")
+    assert result.action == "rolled_back" and time.monotonic() - started < 15, result
+    assert "canary v2: pod reviews-v2-predictor-" in result.message
+    assert "CrashLoopBackOff" in result.message and "no config.json in /mnt/models" in result.message
 
 
 def test_first_deployment_that_never_gets_ready_is_deleted(k8s_api: ApiClient, k8s_namespace: str) -> None:

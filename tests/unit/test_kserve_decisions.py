@@ -181,7 +181,7 @@ LATEST = {"revisionName": "r2", "percent": 10, "latestRevision": True, "url": "h
 @pytest.mark.parametrize(
     ("status", "state", "url_or_detail"),
     [
-        ({"observedGeneration": 1}, "waiting", "generation 2 not observed"),
+        ({"observedGeneration": 1}, "waiting", "not observed yet"),  # the Knative Service's, as before the write
         (
             {
                 "conditions": [READY],
@@ -198,7 +198,21 @@ LATEST = {"revisionName": "r2", "percent": 10, "latestRevision": True, "url": "h
                 },
             },
             "ready",
-            "http://latest-rs.ml.example.com",
+            "http://latest-review-sentiment-predictor.ml.svc.cluster.local",  # the tag's cluster-local address
+        ),
+        (
+            {
+                "conditions": [READY],
+                "components": {
+                    "predictor": {
+                        "latestCreatedRevision": "r2",
+                        "latestReadyRevision": "r2",
+                        "traffic": [LATEST | {"percent": 0}],  # a roll back observed, not the canary yet
+                    }
+                },
+            },
+            "waiting",
+            "0 %, not 10 %",
         ),
         (
             {
@@ -212,7 +226,8 @@ LATEST = {"revisionName": "r2", "percent": 10, "latestRevision": True, "url": "h
     ],
 )
 def test_knative_canary_progress(status: Json, state: str, url_or_detail: str) -> None:
-    progress = D.canary_progress(_status(_knative("2", percent=10), **status), "Knative", 2, "v2")
+    before = {"status": {"observedGeneration": 1}}
+    progress = D.canary_progress(_status(_knative("2", percent=10), **status), "Knative", before, "v2")
     assert progress.state == state
     assert url_or_detail in (progress.url if state == "ready" else progress.detail)
 
@@ -246,7 +261,7 @@ CANARY_NOT_READY = {"type": "CanaryPredictorReady", "status": "False", "reason":
                 "canaryStatuses": [{"name": "v9", "ready": True, "trafficPercent": 10}],
             },
             "waiting",
-            "AllCanariesReady",
+            "canary v2 not in status.canaryStatuses yet",
         ),
         (
             {
@@ -268,15 +283,52 @@ CANARY_NOT_READY = {"type": "CanaryPredictorReady", "status": "False", "reason":
     ],
 )
 def test_standard_canary_progress(status: Json, state: str, url_or_detail: str) -> None:
-    progress = D.canary_progress(_status(_standard("1", "2"), **status), "Standard", 2, "v2")
+    progress = D.canary_progress(_status(_standard("1", "2"), **status), "Standard", {}, "v2")
     assert progress.state == state
     assert url_or_detail in (progress.url if state == "ready" else progress.detail)
 
 
+def test_standard_canary_failing_pods_fail_it_at_once() -> None:
+    crash = {
+        "metadata": {"name": "rs-v2-predictor-abc"},
+        "status": {
+            "initContainerStatuses": [
+                {
+                    "name": "storage-initializer",
+                    "state": {"waiting": {"reason": "CrashLoopBackOff"}},
+                    "lastState": {"terminated": {"exitCode": 1, "message": "no config.json"}},
+                }
+            ]
+        },
+    }
+    starting = {"metadata": {"name": "p"}, "status": {"containerStatuses": [{"state": {"waiting": {"reason": "x"}}}]}}
+    isvc = _status(_standard("1", "2"), canaryStatuses=[{"name": "v2", "ready": False, "trafficPercent": 10}])
+    assert D.canary_progress(isvc, "Standard", {}, "v2", [starting]).state == "waiting"
+    failed = D.canary_progress(isvc, "Standard", {}, "v2", [starting, crash])
+    assert failed.state == "failed"
+    assert failed.detail == (
+        "canary v2: pod rs-v2-predictor-abc, container storage-initializer: CrashLoopBackOff; last exit code 1: "
+        "no config.json"
+    )
+    assert D.pod_failure([{"metadata": {"name": "p"}, "status": {"phase": "Failed", "reason": "Evicted"}}])
+
+
 def test_ready_progress_and_endpoint() -> None:
     isvc = _status(_knative("1"), conditions=[READY], url="http://rs.ml.example.com")
-    assert D.ready_progress(isvc, 2) == D.Progress("ready", url="http://rs.ml.example.com")
-    assert D.ready_progress(isvc, 3).state == "waiting"
+    assert D.ready_progress(isvc) == D.Progress("ready", url="http://rs.ml.example.com")
+    isvc["status"]["address"] = {"url": "http://rs.ml.svc.cluster.local"}
+    assert D.ready_progress(isvc) == D.Progress("ready", url="http://rs.ml.svc.cluster.local")  # probed in-cluster
+    # a Knative promotion: seen once the Knative Service's generation moved and the latest revision has 100 %
+    latest = {"predictor": {"traffic": [LATEST | {"percent": 100}]}}
+    assert D.ready_progress(isvc, "Knative", {"status": {"observedGeneration": 2}}).state == "waiting"
+    assert D.ready_progress(isvc, "Knative", {"status": {"observedGeneration": 1}}).state == "waiting"
+    isvc["status"]["components"] = latest
+    assert D.ready_progress(isvc, "Knative", {"status": {"observedGeneration": 1}}).state == "ready"
+    # a Standard promotion: seen once the canary is no longer reported (observedGeneration is the Deployment's)
+    standard = _status(_standard("2"), conditions=[READY, CANARY_READY])
+    assert D.ready_progress(standard, "Standard", standard).state == "waiting"
+    del standard["status"]["conditions"][1]
+    assert D.ready_progress(standard, "Standard", standard).state == "ready"
     assert D.endpoint({"status": {"address": {"url": "http://rs.ml.svc.cluster.local"}}}).endswith("cluster.local")
 
 
