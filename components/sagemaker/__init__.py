@@ -12,5 +12,9 @@ other step stays the same component.  The modules:
 - `aws`: the boto3 clients (the only module that imports boto3);
 - `channels`: the train and validation splits from Feast to S3 (Parquet), and the model back from S3;
 - `jobs`: create, wait for (backoff, timeout, CloudWatch logs, status transitions) and stop jobs;
-- `train`, `tune`: the KFP components.
+- `train`, `tune`: the KFP components;
+- `endpoint`: the endpoint's names, checks, request bodies and decisions (create, canary update, no-op;
+  success or SageMaker's rollback) — pure, no boto3; `endpoint_client`: its calls (create or update, wait,
+  smoke-test through InvokeEndpoint, roll back); `endpoint_step`: the deploy step with MLflow's champion;
+  `deploy`: its KFP component.
 """
