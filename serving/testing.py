@@ -12,6 +12,7 @@ import sys
 import time
 import urllib.error
 import urllib.request
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -66,17 +67,29 @@ class Response:
 
 class ServerProcess:
     """`python -m serving` in a process group of its own on 127.0.0.1, its output in ``log``; `wait` for
-    readiness, `stop` with SIGTERM (SIGKILL after 15 s)."""
+    readiness, `stop` with SIGTERM (SIGKILL after 15 s).  ``program``: the command before the flags instead
+    (e.g. the serve image's ``serve``); ``env``: the server's whole environment instead of this process's."""
 
-    def __init__(self, model_dir: str | Path, log: Path, *args: str, port: int = 0, name: str = "review-sentiment"):
+    def __init__(
+        self,
+        model_dir: str | Path,
+        log: Path,
+        *args: str,
+        port: int = 0,
+        name: str = "review-sentiment",
+        program: Sequence[str] = (),
+        env: Mapping[str, str] | None = None,
+    ):
         self.port = port or free_port()
         self.name = name
         self.url = f"http://127.0.0.1:{self.port}"
         self.log = log
-        command = [sys.executable, "-m", "serving", "--model-dir", str(model_dir), "--host", "127.0.0.1"]
-        command += ["--port", str(self.port), "--model-name", name, *args]
+        command = [*(program or (sys.executable, "-m", "serving")), "--model-dir", str(model_dir)]
+        command += ["--host", "127.0.0.1", "--port", str(self.port), "--model-name", name, *args]
         with log.open("w") as out:
-            self.process = subprocess.Popen(command, stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
+            self.process = subprocess.Popen(
+                command, stdout=out, stderr=subprocess.STDOUT, start_new_session=True, env=env
+            )
 
     @property
     def v1(self) -> str:
