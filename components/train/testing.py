@@ -86,3 +86,31 @@ def synthetic_reviews(rows: int, seed: int = 0) -> tuple[list[str], list[int], l
         labels.append(label)
         facets.append(str(rng.choice(["Dresses", "Knits", "Blouses"])))
     return texts, labels, facets
+
+
+def skilled_classifier(directory: str | Path) -> Path:
+    """A tiny classifier fine-tuned for 39 steps (~6 s on a CPU) on synthetic reviews (`synthetic_reviews`, seed
+    11), written under ``directory`` as train writes a model (with its training outcome): it has skill (about
+    0.67 accuracy on other synthetic reviews, where no skill scores 1/3), so the deploy gate lets it through.
+    Returns the model directory."""
+    from components.train import core
+    from components.train.health import HealthArguments
+
+    work = Path(directory)
+    texts, labels, facets = synthetic_reviews(240, seed=11)
+    frame = features(texts, labels, 32, facets=facets)
+    args = core.TrainingArguments(
+        output_dir=str(work / "checkpoints"),
+        num_train_epochs=3,
+        per_device_train_batch_size=16,
+        learning_rate=5e-3,
+        save_steps=0,
+        early_stopping_patience=0,
+        warmup_ratio=0.0,
+    )
+    base = core.ModelArguments(str(tiny_model(work / "tiny", dropout=0.0)))
+    result = core.train(
+        frame.iloc[:200], frame.iloc[200:], base, core.DataArguments(max_seq_length=32), args, HealthArguments(),
+        work / "model",
+    )  # fmt: skip
+    return Path(result.model_dir)

@@ -31,12 +31,13 @@ def _deploy_options(**changes: object) -> dict[str, object]:
 
 
 def test_evaluate_then_deploy_components(tmp_path: Path) -> None:
-    from serving.testing import untrained_classifier
+    import shutil
 
     (tmp_path / "data").mkdir()
     store = synthetic_feature_store(tmp_path / "data", rows=150, seed=2)  # also data/reviews.parquet (prepare's)
     model = _artifact(dsl.Model, tmp_path, "model")
-    untrained_classifier(testing.tiny_model(tmp_path / "tiny", dropout=0.0), model.path)
+    # A model with skill: the gate refuses one that is no better than always answering one class.
+    shutil.copytree(testing.skilled_classifier(tmp_path / "skilled"), model.path)
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
     predictions = _artifact(dsl.Dataset, tmp_path, "predictions")
     evaluated = evaluate_classifier.python_func(

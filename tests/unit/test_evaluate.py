@@ -32,23 +32,9 @@ def classifier(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 @pytest.fixture(scope="module")
 def trained(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """The tiny classifier fine-tuned for 39 steps on other synthetic reviews (~6 s): it has skill (0.67 on
-    `test_split`, where no skill scores 1/3), so the gate lets it through."""
-    from components.train import core as train
-    from components.train.health import HealthArguments
-
-    work = tmp_path_factory.mktemp("trained")
-    texts, labels, facets = testing.synthetic_reviews(240, seed=11)
-    frame = testing.features(texts, labels, 32, facets=facets)
-    args = train.TrainingArguments(
-        output_dir=str(work / "out"), num_train_epochs=3, per_device_train_batch_size=16, learning_rate=5e-3,
-        save_steps=0, early_stopping_patience=0, warmup_ratio=0.0,
-    )  # fmt: skip
-    result = train.train(
-        frame.iloc[:200], frame.iloc[200:], train.ModelArguments(str(testing.tiny_model(work / "tiny", dropout=0.0))),
-        train.DataArguments(max_seq_length=32), args, HealthArguments(), work / "model",
-    )  # fmt: skip
-    return Path(result.model_dir)
+    """A classifier with skill (`testing.skilled_classifier`: 0.67 on `test_split`, where no skill scores 1/3),
+    so the gate lets it through."""
+    return testing.skilled_classifier(tmp_path_factory.mktemp("trained"))
 
 
 @pytest.fixture(scope="module")
