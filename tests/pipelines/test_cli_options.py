@@ -32,6 +32,8 @@ def _run(argv: list[str], capsys: pytest.CaptureFixture[str]) -> tuple[int, list
         (["--epochs", "0"], "--epochs", "at least 1"),
         (["--batch-size", "0"], "--batch-size", "at least 1"),
         (["--learning-rate", "nan"], "--learning-rate", "finite"),
+        (["--learning-rate", "10"], "--learning-rate", "at most 0.01, got 10.0. Fine-tuning BERT uses 1e-5 to 1e-4"),
+        (["--learning-rate", "0"], "--learning-rate", "above 0"),
         (["--min-accuracy", "2"], "--min-accuracy", "at most 1"),
         (["--max-abs-ci", "-0.1"], "--max-abs-ci", "at least 0"),
         (["--max-abs-dpl", "x"], "--max-abs-dpl", "expected float"),
