@@ -3,7 +3,8 @@
 The listening socket is bound first — a port in use fails at once, with a clear message, before the model
 loads — and handed to KServe's REST server (uvicorn), which would otherwise bind every interface.  Two
 exception handlers join KServe's: a request over a limit is HTTP 413, and a V2 body FastAPI cannot parse
-(malformed JSON, a missing field) is HTTP 400 instead of FastAPI's 422.
+(malformed JSON, a missing field) is HTTP 400 instead of FastAPI's 422.  Two routes join KServe's for
+SageMaker's hosting contract (`add_sagemaker_routes`): ``GET /ping`` and ``POST /invocations``.
 
 `kserve` parses ``sys.argv`` when it is first imported (its own server flags), so it is imported here,
 inside the functions, after `python -m serving` has parsed its own flags.
@@ -70,6 +71,28 @@ def add_exception_handlers(app: FastAPI) -> None:
     app.add_exception_handler(RequestValidationError, unparsable)
 
 
+def add_sagemaker_routes(app: FastAPI, dataplane: Any, model_name: str) -> None:
+    """SageMaker's hosting contract beside KServe's routes: ``GET /ping`` answers 200 once the model is ready,
+    else 503; ``POST /invocations`` takes a V1 body (``{"instances": [...]}``) and is answered by KServe's own V1
+    handler for the model, so exactly as ``/v1/models/<name>:predict`` (other headers SageMaker adds change
+    nothing; a JSON body is read whatever its content type)."""
+    from fastapi import Request, Response
+    from kserve.protocol.rest.v1_endpoints import V1Endpoints
+
+    v1 = V1Endpoints(dataplane)
+
+    async def ping(_: Request) -> Response:
+        return Response(status_code=200 if await dataplane.model_ready(model_name) else 503)
+
+    async def invocations(request: Request) -> Response:
+        answer: Response = await v1.predict(model_name, request)
+        return answer
+
+    # Starlette's routes (the handler gets the request itself): this module's annotations are strings
+    app.add_route("/ping", ping, methods=["GET"])
+    app.add_route("/invocations", invocations, methods=["POST"])
+
+
 def run(model: ReviewSentimentModel, sock: socket.socket) -> None:
     """Serve ``model`` on the bound socket ``sock`` until SIGINT/SIGTERM (blocks)."""
     from kserve import ModelServer
@@ -82,9 +105,12 @@ def run(model: ReviewSentimentModel, sock: socket.socket) -> None:
     server = ModelServer(http_port=port, enable_grpc=False, workers=1, enable_latency_logging=False)
     server.register_model(model)
     add_exception_handlers(app)
+    add_sagemaker_routes(app, server.dataplane, model.name)
     rest = RESTServer(FASTAPI_APP_IMPORT_STRING, server.dataplane, server.model_repository_extension, port, workers=1)
     host = sock.getsockname()[0]
-    logger.info("Serving model %r on http://%s:%d (V1 and V2 routes, /metrics)", model.name, host, port)
+    logger.info(
+        "Serving model %r on http://%s:%d (V1 and V2 routes, /ping and /invocations, /metrics)", model.name, host, port
+    )
     # kserve 0.21 answers with FastAPI's ORJSONResponse, which newer FastAPI deprecates (a warning per route)
     warnings.filterwarnings("ignore", message="ORJSONResponse is deprecated")
     rest.run(sockets=[sock])
