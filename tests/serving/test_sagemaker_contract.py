@@ -53,9 +53,7 @@ def evaluated(model_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Eval
     texts, labels, facets = testing.synthetic_reviews(24, seed=7)
     features = testing.features(texts, labels, SEQ, facets=facets)
     pd.DataFrame({schema.REVIEW_ID: features[schema.REVIEW_ID], schema.TEXT: texts}).to_parquet(root / "r.parquet")
-    evaluate.run(
-        features, model_dir, root / "e.json", root / "e.html", 0.0, None, predictions_path=root / "p.parquet"
-    )
+    evaluate.run(features, model_dir, root / "e.json", root / "e.html", 0.0, None, predictions_path=root / "p.parquet")
     return Evaluated(smoke_set(root / "p.parquet", root / "r.parquet", 12))
 
 
