@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import signal
 import sys
 from datetime import datetime
 from pathlib import Path
@@ -29,7 +30,10 @@ def _parser() -> argparse.ArgumentParser:
     )
     run.add_argument("--output", type=Path, help="run directory (default: runs/<UTC timestamp>)")
     run.add_argument(
-        "--overwrite", action="store_true", help="replace the earlier run in --output (its summary.json goes first)"
+        "--overwrite",
+        action="store_true",
+        help="replace the earlier run in --output, or take over that of a killed run (its summary.json goes once "
+        "every check has passed)",
     )
     run.add_argument("--verbose", action="store_true", help="print every step's full log (else: runs/<run>/logs/)")
     run.add_argument(
@@ -45,7 +49,13 @@ def _parser() -> argparse.ArgumentParser:
     parameters.add_run_flags(run)
 
     comp = sub.add_parser("compile", help="compile the pipeline to KFP IR YAML")
-    comp.add_argument("--target", choices=["kfp"], default="kfp", help="kfp: every step on Kubeflow")
+    comp.add_argument(
+        "--target",
+        choices=["kfp", "sagemaker"],
+        default="kfp",
+        help="kfp: every step on Kubeflow; sagemaker: tune, train and deploy on Amazon SageMaker (the profile's "
+        "sagemaker section; docs/sagemaker.md)",
+    )
     comp.add_argument(
         "--profile", default="onprem", help="cluster profile: onprem, eks, cpu, or one of --profiles-file"
     )
@@ -82,9 +92,14 @@ def _run(args: argparse.Namespace) -> int:
         summary = options.output / "summary.json"
         print(f"error: {_one_line(err)}\n(summary with status 'failed': {summary})", file=sys.stderr)
         return 1
-    except KeyboardInterrupt:
-        print(f"interrupted (summary with status 'interrupted': {options.output / 'summary.json'})", file=sys.stderr)
-        return 130
+    except local.OutputUnwritable as err:
+        print(f"error: {_one_line(err)}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt as err:  # `local.Stopped`: SIGINT (Ctrl-C) or SIGTERM
+        signum = err.signum if isinstance(err, local.Stopped) else signal.SIGINT
+        status, _, said = local.STOPPED.get(signum, local.STOPPED[signal.SIGINT])
+        print(f"{said} (summary with status {status!r}: {options.output / 'summary.json'})", file=sys.stderr)
+        return 128 + signum
     local.print_ending(summary)
     return 0
 

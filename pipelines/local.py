@@ -8,9 +8,13 @@ from __future__ import annotations
 
 import ast
 import contextlib
+import errno
 import io
 import json
+import os
 import re
+import shutil
+import signal
 import sys
 import tempfile
 import time
@@ -25,10 +29,17 @@ from components.featurize.core import load_tokenizer
 from components.prepare_data import core as prepare_core
 from components.prepare_data.core import PrepareConfig
 from components.tune import core as tune_core
-from pipelines import container_runner, parameters
+from pipelines import container_runner, parameters, reaper, run_dir
 
 #: `python -m pipelines run --runner`: how the steps run (`RunOptions.runner`).
 RUNNERS = ("subprocess", "container")
+#: An ``--output`` on a file system with less free space than this is refused before anything is written.
+MIN_FREE_BYTES = 1 << 20
+#: How a stopped run ends: signal → (``summary.json`` status, its error, what the terminal is told).
+STOPPED = {
+    signal.SIGINT: ("interrupted", "interrupted by the user (Ctrl-C)", "interrupted"),
+    signal.SIGTERM: ("terminated", "terminated by SIGTERM", "terminated (SIGTERM)"),
+}
 _ERROR_LINE = re.compile(r"^(?:[\w.]+\.)?(\w*(?:Error|Exception)): (.+)$")
 _ANSI = re.compile(r"\x1b\[[0-9;]*m")
 _TASK_START = re.compile(r"Executing task '([\w-]+)'")
@@ -104,6 +115,18 @@ class RunLog(io.TextIOBase):
         self.last_error: str | None = None
         self._partial = ""
         self._metrics_next = False  # the finished step's Metrics output is being listed
+        #: The first error writing the log files (a full disk): they are not written to after it.
+        self.write_error: OSError | None = None
+
+    def _to_file(self, file: Any, text: str) -> None:
+        """Write to a log file, unless writing failed before. An error here must not leave this object: the
+        writers are kfp.local's loggers and threads, which would print a traceback for every line."""
+        if self.write_error is not None:
+            return
+        try:
+            file.write(text)
+        except OSError as err:
+            self.write_error = err
 
     def write(self, text: str) -> int:
         if self.everything.closed:
@@ -111,7 +134,7 @@ class RunLog(io.TextIOBase):
         if self.verbose:
             self.terminal.write(text)
         plain = _ANSI.sub("", text)  # the log files without kfp's colours
-        self.everything.write(plain)
+        self._to_file(self.everything, plain)
         lines = (self._partial + plain).split("\n")
         self._partial = lines.pop()
         for line in lines:
@@ -127,11 +150,15 @@ class RunLog(io.TextIOBase):
         if start := _TASK_START.search(line):
             self._end_step()
             name = start.group(1)
-            self.step = (name, time.monotonic(), (self.log_dir / f"{name}.log").open("w"))
+            try:
+                step_log: Any = (self.log_dir / f"{name}.log").open("w")
+            except OSError as err:
+                self.write_error, step_log = self.write_error or err, io.StringIO()
+            self.step = (name, time.monotonic(), step_log)
             self._say(f"▶ {name}")
             return
         if self.step is not None:
-            self.step[2].write(line + "\n")
+            self._to_file(self.step[2], line + "\n")
         if end := _TASK_END.search(line):
             if self.step is not None:
                 self.finished = (end.group(1), end.group(2), time.monotonic() - self.step[1])
@@ -164,17 +191,26 @@ class RunLog(io.TextIOBase):
     def _end_step(self) -> None:
         self._report(None)
         if self.step is not None:
-            self.step[2].close()
+            with contextlib.suppress(OSError):
+                self.step[2].close()
             self.step = None
 
     def flush(self) -> None:
-        self.everything.flush()
+        if self.write_error is None and not self.everything.closed:
+            try:
+                self.everything.flush()
+            except OSError as err:
+                self.write_error = err
         self.terminal.flush()
 
     def finish(self) -> None:
         """Close the log files (later writes, e.g. from loggers kfp leaves behind, are dropped)."""
         self._end_step()
-        self.everything.close()
+        with contextlib.suppress(OSError):  # what a full disk did not take is lost
+            self.everything.close()
+        if not self.everything.closed:  # (close flushed, failed, and left it open)
+            with contextlib.suppress(OSError):
+                self.everything.close()
 
 
 def _read_json(artifact: Any) -> dict:
@@ -217,8 +253,12 @@ def write_summary(output: Path, summary: dict[str, Any]) -> Path:
     """Write ``summary.json`` atomically, so a reader never sees half of it."""
     path = output / "summary.json"
     tmp = path.with_suffix(".json.tmp")
-    tmp.write_text(json.dumps(summary, indent=2, default=str))
-    tmp.replace(path)
+    try:
+        tmp.write_text(json.dumps(summary, indent=2, default=str))
+        tmp.replace(path)
+    except OSError:
+        _remove_partial(tmp)  # (a full disk leaves it empty or cut short)
+        raise
     return path
 
 
@@ -226,8 +266,9 @@ def check_output(output: Path, overwrite: bool) -> None:
     """Refuse an output location no run can use, before anything is written.
 
     Raises:
-        ValueError: ``--output`` is a file, lies under a file, cannot be written, or holds an earlier run
-            (without ``--overwrite``).
+        ValueError: ``--output`` is a file, lies under a file, cannot be written, is on a full file system, is
+            in use by another run (`run_dir.RunDirBusy`), or holds an earlier or a killed run (without
+            ``--overwrite``).
     """
     if output.exists() and not output.is_dir():
         raise ValueError(f"--output {str(output)!r} is a file, not a directory; choose a directory.")
@@ -243,6 +284,13 @@ def check_output(output: Path, overwrite: bool) -> None:
             f"--output {str(output)!r}: cannot write in {str(existing)!r} ({err.strerror}); "
             "choose a writable directory."
         ) from err
+    free = shutil.disk_usage(existing).free
+    if free < MIN_FREE_BYTES:
+        raise ValueError(
+            f"--output {str(output)!r}: the file system of {str(existing)!r} is full ({free // 1024} KiB free); "
+            "free some space or choose another --output."
+        )
+    run_dir.check(output, overwrite)  # another run in it now, or a killed one's lock
     if (output / "summary.json").exists() and not overwrite:
         raise ValueError(
             f"--output {str(output)!r} holds an earlier run (summary.json); choose a new directory, or pass "
@@ -268,15 +316,41 @@ def check_inputs(options: RunOptions) -> None:
         tune_core.load(parameters.config(tune_core.TuneConfig, arguments))
 
 
+class Stopped(KeyboardInterrupt):
+    """The run was stopped by a signal (SIGINT: Ctrl-C, or SIGTERM); its steps' processes are gone and
+    `summary.json` says ``interrupted`` or ``terminated``."""
+
+    def __init__(self, signum: int = signal.SIGINT) -> None:
+        super().__init__(signum)
+        self.signum = signum
+
+    @property
+    def exit_code(self) -> int:
+        return 128 + self.signum
+
+
+class OutputUnwritable(RuntimeError):
+    """The run directory could not be written during the run (a full disk); partial files were removed."""
+
+
+def _stop_steps() -> None:
+    """SIGTERM this process's children: each step's `pipelines.reaper`, which stops every process of its step."""
+    for pid in reaper.wrappers_below(os.getpid()):
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, signal.SIGTERM)
+
+
 @contextlib.contextmanager
 def _remembered_ctrl_c() -> Any:
-    """Python's own Ctrl-C handling (a KeyboardInterrupt in the main thread), plus a record of it.
+    """Ctrl-C and SIGTERM as a `Stopped` (a KeyboardInterrupt) in the main thread, the steps told to stop, and
+    a record of the signal.
 
-    kfp.local runs the steps in worker threads while the main thread waits; a KeyboardInterrupt that happens
-    to be raised inside a finalizer or a library's ``except`` there is lost, and the run would go on (seen
-    once, on a loaded machine). The record lets `run_pipeline` honour the Ctrl-C when the steps return.
-    Yields a list that is non-empty once SIGINT arrived; outside the main thread, Python's handling only."""
-    import signal
+    SIGTERM (what Kubernetes, systemd and CI send) reaches this process alone: the handler passes it on to the
+    steps' wrappers, for kfp.local waits for its running steps before the exception can leave it. kfp.local
+    runs the steps in worker threads while the main thread waits; a KeyboardInterrupt that happens to be raised
+    inside a finalizer or a library's ``except`` there is lost, and the run would go on (seen once, on a loaded
+    machine). The record lets `run_pipeline` honour the signal when the steps return. Yields a list that is
+    non-empty once a signal arrived; outside the main thread, Python's handling only."""
     import threading
 
     seen: list[int] = []
@@ -286,82 +360,171 @@ def _remembered_ctrl_c() -> Any:
 
     def handler(signum: int, frame: Any) -> None:
         seen.append(signum)
-        raise KeyboardInterrupt
+        _stop_steps()
+        raise Stopped(signum)
 
-    previous = signal.signal(signal.SIGINT, handler)
+    previous = {signum: signal.signal(signum, handler) for signum in STOPPED}
     try:
         yield seen
     finally:
-        signal.signal(signal.SIGINT, previous)
+        for signum, before in previous.items():
+            signal.signal(signum, before)
+
+
+def _guard_steps(graph: Any) -> Any:
+    """Run every step of ``graph`` under `pipelines.reaper`, so no process of a step outlives the run (kfp.local
+    reads each step's command from the pipeline spec, as `container_runner.add_env` does its environment)."""
+    executors = graph.pipeline_spec.deployment_spec["executors"]
+    for name in executors:
+        if "container" in executors[name]:
+            container = executors[name]["container"]
+            # "python3" is what kfp.local replaces with this interpreter in a step's command.
+            container["command"] = ["python3", "-m", "pipelines.reaper", "--", *container["command"]]
+    return graph
+
+
+def _remove_partial(path: Path) -> None:
+    with contextlib.suppress(OSError):
+        path.unlink(missing_ok=True)
+
+
+def _prepare_data(options: RunOptions, sample_dir: Path) -> Path | None:
+    """Check ``--data`` (or the synthetic sample, written into ``sample_dir`` to be checked before the run
+    directory is touched); return the sample file to move into the run directory, if any.
+
+    Raises:
+        ValueError: the data or the options that read it.
+    """
+    from pipelines.sample_data import write_sample_csv
+
+    sample = None
+    data = options.data
+    if data is None:
+        sample = write_sample_csv(sample_dir / "sample_reviews.csv")
+        data = str(sample)
+    prepare_core.validate(data, parameters.config(PrepareConfig, options.pipeline_arguments()))
+    return sample
 
 
 def run_pipeline(options: RunOptions) -> Path:
-    """Validate, run every step locally, write `summary.json`; return its path.
+    """Validate, lock the run directory, run every step locally, write `summary.json`; return its path.
+
+    Nothing in ``options.output`` changes until every check has passed and the run holds the directory's lock
+    (`run_dir.RunLock`); only then does ``--overwrite`` remove the earlier run's `summary.json`.
 
     Raises:
-        ValueError: bad input, found before anything is written.
+        ValueError: bad input, found before anything is written (`run_dir.RunDirBusy`: another run holds
+            the directory).
         PipelineFailed: a step failed; `summary.json` then says ``"status": "failed"``.
-        KeyboardInterrupt: after writing `summary.json` with ``"status": "interrupted"``.
+        Stopped: SIGINT or SIGTERM, after the steps' processes stopped and `summary.json` says
+            ``"interrupted"`` or ``"terminated"``.
+        OutputUnwritable: the run directory could not be written (full disk); partial files removed.
     """
     from kfp import local
 
     from pipelines.pipeline import build_pipeline
-    from pipelines.sample_data import write_sample_csv
 
     started = time.time()
-    if options.overwrite:
-        (options.output / "summary.json").unlink(missing_ok=True)  # no stale summary, whatever happens next
     check_inputs(options)
     if options.runner not in RUNNERS:
         raise ValueError(f"Unknown --runner {options.runner!r}; choose one of {', '.join(RUNNERS)}.")
     if options.runner == "container":  # before anything is written: the runtime answers, the images exist
         container_runner.check_runtime()
-    if options.data is None:
-        options.data = str(write_sample_csv(options.output / "sample_reviews.csv"))
-        print(f"No --data given: using SYNTHETIC sample reviews written to {options.data}")
-    prepare_core.validate(options.data, parameters.config(PrepareConfig, options.pipeline_arguments()))
-    options.output.mkdir(parents=True, exist_ok=True)
-    stack = contextlib.ExitStack()
-    if options.runner == "container":
-        session = stack.enter_context(
-            container_runner.session(options.output, options.pipeline_arguments(), options.profile)
-        )
-    else:
-        session = container_runner.Session(
-            runner=local.SubprocessRunner(use_venv=False), build=lambda: build_pipeline(profile=None)
-        )
-    local.init(runner=session.runner, pipeline_root=str(options.output / "artifacts"))
-    log = RunLog(sys.stdout, options.output / "logs", options.verbose)
-    print(f"Running the pipeline; each step's full log goes to {log.log_dir}/")
+    with tempfile.TemporaryDirectory(prefix="bert-kfp-sample-") as sample_dir:
+        sample = _prepare_data(options, Path(sample_dir))
+        # Every check passed: the run starts here, and holds the directory until it ends.
+        try:
+            options.output.mkdir(parents=True, exist_ok=True)
+        except OSError as err:
+            raise ValueError(f"--output {str(options.output)!r}: cannot create it ({err.strerror}).") from err
+        lock = run_dir.RunLock(options.output)
+        killed = lock.acquire(options.overwrite)
+        try:
+            if killed is not None:
+                print(f"--overwrite: taking over {options.output} from a run that was killed ({killed.describe()})")
+            if options.overwrite:
+                (options.output / "summary.json").unlink(missing_ok=True)  # no stale summary, whatever happens next
+            if sample is not None:
+                options.data = str(options.output / "sample_reviews.csv")
+                try:
+                    shutil.copyfile(sample, options.data)
+                except OSError as err:
+                    _remove_partial(Path(options.data))
+                    raise _unwritable(options.output, err) from err
+                print(f"No --data given: using SYNTHETIC sample reviews written to {options.data}")
+            return _run_locked(options, local, build_pipeline, started)
+        except OSError as err:
+            if err.errno not in _DISK_ERRORS:
+                raise
+            raise _unwritable(options.output, err) from err
+        finally:
+            lock.release()
 
-    def ended(status: str, error: str) -> dict[str, Any]:
-        return {
-            "status": status,
-            "error": error,
-            "output_dir": str(options.output.resolve()),
-            "parameters": options.pipeline_arguments(),
-        }
 
-    ctrl_c = stack.enter_context(_remembered_ctrl_c())
-    try:
-        with contextlib.redirect_stdout(log), warnings.catch_warnings():
-            # The components' base image is this very virtualenv's code, and display names are cluster-only.
-            warnings.filterwarnings("ignore", message=".*non-Python base image.*")
-            warnings.filterwarnings("ignore", message=".*have no effect in the current local runner.*")
-            task = session.build()(**session.arguments(options.pipeline_arguments()))
-        if ctrl_c:  # a Ctrl-C whose KeyboardInterrupt was swallowed on the way (see `_remembered_ctrl_c`)
-            raise KeyboardInterrupt
-    except RuntimeError as err:
-        message = log.last_error or str(err)
-        write_summary(options.output, ended("failed", message))
-        raise PipelineFailed(message) from err
-    except KeyboardInterrupt:
-        write_summary(options.output, ended("interrupted", "interrupted by the user (Ctrl-C)"))
-        raise
-    finally:
-        log.finish()
-        stack.close()  # the container runner's MLflow server
+def _run_locked(options: RunOptions, local: Any, build_pipeline: Any, started: float) -> Path:
+    with contextlib.ExitStack() as stack:  # closed last: the container runner's MLflow server; signal handlers
+        ctrl_c = stack.enter_context(_remembered_ctrl_c())
+        if options.runner == "container":
+            session = stack.enter_context(
+                container_runner.session(options.output, options.pipeline_arguments(), options.profile)
+            )
+        else:
+            session = container_runner.Session(
+                runner=local.SubprocessRunner(use_venv=False), build=lambda: _guard_steps(build_pipeline(profile=None))
+            )
+        local.init(runner=session.runner, pipeline_root=str(options.output / "artifacts"))
+        log = RunLog(sys.stdout, options.output / "logs", options.verbose)
+        print(f"Running the pipeline; each step's full log goes to {log.log_dir}/")
+
+        def ended(status: str, error: str) -> dict[str, Any]:
+            return {
+                "status": status,
+                "error": error,
+                "output_dir": str(options.output.resolve()),
+                "parameters": options.pipeline_arguments(),
+            }
+
+        def stopped(signum: int) -> Stopped:
+            for other in STOPPED:  # a second signal must not cut this short
+                signal.signal(other, signal.SIG_IGN)
+            reaper.stop_wrappers(os.getpid())  # every process of the steps, before the summary says so
+            status, error, _ = STOPPED.get(signum, STOPPED[signal.SIGINT])
+            write_summary(options.output, ended(status, error))
+            return Stopped(signum)
+
+        try:
+            with contextlib.redirect_stdout(log), warnings.catch_warnings():
+                # The components' base image is this very virtualenv's code, and display names are cluster-only.
+                warnings.filterwarnings("ignore", message=".*non-Python base image.*")
+                warnings.filterwarnings("ignore", message=".*have no effect in the current local runner.*")
+                task = session.build()(**session.arguments(options.pipeline_arguments()))
+            if ctrl_c:  # a signal whose KeyboardInterrupt was swallowed on the way (see `_remembered_ctrl_c`)
+                raise Stopped(ctrl_c[0])
+        except RuntimeError as err:
+            if ctrl_c:  # the steps failed because they were told to stop
+                raise stopped(ctrl_c[0]) from None
+            if log.write_error is not None:
+                raise _unwritable(options.output, log.write_error) from err
+            message = log.last_error or str(err)
+            write_summary(options.output, ended("failed", message))
+            raise PipelineFailed(message) from err
+        except KeyboardInterrupt as err:
+            signum = err.signum if isinstance(err, Stopped) else (ctrl_c[0] if ctrl_c else signal.SIGINT)
+            raise stopped(signum) from None
+        finally:
+            log.finish()
     return write_summary(options.output, build_summary(options, task.outputs, started))
+
+
+#: The errors of a run directory that cannot take more (full disk, quota, read-only, file too large).
+_DISK_ERRORS = (errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EFBIG)
+
+
+def _unwritable(output: Path, err: OSError) -> OutputUnwritable:
+    return OutputUnwritable(
+        f"cannot write in --output {str(output)!r} ({err.strerror or err}); the run stopped (see its logs/ for "
+        "how far it got), partial files removed"
+    )
 
 
 def deployment_line(deployment: dict[str, Any]) -> str:

@@ -88,20 +88,27 @@ class Connection:
         """The connection that ``--host``/``--namespace`` and the environment describe.
 
         Raises:
-            SubmitError: no endpoint, or a token file that cannot be read.
+            ValueError: bad input: no endpoint, one that is not an http(s) URL, or a token file that cannot be read.
         """
+        from urllib.parse import urlsplit
+
         host = (host or env.get(ENV_HOST, "")).strip().rstrip("/")
         if not host:
-            raise SubmitError(f"no KFP endpoint: set {ENV_HOST} (e.g. https://kubeflow.example.com/pipeline) or --host")
+            raise ValueError(f"no KFP endpoint: set {ENV_HOST} (e.g. https://kubeflow.example.com/pipeline) or --host")
         if "://" not in host:
-            raise SubmitError(f"KFP endpoint {host!r} has no scheme: write http://{host} or https://{host}")
+            raise ValueError(f"KFP endpoint {host!r} has no scheme: write http://{host} or https://{host}")
+        parts = urlsplit(host)
+        if parts.scheme.lower() not in ("http", "https") or not parts.netloc:
+            raise ValueError(
+                f"KFP endpoint {host!r} is not an http(s) URL with a host, e.g. https://kubeflow.example.com/pipeline"
+            )
         token = env.get(ENV_TOKEN, "").strip()
         path = env.get(ENV_TOKEN_PATH, "").strip()
         if not token and path:
             try:
                 token = Path(path).read_text().strip()
             except OSError as error:
-                raise SubmitError(f"{ENV_TOKEN_PATH}={path}: cannot read the token ({error.strerror})") from None
+                raise ValueError(f"{ENV_TOKEN_PATH}={path}: cannot read the token ({error.strerror})") from None
         return cls(
             host=host,
             namespace=(namespace or env.get(ENV_NAMESPACE, "")).strip(),
@@ -278,7 +285,7 @@ def submit(config: SubmitConfig, arguments: Mapping[str, Any], env: Mapping[str,
         env: The environment to read the endpoint and credentials from (default: ``os.environ``).
 
     Raises:
-        ValueError: bad input (profile, parameters) — nothing was sent.
+        ValueError: bad input (endpoint, token file, profiles file, profile, parameters) — nothing was sent.
         SubmitError: the endpoint is unreachable, refuses the credentials, or refuses the run.
     """
     from pipelines.compile import compile_pipeline

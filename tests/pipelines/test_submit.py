@@ -311,6 +311,41 @@ def test_no_data_and_no_host_are_named(
     assert main(_submit(tmp_path, profile="cpu")) == 2
     assert "the pipeline needs data: give --data" in capsys.readouterr().err
     monkeypatch.delenv("KFP_HOST")
-    assert main(_submit(tmp_path, "--data", "s3://b/r.csv", profile="cpu")) == 1
+    assert main(_submit(tmp_path, "--data", "s3://b/r.csv", profile="cpu")) == 2  # bad input, as docs/cluster.md says
     assert "no KFP endpoint: set KFP_HOST" in capsys.readouterr().err
     assert state.requests == []
+
+
+@pytest.mark.parametrize(
+    ("host", "words"),
+    [
+        ("", "no KFP endpoint: set KFP_HOST"),
+        ("kubeflow.example.com/pipeline", "has no scheme: write http://kubeflow.example.com/pipeline"),
+        ("ftp://kubeflow.example.com", "is not an http(s) URL"),
+        ("https:///pipeline", "is not an http(s) URL"),
+    ],
+)
+def test_a_missing_or_malformed_endpoint_is_bad_input(
+    kfp_server: tuple[str, FakeKfp],
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+    host: str,
+    words: str,
+) -> None:
+    """Exit 2 and one line, nothing compiled or sent (it was 1, the code of an endpoint that failed)."""
+    _, state = kfp_server
+    monkeypatch.setenv("KFP_HOST", host)
+    assert main(_submit(tmp_path, "--data", "s3://b/r.csv", profile="cpu")) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("error: ") and words in err[0], err
+    assert state.requests == [] and not (tmp_path / "pipeline.yaml").exists()
+
+
+def test_an_unreadable_token_file_is_bad_input(
+    kfp_server: tuple[str, FakeKfp], tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    _, state = kfp_server
+    monkeypatch.setenv("KF_PIPELINES_SA_TOKEN_PATH", str(tmp_path / "no-token"))
+    assert main(_submit(tmp_path, "--data", "s3://b/r.csv", profile="cpu")) == 2
+    assert "KF_PIPELINES_SA_TOKEN_PATH" in capsys.readouterr().err and state.requests == []
