@@ -287,20 +287,18 @@ class SearchSpec:
                 raise field_error(f"trialOptions.{name}", "is also a parameter; keep one of them")
 
     def _check_grid(self) -> None:
-        size = 1
+        """Every parameter has grid values.  The budget is the engine's to check: both run a grid larger than
+        maxTrialCount as a subset of its points; Katib refuses a maxTrialCount larger than the grid
+        (`engines.katib.check`), Optuna's GridSampler stops once every point ran."""
         for i, parameter in enumerate(self.parameters):
-            values = parameter.grid()
-            if values is None:
+            if parameter.grid() is None:
                 raise field_error(
                     f"{parameter.where(i)}.feasibleSpace.step", "a double parameter needs a step for grid"
                 )
-            size *= len(values)
-        if size > self.max_trial_count:
-            raise field_error(
-                "algorithm.algorithmName",
-                f"the grid has {size} points but maxTrialCount is {self.max_trial_count}: raise the budget "
-                "to at least the grid's size or use fewer values (larger steps, shorter lists)",
-            )
+
+    def grid_size(self) -> int:
+        """How many points the grid has (``grid`` only; validated)."""
+        return math.prod(len(values) for values in self.grid_space().values())
 
     def grid_space(self) -> dict[str, list[Any]]:
         """Every parameter's grid values (``grid`` only; validated)."""

@@ -423,6 +423,37 @@ def replace_status(api: ApiClient, resource: Resource, namespace: str, name: str
     return result
 
 
+# --- Katib ------------------------------------------------------------------------------------------------------
+
+
+def _grid_points(parameter: Json) -> int:
+    """HyperParameterSearchSpace.convert_to_combinations (kubeflow/katib v0.19.0
+    pkg/suggestion/v1beta1/internal/search_space.py): a list's length, or min..max by step."""
+    space = parameter.get("feasibleSpace") or {}
+    if "list" in space:
+        return len(space["list"])
+    low, high, step = float(space["min"]), float(space["max"]), float(space.get("step") or 1)
+    return int((high - low) / step + 1e-9) + 1
+
+
+def suggestion_refusal(experiment: Json) -> str:
+    """What Katib's suggestion service says to ValidateAlgorithmSettings for ``experiment`` ('' when it accepts):
+    grid: pkg/suggestion/v1beta1/optuna/service.py (_validate_grid_setting, maxTrialCount > combinations);
+    cmaes: pkg/suggestion/v1beta1/goptuna/service.go (ValidateAlgorithmSettings, fewer than two int/double)."""
+    spec = experiment.get("spec") or {}
+    algorithm = (spec.get("algorithm") or {}).get("algorithmName")
+    parameters = spec.get("parameters") or []
+    if algorithm == "grid":
+        combinations = 1
+        for parameter in parameters:
+            combinations *= _grid_points(parameter)
+        if int(spec.get("maxTrialCount") or 0) > combinations:
+            return f"Max Trial Count: {spec['maxTrialCount']} > all possible search combinations: {combinations}"
+    if algorithm == "cmaes" and sum(p.get("parameterType") in ("int", "double") for p in parameters) < 2:
+        return "CMA-ES only supports two or more dimensional continuous search space."
+    return ""
+
+
 def succeed_experiment(
     api: ApiClient,
     namespace: str,
@@ -431,8 +462,12 @@ def succeed_experiment(
     optimal_trial: OptimalTrial,
     reason: str = "ExperimentMaxTrialsReached",
 ) -> Json:
-    """All trials ran (spec.maxTrialCount of them) and `optimal_trial` was the best."""
+    """All trials ran (spec.maxTrialCount of them) and `optimal_trial` was the best; unless the suggestion service
+    refuses the Experiment (`suggestion_refusal`): then the Suggestion fails (suggestion_controller.go, "Validation
+    failed") and with it the Experiment ("Suggestion has failed", experiment_controller.go ~line 484)."""
     experiment = get(api, EXPERIMENT, namespace, name)
+    if suggestion_refusal(experiment):
+        return fail_experiment(api, namespace, name, message="Suggestion has failed")
     trials = int(experiment.get("spec", {}).get("maxTrialCount", 1))
     now = _now()
     status = {

@@ -143,6 +143,63 @@ def test_timeout_is_a_clear_error_and_cleans_up(k8s_api: ApiClient, k8s_namespac
     assert not _exists(k8s_api, ns, name)
 
 
+GRID = (
+    S.Parameter("learning_rate", "double", 1e-5, 4e-5, step=1e-5),
+    S.Parameter("per_device_train_batch_size", "discrete", choices=(16, 32)),
+)
+NUMERIC = (
+    S.Parameter("learning_rate", "double", 1e-5, 5e-5),
+    S.Parameter("per_device_train_batch_size", "int", 16, 32, step=16),
+)
+
+
+@pytest.mark.parametrize(
+    ("changes", "refused"),
+    [
+        ({"algorithm": "grid", "parameters": GRID, "max_trial_count": 8}, {"maxTrialCount": 9}),
+        ({"algorithm": "cmaes", "parameters": NUMERIC}, {"parameters": [NUMERIC[0]]}),
+    ],
+)
+def test_what_the_engine_renders_passes_katibs_suggestion_checks(
+    k8s_api: ApiClient, k8s_namespace: str, changes: Json, refused: Json
+) -> None:
+    """Grid and CMA-ES specs the engine accepts run on (played) Katib; the same Experiment one step past Katib's
+    rule is failed by Katib with only "Suggestion has failed" (why katib.check refuses it before creating)."""
+    ns, spec = k8s_namespace, dataclasses.replace(SPEC, early_stopping=None, **changes)
+    best = OptimalTrial(
+        "t-1", {"learning_rate": 2e-05, "per_device_train_batch_size": 16}, {"validation-accuracy": 0.7}
+    )
+    for name, edit in (("accepted", {}), ("refused", refused)):
+        experiment = K.render_experiment(
+            spec, name=name, namespace=ns, image="i:1", training_args={}, gpu=None, training_options=KNOWN
+        )
+        if "parameters" in edit:
+            experiment["spec"]["parameters"] = [
+                p for p in experiment["spec"]["parameters"] if p["name"] == "learning_rate"
+            ]
+        experiment["spec"] |= {k: v for k, v in edit.items() if k != "parameters"}
+        play = lambda n=name: succeed_experiment(k8s_api, ns, n, optimal_trial=best)  # noqa: E731
+        thread = _in_background(play, k8s_api, ns, name)
+        if not edit:
+            assert K.run_katib(k8s_api, experiment, namespace=ns, timeout_s=30, poll_s=0.1, cleanup=True).best_trial
+        else:
+            with pytest.raises(K.KatibError, match="Suggestion has failed"):
+                K.run_katib(k8s_api, experiment, namespace=ns, timeout_s=30, poll_s=0.1, cleanup=True)
+        thread.join(5)
+    with pytest.raises(S.SpecError, match="Katib"):  # refused before anything is created
+        K.render_experiment(
+            dataclasses.replace(
+                spec, **{"max_trial_count": 9} if spec.algorithm == "grid" else {"parameters": NUMERIC[:1]}
+            ),
+            name="never",
+            namespace=ns,
+            image="i:1",
+            training_args={},
+            gpu=None,
+            training_options=KNOWN,
+        )
+
+
 def test_missing_crd_is_a_clear_error(k8s_api: ApiClient, k8s_namespace: str) -> None:
     """An Experiment resource that is not installed on this server stands for a cluster without Katib (the
     real CRD stays, for the other tests)."""

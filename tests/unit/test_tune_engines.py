@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 from typing import Any
 
 import optuna
@@ -50,7 +51,13 @@ def test_algorithm_maps_to_its_sampler_and_katib_name(algorithm: str, sampler: t
         with pytest.raises(S.SpecError, match="hyperband on Katib needs its resource as a search parameter"):
             katib.algorithm_spec(_spec(algorithm, random_state=3))
         return
-    assert katib.algorithm_spec(_spec(algorithm, random_state=3)) == {
+    katib_spec = _spec(algorithm, random_state=3)
+    if algorithm == "cmaes":  # Katib's goptuna service wants two numeric dimensions; this spec has one
+        with pytest.raises(S.SpecError, match="cmaes on Katib needs at least two int or double parameters"):
+            katib.algorithm_spec(katib_spec)
+        epochs = S.Parameter("num_train_epochs", "int", 1, 3)
+        katib_spec = dataclasses.replace(katib_spec, parameters=(*katib_spec.parameters, epochs))
+    assert katib.algorithm_spec(katib_spec) == {
         "algorithmName": algorithm,
         "algorithmSettings": [{"name": "random_state", "value": "3"}],
     }

@@ -52,6 +52,13 @@ def _spec(**overrides: Any) -> S.SearchSpec:
     return S.SearchSpec(**(fields | overrides))
 
 
+#: Two numeric parameters, none log-uniform: a space Katib's goptuna service (cmaes, sobol) takes as it is.
+UNIFORM = (
+    S.Parameter("num_train_epochs", "int", 1, 4, step=1),
+    S.Parameter("warmup_ratio", "double", 0.0, 0.2, step=0.05),
+)
+
+
 def _render(spec: S.SearchSpec | None = None, gpu: dict[str, Any] | None = None, **args: Any) -> dict[str, Any]:
     return K.render_experiment(
         spec or _spec(),
@@ -162,7 +169,7 @@ def test_early_stopping_and_algorithm_settings() -> None:
 def test_algorithm_settings_take_the_names_katibs_suggestion_service_reads(
     algorithm: str, settings: dict[str, str], rendered: dict[str, str] | None
 ) -> None:
-    spec = _spec(algorithm=algorithm, algorithm_settings=settings)
+    spec = _spec(algorithm=algorithm, algorithm_settings=settings, parameters=UNIFORM)
     got = _render(spec)["spec"]["algorithm"]["algorithmSettings"]
     assert {s["name"]: s["value"] for s in got} == (rendered or settings)
 
@@ -280,3 +287,46 @@ def test_optimal_trial_values_are_typed_by_the_parameter_types() -> None:
     assert type(result.params["per_device_train_batch_size"]) is int
     assert result.value == 0.74  # maximize: the trial's best observation
     assert result.best_trial == "bert-tune-abc"
+
+
+GRID = (
+    S.Parameter("learning_rate", "double", 1e-5, 5e-5, step=1e-5),
+    S.Parameter("per_device_train_batch_size", "discrete", choices=(16, 32)),
+)
+
+
+@pytest.mark.parametrize(
+    ("overrides", "match"),
+    [
+        # kubeflow/katib v0.19.0 pkg/suggestion/v1beta1/optuna/service.py _validate_grid_setting
+        (
+            {"algorithm": "grid", "parameters": GRID, "max_trial_count": 11},
+            r"maxTrialCount: 11 is more than the grid's 10 points; .*lower maxTrialCount \(--tuning-trials\) to at "
+            r"most 10",
+        ),
+        # pkg/suggestion/v1beta1/goptuna/service.go ValidateAlgorithmSettings
+        (
+            {"algorithm": "cmaes", "parameters": UNIFORM[:1] + GRID[1:]},
+            r"cmaes on Katib needs at least two int or double parameters .* the spec has 1 \(num_train_epochs\)",
+        ),
+        # pkg/suggestion/v1beta1/goptuna/converter.go: DOUBLE is a UniformDistribution whatever its distribution
+        ({"algorithm": "sobol"}, r"sobol on Katib samples learning_rate uniformly"),
+        ({"algorithm": "cmaes"}, r"cmaes on Katib samples learning_rate uniformly"),
+    ],
+)
+def test_search_spaces_katibs_suggestion_services_refuse_or_change_are_refused(
+    overrides: dict[str, Any], match: str
+) -> None:
+    spec = _spec(**overrides)
+    spec.validate()  # the engine-neutral spec is fine: the optuna engine runs it as it is
+    with pytest.raises(S.SpecError, match=match):
+        _render(spec)
+
+
+@pytest.mark.parametrize("budget", [4, 10])
+def test_a_grid_at_least_as_large_as_the_budget_is_what_katib_runs(budget: int) -> None:
+    """A grid larger than maxTrialCount: Katib's optuna service accepts it (it runs that many of its points)."""
+    spec = _spec(algorithm="grid", parameters=GRID, max_trial_count=budget)
+    spec.validate()
+    assert _render(spec)["spec"]["maxTrialCount"] == budget
+    assert _render(_spec(algorithm="cmaes", parameters=UNIFORM))["spec"]["algorithm"]["algorithmName"] == "cmaes"

@@ -103,7 +103,9 @@ def test_bad_spec_fails_naming_the_field(raw: Any, message: str) -> None:
         L.parse_spec(raw)
 
 
-def test_grid_larger_than_the_budget() -> None:
+def test_a_grid_larger_than_the_budget_is_a_subset_of_its_points() -> None:
+    """Both engines run a grid larger than maxTrialCount (that many of its points); the budget's other side is the
+    engine's to check (Katib refuses more trials than points: test_tune_katib.py)."""
     raw = _spec(
         algorithm={"algorithmName": "grid"},
         maxTrialCount=5,

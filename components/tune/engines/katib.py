@@ -43,7 +43,8 @@ def check(spec: S.SearchSpec) -> None:
     suggestion service for it accepts (`KATIB_SETTINGS`).
 
     Raises:
-        SpecError: ``hyperband``, or a setting Katib's service for the algorithm does not know.
+        SpecError: ``hyperband``, a setting Katib's service for the algorithm does not know, or a search space
+            it refuses or would change (`_check_search_space`).
     """
     if spec.algorithm not in KATIB_SETTINGS:
         raise S.field_error(
@@ -60,6 +61,47 @@ def check(spec: S.SearchSpec) -> None:
                 f"Katib's {spec.algorithm} ({service} suggestion service) has no such setting; it takes "
                 f"{', '.join(names)} — remove it, or run the optuna engine (the profile's tuning.engine)",
             )
+    _check_search_space(spec)
+
+
+#: Where each rule of `_check_search_space` comes from (kubeflow/katib v0.19.0).
+_OPTUNA_SERVICE = "pkg/suggestion/v1beta1/optuna/service.py"
+_GOPTUNA_SERVICE = "pkg/suggestion/v1beta1/goptuna/service.go"
+
+
+def _check_search_space(spec: S.SearchSpec) -> None:
+    """The search-space rules of Katib's suggestion services, checked before anything is created (Katib
+    checks them only once the suggestion's Deployment runs, and then fails the Experiment with just
+    "Suggestion has failed").
+
+    - grid (optuna service, ``_validate_grid_setting``): maxTrialCount at most the grid's size;
+    - cmaes (goptuna service, ``ValidateAlgorithmSettings``): at least two int or double parameters;
+    - cmaes and sobol (goptuna ``converter.go``): a ``logUniform`` distribution is sampled uniformly, so it is
+      refused rather than silently changed.
+    """
+    if spec.algorithm == "grid" and spec.max_trial_count > spec.grid_size():
+        raise S.field_error(
+            "maxTrialCount",
+            f"{spec.max_trial_count} is more than the grid's {spec.grid_size()} points; Katib's grid (its optuna "
+            f"service, {_OPTUNA_SERVICE}) refuses that: lower maxTrialCount (--tuning-trials) to at most "
+            f"{spec.grid_size()}, add grid values, or run the optuna engine (it stops once every point ran)",
+        )
+    numeric = [p.name for p in spec.parameters if p.type in ("int", "double")]
+    if spec.algorithm == "cmaes" and len(numeric) < 2:
+        raise S.field_error(
+            "algorithm.algorithmName",
+            f"cmaes on Katib needs at least two int or double parameters (its goptuna service, {_GOPTUNA_SERVICE}, "
+            f"refuses fewer); the spec has {len(numeric)} ({', '.join(numeric) or 'none'}): add one, or choose "
+            "another algorithm (tpe, random)",
+        )
+    logs = [p.name for p in spec.parameters if p.log]
+    if spec.algorithm in ("cmaes", "sobol") and logs:
+        raise S.field_error(
+            "parameters",
+            f"{spec.algorithm} on Katib samples {', '.join(logs)} uniformly: its goptuna service ignores "
+            f"distribution logUniform (pkg/suggestion/v1beta1/goptuna/converter.go); choose tpe or random (they "
+            "keep it), drop logUniform, or run the optuna engine",
+        )
 
 
 def algorithm_name(algorithm: str) -> str:
