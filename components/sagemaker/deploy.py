@@ -6,9 +6,6 @@ from kfp.dsl import Artifact, Dataset, Input, Metrics, Model, Output
 
 from components.common.image import SERVE_IMAGE
 
-#: The Model artifact's metadata key for the training job's model.tar.gz (else the artifact's URI is it).
-MODEL_DATA_KEY = "model_data_url"
-
 
 @dsl.component(base_image=SERVE_IMAGE, install_kfp_package=False)
 def deploy_sagemaker_endpoint(
