@@ -1,12 +1,15 @@
-"""Compile the pipeline to KFP IR YAML for a cluster."""
+"""Compile the pipeline to KFP IR YAML for a cluster: every step on Kubeflow (target kfp), or tune, train and
+deploy on Amazon SageMaker (target sagemaker, for a profile with a ``sagemaker`` section)."""
 
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 
 from pipelines.profiles import DEFAULT_FILE, FeastAccess, Profile, load_profiles
+from pipelines.targets import TARGETS
+from pipelines.targets import target as choose_target
 
-TARGETS = ("kfp",)
 PROFILES = ("onprem", "eks", "cpu")
 
 
@@ -23,10 +26,12 @@ def compile_pipeline(
     """Write the compiled pipeline to ``output`` and return its path.
 
     ``profile`` (from ``profiles_file``) chooses where GPU steps are placed (node selectors, tolerations,
-    accelerators) and how feature-store steps reach Feast (PVC, ConfigMap, Secret).
+    accelerators) and how feature-store steps reach Feast (PVC, ConfigMap, Secret); for ``target`` sagemaker it
+    needs a ``sagemaker`` section (`sagemaker_profile`).
 
     Raises:
-        ValueError: unknown target or profile.
+        ValueError: unknown target or profile, a profile without a sagemaker section, or one whose section
+            SageMaker would refuse (one line naming the key).
     """
     from kfp import compiler
 
@@ -40,7 +45,50 @@ def compile_pipeline(
     output = Path(output)
     output.parent.mkdir(parents=True, exist_ok=True)
     chosen = profiles[profile]
-    compiler.Compiler().compile(
-        build_pipeline(chosen), package_path=str(output), pipeline_parameters=cluster_defaults(chosen)
-    )
+    defaults = cluster_defaults(chosen)
+    if target == "sagemaker":
+        chosen = sagemaker_profile(chosen, profiles_file)
+        defaults.update(sagemaker_defaults(chosen))
+    steps = choose_target(target)
+    compiler.Compiler().compile(build_pipeline(chosen, steps), package_path=str(output), pipeline_parameters=defaults)
     return output
+
+
+def sagemaker_profile(profile: Profile, profiles_file: str | Path = DEFAULT_FILE) -> Profile:
+    """The profile with its ``sagemaker`` images resolved to ECR URIs (an empty one: the image this compile
+    pins, `components.common.image`), so the steps' settings name exactly what runs.
+
+    Raises:
+        ValueError: No sagemaker section, or an image that is not in ECR (naming the key and the fix).
+    """
+    settings = profile.sagemaker
+    if settings is None:
+        raise ValueError(
+            f"Profile {profile.name!r} in {str(profiles_file)!r} has no 'sagemaker' section: --target sagemaker needs "
+            "one (region, role_arn, s3_prefix, canary, …; see the aws profile in pipelines/profiles.yaml)"
+        )
+    from components.sagemaker.settings import Images
+
+    try:
+        images = Images(train=settings.image("train"), serve=settings.image("serve"))
+    except ValueError as err:
+        raise ValueError(f"Profile {profile.name!r} in {str(profiles_file)!r}: {err}") from None
+    return dataclasses.replace(profile, sagemaker=settings.model_copy(update={"images": images}))
+
+
+def sagemaker_defaults(profile: Profile) -> dict[str, str]:
+    """The pipeline parameter defaults of the sagemaker target: the profile's ``sagemaker.tuning.spec`` as
+    ``tuning_spec``, as one line of JSON (the pods do not have a file of the compiling machine, and kfp's
+    compiled header breaks on a default of several lines).  The spec was checked when the profile was read."""
+    import json
+
+    import yaml
+
+    assert profile.sagemaker is not None
+    source = profile.sagemaker.tuning.spec
+    if not source.strip():
+        return {}
+    path = Path(source).expanduser()
+    if "\n" not in source and not source.lstrip().startswith("{") and path.is_file():
+        source = path.read_text()
+    return {"tuning_spec": json.dumps(yaml.safe_load(source), separators=(",", ":"))}

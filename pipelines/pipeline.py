@@ -9,15 +9,14 @@ from kfp.dsl import Artifact
 
 from components.bias_check.component import check_bias
 from components.common import image
-from components.deploy.component import deploy_model, skip_deployment
+from components.deploy.component import skip_deployment
 from components.evaluate.component import evaluate_classifier
 from components.feast_ingest.component import ingest_features
 from components.featurize.component import featurize_reviews
 from components.prepare_data.component import prepare_reviews
-from components.train.component import train_classifier
-from components.tune.component import tune_hyperparameters
 from pipelines import parameters as P
-from pipelines.profiles import Profile, place_on_gpu, use_feature_store, use_mlflow
+from pipelines.profiles import Profile, use_feature_store, use_mlflow
+from pipelines.targets import Target, kfp_target
 
 PIPELINE_NAME = "bert-review-sentiment"
 DESCRIPTION = (
@@ -38,13 +37,17 @@ class PipelineOutputs(NamedTuple):
     deployment: str
 
 
-def build_pipeline(profile: Profile | None = None):
+def build_pipeline(profile: Profile | None = None, target: Target | None = None):
     """The pipeline, with the cluster placement of ``profile`` applied (None: no placement, for kfp.local).
 
-    Every parameter but ``data`` and ``checkpoint_root`` is a step's option; its default and its
-    description come from that step's declaration (`pipelines.parameters`).
+    ``target`` (`pipelines.targets`; default: kfp) chooses the components of the tune, train and deploy steps;
+    every other step is the same component on every target.  Every parameter but ``data`` and
+    ``checkpoint_root`` is a step's option; its default and its description come from that step's declaration
+    (`pipelines.parameters`).
     """
-    image.pin(globals().values())  # the components' images, resolved now (registry, tag), not at import
+    steps = target or kfp_target()
+    # the components' images, resolved now (registry, tag), not at import
+    image.pin([*globals().values(), *steps.components()])
     d = P.default
 
     def review_sentiment_pipeline(
@@ -120,7 +123,8 @@ def build_pipeline(profile: Profile | None = None):
             offline_path="",
         ).set_display_name("feast ingest")
         use_feature_store(stored, profile)
-        tuned = tune_hyperparameters(
+        tuned = steps.tune(
+            profile,
             feature_store=stored.outputs["store"],
             feast_config=feast_config,
             base_model=base_model,
@@ -133,8 +137,8 @@ def build_pipeline(profile: Profile | None = None):
             mlflow_tracking_uri=mlflow_tracking_uri,
             pipeline_run_id=dsl.PIPELINE_JOB_ID_PLACEHOLDER,
         ).set_display_name("tune")
-        place_on_gpu(use_mlflow(use_feature_store(tuned, profile), profile), profile)
-        trained = train_classifier(
+        trained = steps.train(
+            profile,
             feature_store=stored.outputs["store"],
             feast_config=feast_config,
             base_model=base_model,
@@ -150,7 +154,6 @@ def build_pipeline(profile: Profile | None = None):
             pipeline_run_id=dsl.PIPELINE_JOB_ID_PLACEHOLDER,
             data_hash=prepared.outputs["data_hash"],
         ).set_display_name("train")
-        place_on_gpu(use_mlflow(use_feature_store(trained, profile), profile), profile)
         evaluated = evaluate_classifier(
             feature_store=stored.outputs["store"],
             feast_config=feast_config,
@@ -162,7 +165,8 @@ def build_pipeline(profile: Profile | None = None):
         ).set_display_name("evaluate")
         use_mlflow(use_feature_store(evaluated, profile), profile)
         with dsl.If(evaluated.outputs["deploy"] == True, name="quality-gate-passed"):  # noqa: E712 (a KFP condition)
-            deployed = deploy_model(
+            deployed = steps.deploy(
+                profile,
                 model=trained.outputs["model"],
                 predictions=evaluated.outputs["predictions"],
                 reviews=prepared.outputs["reviews"],
@@ -182,7 +186,6 @@ def build_pipeline(profile: Profile | None = None):
                 registered_model_name=registered_model_name,
                 pipeline_run_id=dsl.PIPELINE_JOB_ID_PLACEHOLDER,
             ).set_display_name("deploy")
-            use_mlflow(deployed, profile)
         with dsl.Else(name="quality-gate-failed"):
             skipped = skip_deployment(
                 reason=evaluated.outputs["reason"],

@@ -9,9 +9,12 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 DEFAULT_FILE = Path(__file__).with_name("profiles.yaml")
+
+if TYPE_CHECKING:  # pragma: no cover - typing only
+    from components.sagemaker.settings import SageMakerSettings
 
 
 @dataclass(frozen=True)
@@ -132,6 +135,9 @@ class Profile:
     #: The ServiceAccount a submitted run's pods use (manifests/ creates `bert-pipeline` with the Role the
     #: steps need); empty: the KFP installation's default.
     service_account: str = ""
+    #: The SageMaker target's settings (``sagemaker:``: region, role, S3 prefix, images, instances, canary, …);
+    #: None: the profile compiles for the kfp target only.
+    sagemaker: SageMakerSettings | None = None
 
     @property
     def nodes(self) -> int:
@@ -148,6 +154,24 @@ def _section(name: str, path: Path, key: str, cls: type, body: Any) -> Any:
         return cls(**body)
     except (TypeError, ValueError) as err:
         raise ValueError(f"Profile {name!r} in {str(path)!r} has a bad {key!r} entry: {err}") from err
+
+
+def _sagemaker(name: str, path: Path, body: Any, gpu: bool) -> SageMakerSettings | None:
+    """The profile's ``sagemaker`` entry (None when absent), checked with the rest of the profile.
+
+    Raises:
+        ValueError: One line naming the profile and the key (``sagemaker.canary.size_percent: …``).
+    """
+    if body is None:
+        return None
+    from components.sagemaker import settings
+
+    try:
+        section = settings.parse(body)
+        settings.check_for_profile(section, gpu)
+    except ValueError as err:
+        raise ValueError(f"Profile {name!r} in {str(path)!r}: {err}") from None
+    return section
 
 
 def load_profiles(path: str | Path = DEFAULT_FILE) -> dict[str, Profile]:
@@ -198,6 +222,7 @@ def load_profiles(path: str | Path = DEFAULT_FILE) -> dict[str, Profile]:
                 f"Profile {name!r} in {str(path)!r} asks for gpu.nodes {placement.nodes} but has no 'trainjob' entry: "
                 "add trainjob.shared_pvc (a ReadWriteMany PVC every training node mounts)"
             )
+        sagemaker = _sagemaker(name, path, (body or {}).get("sagemaker"), placement is not None)
         profiles[name] = Profile(
             name=name,
             description=(body or {}).get("description", ""),
@@ -207,6 +232,7 @@ def load_profiles(path: str | Path = DEFAULT_FILE) -> dict[str, Profile]:
             trainjob=trainjob,
             tuning=tuning,
             service_account=str((body or {}).get("service_account") or ""),
+            sagemaker=sagemaker,
         )
     return profiles
 

@@ -87,7 +87,9 @@ def describe(client: Any, kind: JobKind, name: str) -> dict[str, Any] | None:
     except ClientError as error:
         code = error.response.get("Error", {}).get("Code", "")
         message = error.response.get("Error", {}).get("Message", "")
-        if code in ("ValidationException", "ResourceNotFound") and "not found" in message.lower():
+        # DescribeHyperParameterTuningJob has a modelled ResourceNotFound; DescribeTrainingJob answers a
+        # ValidationException "Requested resource not found."
+        if code == "ResourceNotFound" or (code == "ValidationException" and "not found" in message.lower()):
             return None
         raise
 

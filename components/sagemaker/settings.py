@@ -286,9 +286,28 @@ def parse(body: Any) -> SageMakerSettings:
 def check_for_profile(settings: SageMakerSettings, gpu: bool) -> None:
     """The rules that need the rest of the profile: a GPU profile trains and tunes on NVIDIA GPU instances.
 
+    Also: the instance types are ones SageMaker offers for training and hosting (botocore's enums), and the
+    search of ``tuning.spec`` (the default spec when empty) is one SageMaker can run.
+
     Raises:
         ValueError: One line naming the key.
     """
+    from components.sagemaker import limits, tuning
+    from components.tune import spec_loading
+
+    for key, instance, shape in (
+        ("training.instance_type", settings.training.instance_type, "TrainingInstanceType"),
+        ("tuning.instance_type", settings.tuning.instance_type, "TrainingInstanceType"),
+        ("hosting.instance_type", settings.hosting.instance_type, "ProductionVariantInstanceType"),
+    ):
+        if instance not in limits.enum_of("sagemaker", shape):
+            raise ValueError(f"sagemaker.{key}: SageMaker has no {instance} for this ({shape})")
+    try:
+        spec = spec_loading.load_spec(settings.tuning.spec)
+        spec.validate()
+        tuning.check(spec)
+    except ValueError as error:
+        raise ValueError(f"sagemaker.tuning.spec: {error}") from None
     if not gpu:
         return
     for key, instance in (
