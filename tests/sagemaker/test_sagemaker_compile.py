@@ -127,7 +127,9 @@ def test_train_and_deploy_agree_on_the_model_data_key() -> None:
 
     from components.sagemaker import deploy, train
 
-    assert f'"{deploy.MODEL_DATA_KEY}": outcome.model_data' in inspect.getsource(train.train_on_sagemaker.python_func)
+    # train_on_sagemaker writes the model.tar.gz URI under the metadata key deploy_sagemaker_endpoint reads
+    assert '"model_data_url": outcome.model_data' in inspect.getsource(train.train_on_sagemaker.python_func)
+    assert 'model.metadata.get("model_data_url")' in inspect.getsource(deploy.deploy_sagemaker_endpoint.python_func)
 
 
 def _profiles_file(tmp_path: Path, change: Any) -> Path:
