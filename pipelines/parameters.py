@@ -15,6 +15,7 @@ from typing import Any, TypeVar
 from components.bias_check.core import BiasGates
 from components.common import options
 from components.deploy.config import DeployConfig
+from components.deploy.inference_service import STORAGE_SCHEMES
 from components.evaluate.config import EvaluateConfig
 from components.feast_ingest.core import IngestConfig
 from components.featurize.core import FeaturizeConfig
@@ -124,7 +125,8 @@ def config(cls: type[T], values: dict[str, Any], **extra: Any) -> T:
 
 
 def check(values: dict[str, Any]) -> None:
-    """Check each step's options as the step will: bounds, choices and cross-field rules, naming the flags.
+    """Check each step's options of a local run as the step will: bounds, choices and cross-field rules, naming
+    the flags; and what a local run cannot do (`check_local_run`).
 
     Raises:
         ValueError: the first problem, naming the flag.
@@ -133,3 +135,23 @@ def check(values: dict[str, Any]) -> None:
         # output_dir is where the train step puts checkpoints: its own business, not an option here.
         extra = {"output_dir": "checkpoints"} if cls is TrainingArguments else {}
         options.check(config(cls, values, **extra))
+    check_local_run(values)
+
+
+def check_local_run(values: dict[str, Any]) -> None:
+    """Refuse what fails only at the end of a local run: ``deploy_backend`` kserve.  A local run (kfp.local)
+    keeps its model artifact under the run directory, a path on this machine, and KServe's storage initializer
+    downloads only from object stores and volumes (`inference_service.kserve_storage_uri` refuses a path), so
+    the deploy step would fail after training, whatever cluster the kubeconfig names.
+
+    Raises:
+        ValueError: naming the flag and what to do instead.
+    """
+    if values.get("deploy_backend") == "kserve":
+        schemes = ", ".join(f"{s}://" for s in STORAGE_SCHEMES[:3])
+        raise ValueError(
+            f"{options.flag('deploy_backend')} kserve cannot deploy from a local run: its model stays under --output "
+            f"on this machine, and KServe downloads models only from {schemes}, … (the deploy step would fail after "
+            "training). Use --deploy-backend local here, or run the pipeline on the cluster (python -m pipelines "
+            "submit)."
+        )

@@ -67,12 +67,14 @@ class SentimentClassifier:
         """The classifier in ``model_dir`` (a directory written by train), on the GPU when there is one.
 
         Raises:
-            ValueError: The directory does not exist, lacks weights, config or tokenizer, cannot be loaded, or
-                its model has other labels than the pipeline's three.
+            ValueError: The directory does not exist, lacks weights, config or tokenizer, cannot be loaded,
+                its model has other labels than the pipeline's three, or takes fewer tokens than
+                ``max_seq_length``.
         """
         path = Path(model_dir).expanduser()
         if not path.is_dir():
             raise ValueError(f"Model directory {str(model_dir)!r} does not exist; pass a directory written by train.")
+        modeling.check_max_seq_length(str(path), max_seq_length)  # the champion's too, before its weights load
         try:
             model, tokenizer = modeling.load_trained_classifier(path)
         except ValueError:

@@ -61,8 +61,9 @@ class ServeConfig:
         """Check every option.
 
         Raises:
-            ValueError: An option out of bounds, an empty model name, no model directory, or one without
-                config.json or tokenizer files (whether the weights load, `SentimentClassifier.load` finds out).
+            ValueError: An option out of bounds, an empty model name, no model directory, one without
+                config.json or tokenizer files (whether the weights load, `SentimentClassifier.load` finds out),
+                or a ``max_seq_length`` above the model's position limit.
         """
         options.check_fields(self)
         if not self.model_name.strip() or "/" in self.model_name or ":" in self.model_name:
@@ -76,3 +77,4 @@ class ServeConfig:
         if not Path(self.model_dir).expanduser().is_dir():
             raise ValueError(f"--model-dir {self.model_dir}: no such directory; pass a directory written by train.")
         modeling.resolve_base_model(self.model_dir)  # config.json and tokenizer files are there (cheap, no torch)
+        modeling.check_max_seq_length(self.model_dir, self.max_seq_length)  # else HTTP 500 on every long text

@@ -81,6 +81,81 @@ def resolve_base_model(base_model: str, weights: bool = True) -> str:
     return name
 
 
+#: A tokenizer's ``model_max_length`` at or above this names no limit (transformers writes ``int(1e30)``).
+_NO_LIMIT = 1_000_000
+#: Model types whose position ids start after the padding id (RoBERTa's embeddings): ``max_position_embeddings``
+#: less ``pad_token_id + 1`` positions are usable (514 → 512).
+_PADDING_OFFSET_TYPES = frozenset(
+    {"roberta", "xlm-roberta", "xlm-roberta-xl", "camembert", "longformer", "data2vec-text", "mpnet", "ibert"}
+)
+
+
+def _model_file(name: str, filename: str) -> Path | None:
+    """``filename`` of a model directory, or of a Hugging Face id in the local cache; None when not there."""
+    if Path(name).is_dir():
+        path = Path(name) / filename
+        return path if path.is_file() else None
+    try:
+        from huggingface_hub import try_to_load_from_cache
+
+        found = try_to_load_from_cache(name, filename)
+    except Exception:  # an id the hub's rules refuse: load_tokenizer reports the model itself
+        return None
+    return Path(found) if isinstance(found, str) else None
+
+
+def _json_file(path: Path | None) -> dict[str, Any]:
+    import json
+
+    if path is None:
+        return {}
+    try:
+        data = json.loads(path.read_text())
+    except (OSError, ValueError):
+        return {}
+    return data if isinstance(data, dict) else {}
+
+
+def position_limit(name: str) -> tuple[int, str] | None:
+    """The most tokens per text a model takes, and where that was read: the smaller of config.json's
+    ``max_position_embeddings`` (less RoBERTa's padding offset) and tokenizer_config.json's
+    ``model_max_length``.  Read from the files of a resolved model name (`resolve_base_model`), without
+    loading weights or transformers; None when neither file is there or names a limit.
+    """
+    limits: list[tuple[int, str]] = []
+    config = _json_file(_model_file(name, "config.json"))
+    positions = config.get("max_position_embeddings")
+    if isinstance(positions, int) and not isinstance(positions, bool) and positions > 0:
+        if config.get("model_type") in _PADDING_OFFSET_TYPES and isinstance(config.get("pad_token_id"), int):
+            positions -= config["pad_token_id"] + 1
+        limits.append((positions, "max_position_embeddings in its config.json"))
+    tokenizer = _json_file(_model_file(name, "tokenizer_config.json"))
+    length = tokenizer.get("model_max_length")
+    if isinstance(length, int | float) and not isinstance(length, bool) and 0 < length < _NO_LIMIT:
+        limits.append((int(length), "model_max_length in its tokenizer_config.json"))
+    return min(limits) if limits else None
+
+
+def check_max_seq_length(base_model: str, max_seq_length: int, flag: str = "--max-seq-length") -> None:
+    """Refuse a ``max_seq_length`` above what the model takes (`position_limit`), which would otherwise fail
+    deep in torch at the first long text. A model that cannot be resolved passes (its loading reports it).
+
+    Raises:
+        ValueError: Naming ``flag``, the model, its limit and where the limit was read.
+    """
+    try:
+        name = resolve_base_model(base_model, weights=False)
+    except ValueError:
+        return
+    limit = position_limit(name)
+    if limit is not None and max_seq_length > limit[0]:
+        shown = repr(base_model.strip()) if base_model.strip() else "the bundled MiniLM"
+        raise ValueError(
+            f"{flag} {max_seq_length} is more than model {shown} takes: {limit[0]} tokens per text ({limit[1]}); "
+            f"use at most {limit[0]}."
+        )
+
+
 def load_tokenizer(name: str) -> PreTrainedTokenizerBase:
     """The tokenizer of a resolved model name (see `resolve_base_model`).
 

@@ -25,6 +25,7 @@ import logging
 import os
 import sqlite3
 import subprocess
+import tempfile
 import urllib.error
 import urllib.request
 from collections.abc import Mapping
@@ -100,12 +101,29 @@ def _sqlite_path(uri: str) -> Path:
     return Path(unquote(uri[len("sqlite:///") :]))
 
 
+def try_sqlite_write(path: Path) -> None:
+    """A real write where SQLite will write the database ``path``, changing nothing there: a scratch file
+    created and removed in its directory (SQLite writes its journal beside the database), and an existing
+    file opened for writing.  `os.access` is no such test: it says yes to root on a read-only mount or /proc.
+
+    Raises:
+        OSError: The directory is missing or takes no new file, or the database cannot be opened for writing.
+    """
+    directory = path.parent if str(path.parent) else Path(".")
+    with tempfile.NamedTemporaryFile(dir=directory, prefix=".write-check-"):
+        pass
+    if path.exists():
+        with path.open("r+b"):
+            pass
+
+
 def check_tracking_uri(uri: str, timeout: float = 5.0) -> None:
     """Fail fast, with a message that says what to do, when the tracking store cannot be used.
 
     HTTP(S): the server's ``/health`` must answer within ``timeout`` seconds.  SQLite: the database's
-    directory must be writable and an existing file a readable SQLite database.  Other schemes (e.g.
-    ``databricks``) are accepted as they are.
+    directory must take a new file (a real write, `try_sqlite_write`) and an existing file must be a
+    writable, readable SQLite database; a file store's directory must take a new file.  Other schemes
+    (e.g. ``databricks``) are accepted as they are.
 
     Raises:
         ValueError: Unreachable server, refused credentials, unwritable or corrupt database.
@@ -139,8 +157,13 @@ def check_tracking_uri(uri: str, timeout: float = 5.0) -> None:
             directory.mkdir(parents=True, exist_ok=True)
         except OSError as error:
             raise ValueError(f"Cannot create the directory of MLflow database {uri}: {error}. {hint}") from error
-        if not os.access(directory, os.W_OK):
-            raise ValueError(f"The directory of MLflow database {uri} is not writable. {hint}")
+        try:
+            try_sqlite_write(path)
+        except OSError as error:
+            raise ValueError(
+                f"MLflow database {uri} cannot be written: {error.strerror or error} (a real write in "
+                f"{str(directory.resolve())!r} failed: a read-only mount, or a place that takes no files). {hint}"
+            ) from error
         if path.exists():
             try:
                 with sqlite3.connect(f"file:{path}?mode=ro", uri=True, timeout=timeout) as db:
@@ -154,6 +177,13 @@ def check_tracking_uri(uri: str, timeout: float = 5.0) -> None:
             directory.mkdir(parents=True, exist_ok=True)
         except OSError as error:
             raise ValueError(f"Cannot create MLflow store directory {directory}: {error}. {hint}") from error
+        try:
+            with tempfile.NamedTemporaryFile(dir=directory, prefix=".write-check-"):
+                pass
+        except OSError as error:
+            raise ValueError(
+                f"MLflow store directory {directory} takes no new file ({error.strerror or error}). {hint}"
+            ) from error
 
 
 def code_version() -> str:

@@ -61,13 +61,15 @@ class FeaturizeConfig:
     )
 
     def validate(self) -> None:
-        """Raise ValueError for settings no run can use (each field's own bounds: `options.check`)."""
+        """Raise ValueError for settings no run can use (each field's own bounds: `options.check`), and a
+        ``max_seq_length`` above the base model's position limit (`modeling.check_max_seq_length`)."""
         options.check_fields(self)
         if self.validation_fraction + self.test_fraction >= 1.0:
             raise ValueError(
                 f"--validation-fraction + --test-fraction = {self.validation_fraction + self.test_fraction:g} "
                 "leaves nothing to train on; keep their sum below 1."
             )
+        modeling.check_max_seq_length(self.base_model, self.max_seq_length)
 
 
 @dataclass

@@ -94,7 +94,8 @@ class TuneConfig:
     pipeline_run_id: str = field(default="", metadata={"help": "Pipeline run id: one MLflow run per pipeline run."})
 
     def validate(self) -> None:
-        """Bounds and choices; a ``study_storage`` SQLAlchemy cannot use is refused before any step runs.
+        """Bounds and choices; a ``study_storage`` SQLAlchemy cannot use, or (with trials to run) a SQLite
+        file that cannot be written where it is, is refused before any step runs.
 
         Raises:
             ValueError: naming the flag.
@@ -105,18 +106,42 @@ class TuneConfig:
             from sqlalchemy.exc import ArgumentError, NoSuchModuleError
 
             try:
-                make_url(self.study_storage.strip()).get_dialect()
+                url = make_url(self.study_storage.strip())
+                url.get_dialect()
             except (ArgumentError, NoSuchModuleError, ValueError) as error:
                 raise ValueError(
                     f"{options.flag('study_storage')} {self.study_storage!r} is not a database URL SQLAlchemy can "
                     f"use ({error}); use sqlite:////absolute/path.db, postgresql://… or mysql://…"
                 ) from None
+            if self.tuning_trials and url.get_backend_name() == "sqlite":
+                check_sqlite_storage(self.study_storage, url.database or "")
 
     def storage_url(self, output_dir: Path) -> str:
         return self.study_storage.strip() or f"sqlite:///{(output_dir / 'study.db').resolve()}"
 
     def name(self) -> str:
         return self.study_name.strip() or (f"tune-{self.pipeline_run_id}" if self.pipeline_run_id else "tune")
+
+
+def check_sqlite_storage(storage: str, database: str) -> None:
+    """A real write where the SQLite study database ``database`` (the URL's path) will be written; an
+    in-memory database passes.
+
+    Raises:
+        ValueError: Its directory is missing or takes no new file (a read-only mount, /proc), or the file
+            cannot be opened for writing — naming the flag.
+    """
+    if database in ("", ":memory:") or database.startswith("file:"):
+        return
+    path = Path(database).expanduser()
+    try:
+        tracking.try_sqlite_write(path)
+    except OSError as error:
+        raise ValueError(
+            f"{options.flag('study_storage')} {storage!r}: the SQLite database {str(path)!r} cannot be written "
+            f"({error.strerror or error}; a real write in {str(path.parent.resolve())!r} failed); give a path in an "
+            "existing, writable directory, e.g. sqlite:////absolute/path/study.db, or leave it empty"
+        ) from None
 
 
 @dataclass

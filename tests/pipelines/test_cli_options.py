@@ -137,3 +137,52 @@ def test_a_swallowed_ctrl_c_is_still_remembered() -> None:
             pass  # what a finalizer or an over-broad except would do
         assert seen == [signal.SIGINT]
     assert signal.getsignal(signal.SIGINT) is before
+
+
+@pytest.mark.parametrize(
+    ("args", "words"),
+    [
+        # A SQLite file where no file can be made: /proc takes none, even from root (os.access says yes there).
+        (["--tuning-trials", "2", "--study-storage", "sqlite:////proc/study.db"], ["--study-storage", "cannot be"]),
+        (["--mlflow-tracking-uri", "sqlite:////proc/mlflow.db"], ["sqlite:////proc/mlflow.db", "cannot be written"]),
+        # The bundled MiniLM has 512 positions (config.json and tokenizer_config.json say so).
+        (["--max-seq-length", "600"], ["--max-seq-length 600", "512 tokens"]),
+        (["--max-seq-length", "100000"], ["--max-seq-length 100000", "use at most 512"]),
+        (["--deploy-backend", "kserve"], ["--deploy-backend kserve", "--deploy-backend local", "submit"]),
+    ],
+    ids=["study-storage-in-proc", "mlflow-sqlite-in-proc", "seq-length-600", "seq-length-100000", "kserve-locally"],
+)
+def test_options_that_would_fail_after_training_are_refused_first(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], args: list[str], words: list[str]
+) -> None:
+    """Each used to pass the checks and fail at its step, after the steps before it had run (minutes of
+    training); ``--data`` names a missing file, so a check that lets the option through fails on the data."""
+    out = tmp_path / "run"
+    code, err = _run(["--output", str(out), "--data", str(tmp_path / "missing.csv"), *args], capsys)
+    assert code == 2
+    assert len(err) == 1 and err[0].startswith("error: ") and all(w in err[0] for w in words), err
+    assert not out.exists()
+    assert not Path("/proc/study.db").exists() and not Path("/proc/mlflow.db").exists()
+
+
+def test_an_existing_writable_study_storage_and_tracking_store_pass_unchanged(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """The real write of the checks changes nothing: an existing database keeps its bytes and time stamp, and
+    no file is left beside it; the run goes on to the next check (here: the missing data)."""
+    import sqlite3
+
+    for name in ("study.db", "mlflow.db"):
+        with sqlite3.connect(tmp_path / name) as db:
+            db.execute("create table t (x)")
+    before = {p.name: (p.read_bytes(), p.stat().st_mtime_ns) for p in tmp_path.iterdir()}
+    argv = ["--output", str(tmp_path / "run"), "--data", str(tmp_path / "missing.csv"), "--tuning-trials", "2"]
+    argv += [
+        "--study-storage",
+        f"sqlite:///{tmp_path}/study.db",
+        "--mlflow-tracking-uri",
+        f"sqlite:///{tmp_path}/mlflow.db",
+    ]
+    code, err = _run(argv, capsys)
+    assert code == 2 and len(err) == 1 and "missing.csv" in err[0] and "does not exist" in err[0], err
+    assert {p.name: (p.read_bytes(), p.stat().st_mtime_ns) for p in tmp_path.iterdir()} == before

@@ -271,3 +271,39 @@ def test_event_timestamps_parse(value: str, expected: datetime | None) -> None:
 def test_a_bad_event_timestamp_is_rejected() -> None:
     with pytest.raises(ValueError, match="not an ISO-8601 timestamp"):
         core.parse_timestamp("yesterday")
+
+
+def _model_files(directory: Path, config: dict, tokenizer_config: dict | None = None) -> str:
+    """A model directory's JSON files (what the limit is read from; no weights are needed or loaded)."""
+    directory.mkdir()
+    (directory / "config.json").write_text(json.dumps(config))
+    (directory / "vocab.txt").write_text("[PAD]\n[UNK]\n")
+    if tokenizer_config is not None:
+        (directory / "tokenizer_config.json").write_text(json.dumps(tokenizer_config))
+    return str(directory)
+
+
+@pytest.mark.parametrize(
+    ("config", "tokenizer_config", "limit"),
+    [
+        ({"model_type": "bert", "max_position_embeddings": 512}, None, 512),
+        # RoBERTa: positions start after the padding id, 514 - (1 + 1) are usable; its tokenizer says 512 too.
+        ({"model_type": "roberta", "max_position_embeddings": 514, "pad_token_id": 1}, None, 512),
+        ({"model_type": "bert", "max_position_embeddings": 512}, {"model_max_length": 256}, 256),
+        # transformers writes int(1e30) where a tokenizer names no limit.
+        ({"model_type": "bert", "max_position_embeddings": 64}, {"model_max_length": int(1e30)}, 64),
+    ],
+)
+def test_max_seq_length_above_the_models_positions_is_refused(
+    tmp_path: Path, config: dict, tokenizer_config: dict | None, limit: int
+) -> None:
+    model = _model_files(tmp_path / "model", config, tokenizer_config)
+    core.FeaturizeConfig(base_model=model, max_seq_length=limit).validate()
+    with pytest.raises(ValueError, match=rf"--max-seq-length {limit + 1} is more than model .* {limit} tokens"):
+        core.FeaturizeConfig(base_model=model, max_seq_length=limit + 1).validate()
+
+
+def test_the_bundled_model_takes_512_tokens() -> None:
+    core.FeaturizeConfig(max_seq_length=512).validate()
+    with pytest.raises(ValueError, match=r"--max-seq-length 600 is more than model the bundled MiniLM takes: 512"):
+        core.FeaturizeConfig(max_seq_length=600).validate()

@@ -173,3 +173,21 @@ def test_registry_aliases(tmp_path: Path) -> None:
     assert champion.version == "1" and champion.tags["test_accuracy"] == "0.7"
     local = tracking.download(uri, champion.source, tmp_path / "fetched")
     assert (local / "config.json").read_text() == "{}"
+
+
+@pytest.mark.parametrize("uri", ["sqlite:////proc/mlflow.db", "sqlite:////proc/sys/mlflow.db", "/proc"])
+def test_a_store_where_no_file_can_be_made_is_refused_though_os_access_says_yes(uri: str) -> None:
+    """/proc takes no new file, even from root; `os.access` says it is writable (as it does for root on a
+    read-only mount), so only a real write tells."""
+    with pytest.raises(ValueError, match=r"cannot be written|takes no new file"):
+        tracking.check_tracking_uri(uri)
+    assert not Path("/proc/mlflow.db").exists()
+
+
+def test_the_write_check_leaves_an_existing_database_and_its_directory_as_they_were(tmp_path: Path) -> None:
+    with sqlite3.connect(tmp_path / "mlflow.db") as db:
+        db.execute("create table t (x)")
+    before = (tmp_path / "mlflow.db").read_bytes(), (tmp_path / "mlflow.db").stat().st_mtime_ns
+    tracking.check_tracking_uri(f"sqlite:///{tmp_path / 'mlflow.db'}")
+    assert ((tmp_path / "mlflow.db").read_bytes(), (tmp_path / "mlflow.db").stat().st_mtime_ns) == before
+    assert [p.name for p in tmp_path.iterdir()] == ["mlflow.db"]
