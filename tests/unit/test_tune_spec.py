@@ -242,3 +242,22 @@ def test_unusable_study_storage_is_refused_naming_the_flag(storage: str) -> None
     with pytest.raises(ValueError, match=rf"--study-storage '{storage}' is not a database URL SQLAlchemy can use"):
         core.load(core.TuneConfig(tuning_trials=2, study_storage=storage))
     assert core.load(core.TuneConfig(tuning_trials=2, study_storage="sqlite:////tmp/x.db")).max_trial_count == 2
+
+
+@pytest.mark.parametrize(
+    ("storage", "reason"),
+    [
+        ("sqlite:////proc/study.db", "No such file or directory"),  # /proc takes no new file, even from root
+        ("sqlite:////no/such/dir/study.db", "No such file or directory"),  # SQLite creates no directory
+    ],
+)
+def test_a_sqlite_study_storage_that_cannot_be_written_is_refused_before_any_trial(storage: str, reason: str) -> None:
+    with pytest.raises(ValueError, match=rf"--study-storage '{storage}': the SQLite database .* cannot be written"):
+        core.load(core.TuneConfig(tuning_trials=2, study_storage=storage))
+    core.TuneConfig(tuning_trials=0, study_storage=storage).validate()  # no trials: the storage is not used
+
+
+def test_the_study_storage_write_check_leaves_no_file(tmp_path: Path) -> None:
+    core.TuneConfig(tuning_trials=2, study_storage=f"sqlite:///{tmp_path / 'study.db'}").validate()
+    core.TuneConfig(tuning_trials=2, study_storage="sqlite:///:memory:").validate()
+    assert list(tmp_path.iterdir()) == []
