@@ -1,7 +1,10 @@
 """Read a reviews file (CSV, TSV or Parquet; local path or fsspec URI) into a frame, or say clearly why not.
 
 What a user can get wrong before any row is looked at: a missing filesystem package or an unreachable
-URI, a file that is empty, binary, not UTF-8, cut short, or has duplicated column names.
+URI, a file that is not a regular file (a FIFO), empty, binary, not UTF-8, cut short, or has duplicated
+column names.  A CSV's field separator is the suffix's (``,``; ``.tsv``: tab) unless that leaves the header
+one field: then it is the one of comma, semicolon, tab and pipe found in the first lines (`choose_separator`),
+and a file that still does not parse is reported with the separator it was read with.
 """
 
 from __future__ import annotations
@@ -70,8 +73,25 @@ class _TextTap:
         self.tail = ""
         self.newlines = 0
         self.chars = 0
+        self._ahead = ""  # read by `peek`, not yet handed out by `read`
+
+    def peek(self) -> str:
+        """The file's first characters (up to `_HEAD_CHARS`), read ahead: `read` hands them out first."""
+        if not self.chars:
+            self._ahead = self._take(_HEAD_CHARS)
+        return self.head
 
     def read(self, size: int = -1) -> str:
+        if self._ahead:
+            if 0 <= size < len(self._ahead):
+                chunk, self._ahead = self._ahead[:size], self._ahead[size:]
+                return chunk
+            chunk, self._ahead = self._ahead, ""
+            rest = size - len(chunk) if size >= 0 else -1
+            return chunk + (self._take(rest) if rest else "")
+        return self._take(size)
+
+    def _take(self, size: int) -> str:
         chunk = self._handle.read(size)
         if len(self.head) < _HEAD_CHARS:
             self.head += chunk[: _HEAD_CHARS - len(self.head)]
@@ -95,6 +115,35 @@ class _TextTap:
     def last_line(self) -> int:
         """The (1-based) line the text read so far ends on."""
         return self.newlines + (0 if self.tail.endswith(("\n", "\r")) else 1)
+
+
+#: Field separators a reviews file may use, with their names in messages.
+SEPARATORS = {",": "comma", ";": "semicolon", "\t": "tab", "|": "pipe"}
+#: How many first lines `choose_separator` looks at.
+_SNIFF_LINES = 50
+
+
+def choose_separator(head: str, expected: str) -> str:
+    """The separator of CSV/TSV text whose first characters are ``head``: ``expected`` (from the file's
+    suffix) when it splits the header, else the one of `SEPARATORS` that `csv.Sniffer` finds in the first
+    lines (a semicolon file or a TSV named ``.csv``), else the one that splits the header into most fields.
+    """
+    if len(_first_record(head, expected)) > 1:
+        return expected
+    lines = head.splitlines(keepends=True)
+    sample = "".join(lines[: max(1, min(len(lines) - 1, _SNIFF_LINES))])  # the last line may be cut
+    try:
+        found = csv.Sniffer().sniff(sample, delimiters="".join(SEPARATORS)).delimiter
+    except csv.Error:
+        found = max(SEPARATORS, key=lambda sep: len(_first_record(head, sep)))
+    return found if len(_first_record(head, found)) > 1 else expected
+
+
+def describe_separator(sep: str, expected: str) -> str:
+    """How a file was read, for messages: ``semicolon-separated (detected; its suffix says comma)``."""
+    if sep == expected:
+        return f"{SEPARATORS[sep]}-separated (from its suffix)"
+    return f"{SEPARATORS[sep]}-separated (detected in its first lines; its suffix says {SEPARATORS[expected]})"
 
 
 def _first_record(text: str, sep: str) -> list[str]:
@@ -213,6 +262,26 @@ def _file_info(fs: object, fs_path: str, path: str) -> dict:
         raise _unreachable(path, err) from err
 
 
+def _kind(fs_path: str, info: dict) -> str:
+    """What a file that is not a regular one is: a named pipe (FIFO), a device, a socket."""
+    import os
+    import stat
+
+    try:
+        mode = os.stat(fs_path).st_mode
+    except OSError:
+        return f"fsspec type {info.get('type')!r}"
+    for test, name in (
+        (stat.S_ISFIFO, "a named pipe (FIFO)"),
+        (stat.S_ISCHR, "a character device"),
+        (stat.S_ISBLK, "a block device"),
+        (stat.S_ISSOCK, "a socket"),
+    ):
+        if test(mode):
+            return name
+    return f"fsspec type {info.get('type')!r}"
+
+
 def _unreachable(path: str, cause: BaseException) -> ValueError:
     return ValueError(
         f"Input file {path!r} cannot be reached: {type(cause).__name__}: {_one_line(cause)}. "
@@ -234,9 +303,15 @@ def read_reviews(path: str) -> pd.DataFrame:
     info = _file_info(fs, fs_path, path)
     if info.get("type") == "directory":
         raise ValueError(f"Input {path!r} is a directory. Pass --data with the path of one file.")
+    if info.get("type") not in (None, "file", "link"):
+        raise ValueError(
+            f"Input {path!r} is not a regular file ({_kind(fs_path, info)}): it can be read only once, and the "
+            "pipeline reads its input twice (checks, then the prepare step). Save it to a file and pass that "
+            "to --data."
+        )
     if info.get("size") == 0:
         raise ValueError(f"Input file {path!r} is empty (0 bytes). Pass a file with a header row and reviews.")
-    sep = "\t" if fmt == "tsv" else ","
+    expected = sep = "\t" if fmt == "tsv" else ","
     tap: _TextTap | None = None
     try:
         if fmt == "parquet":
@@ -245,6 +320,7 @@ def read_reviews(path: str) -> pd.DataFrame:
         else:
             with fsspec.open(path, "rt", encoding="utf-8", compression="infer", newline="") as fh:
                 tap = _TextTap(fh)
+                sep = choose_separator(tap.peek(), expected)
                 frame = pd.read_csv(tap, sep=sep, low_memory=False)
     except _NotText as err:
         raise ValueError(
@@ -269,7 +345,14 @@ def read_reviews(path: str) -> pd.DataFrame:
                 f"Input file {path!r} looks cut short at line {tap.last_line}: it ends inside a quoted field "
                 "(a truncated download, or a quote that is never closed). Download or export the file again."
             ) from err
-        raise ValueError(f"Input file {path!r} is not a well-formed {fmt.upper()} file: {_one_line(err)}") from err
+        if tap is None:
+            raise ValueError(f"Input file {path!r} is not a well-formed {fmt.upper()} file: {_one_line(err)}") from err
+        raise ValueError(
+            f"Input file {path!r} is not a well-formed {fmt.upper()} file (read as "
+            f"{describe_separator(sep, expected)}): {_one_line(err)}. Every row needs the header's fields, "
+            f"separated by one {' or '.join(SEPARATORS.values())} throughout; put a field that holds the "
+            "separator in double quotes."
+        ) from err
     except (OSError, ValueError) as err:
         if isinstance(err, FileNotFoundError):
             raise ValueError(f"Input file {path!r} does not exist.") from err

@@ -43,6 +43,14 @@ def _gs_uri(tmp_path: Path) -> str:
     return "gs://reviews-bucket/reviews.csv"
 
 
+def _fifo(tmp_path: Path) -> str:
+    import os
+
+    path = tmp_path / "reviews.csv"
+    os.mkfifo(path)
+    return str(path)
+
+
 # (case id, make the --data value, extra flags, what the error line must say besides the file or flag)
 CASES = [
     ("no-filesystem-package", _gs_uri, [], ["--data", "pip install gcsfs"]),
@@ -70,6 +78,13 @@ CASES = [
         _file("reviews.csv", b"Review Text,Rating,Class Name,Rating\n" + ROWS),
         [],
         ["duplicated column name(s): 'Rating'", "Rename the columns"],
+    ),
+    ("fifo", _fifo, [], ["is not a regular file (a named pipe (FIFO))", "Save it to a file"]),
+    (
+        "ragged-semicolons",
+        _file("reviews.csv", b"Review Text;Rating;Class Name\nnice;5;Dresses\nbad;1;Knits;extra\n"),
+        [],
+        ["read as semicolon-separated (detected in its first lines; its suffix says comma)", "line 3"],
     ),
 ]
 

@@ -465,3 +465,40 @@ def test_truncated_parquet_is_not_complete(tmp_path: Path, small_reviews: pd.Dat
     path = _write(tmp_path, "cut.parquet", data[: len(data) // 2])
     with pytest.raises(ValueError, match=r"is not a complete Parquet file \(cut short, or not Parquet\)"):
         core.read_reviews(path)
+
+
+# --- files: field separators, FIFOs -----------------------------------------------------------------------
+
+TEXTS = ["nice dress, lovely", "bad knit, returned it", "ok skirt; fits"]
+
+
+@pytest.mark.parametrize(
+    ("name", "sep"),
+    [("semicolon.csv", ";"), ("tab-named.csv", "\t"), ("pipe.csv", "|"), ("comma-named.tsv", ","), ("semi.tsv", ";")],
+)
+def test_the_field_separator_is_found_when_the_suffixs_leaves_one_column(tmp_path: Path, name: str, sep: str) -> None:
+    """A semicolon file (what a spreadsheet in many locales exports) or a TSV named .csv used to fail with
+    "Expected 1 fields in line 3, saw 3"; the texts hold commas and semicolons, as real reviews do."""
+    rows = [sep.join(["Review Text", "Rating", "Class Name"])]
+    rows += [sep.join([f'"{t}"' if sep in t else t, str(r), "Dresses"]) for t, r in zip(TEXTS, (5, 1, 3), strict=True)]
+    frame = core.read_reviews(_write(tmp_path, name, ("\n".join(rows) + "\n").encode()))
+    assert list(frame.columns) == ["Review Text", "Rating", "Class Name"]
+    assert frame["Review Text"].tolist() == TEXTS and frame["Rating"].tolist() == [5, 1, 3]
+
+
+def test_a_file_that_still_does_not_parse_names_the_separator_it_was_read_with(tmp_path: Path) -> None:
+    path = _write(tmp_path, "reviews.csv", b"Review Text;Rating;Class Name\nnice;5;Dresses\nbad;1;Knits;extra;x\n")
+    with pytest.raises(ValueError, match=r"read as semicolon-separated \(detected .*suffix says comma\).*line 3"):
+        core.read_reviews(path)
+    path = _write(tmp_path, "plain.csv", HEADER + b"nice,5,Dresses\nbad,1,Knits,extra\n")
+    with pytest.raises(ValueError, match=r"read as comma-separated \(from its suffix\)"):
+        core.read_reviews(path)
+
+
+def test_a_fifo_is_not_a_regular_file_not_an_empty_one(tmp_path: Path) -> None:
+    import os
+
+    fifo = tmp_path / "reviews.csv"
+    os.mkfifo(fifo)
+    with pytest.raises(ValueError, match=r"is not a regular file \(a named pipe \(FIFO\)\).*Save it to a file"):
+        core.read_reviews(str(fifo))
