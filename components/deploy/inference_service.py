@@ -19,6 +19,7 @@ from __future__ import annotations
 import re
 from typing import Any
 
+from components.common.trainjob import CONTAINER_SECURITY, POD_SECURITY
 from components.deploy.config import DeployConfig, canonical_mode
 
 Json = dict[str, Any]
@@ -102,6 +103,12 @@ def kserve_storage_uri(uri: str) -> str:
     return uri
 
 
+#: The "restricted" Pod Security Standard for the predictor's pod and its serving container (the serve image and
+#: KServe's Hugging Face runtime run as user 1000; KServe's storage initializer too, but it injects that container
+#: without a securityContext, so a namespace that *enforces* restricted still refuses the pod: docs/kserve.md).
+_CONTAINER_SECURITY: Json = {"securityContext": CONTAINER_SECURITY}
+
+
 def render_predictor(
     config: DeployConfig, *, storage_uri: str, model_version: str, image: str, max_seq_length: int = 128
 ) -> Json:
@@ -129,7 +136,7 @@ def render_predictor(
                 f"--max_length={max_seq_length}",
             ],
         }
-        return {"annotations": annotations, "model": model}
+        return {"annotations": annotations, "securityContext": POD_SECURITY, "model": model | _CONTAINER_SECURITY}
     if config.serving_runtime != "project":
         raise ValueError(f"serving_runtime {config.serving_runtime!r}: use project or huggingface")
     if not image.strip() or image.endswith(":latest") or ":" not in image.rsplit("/", 1)[-1]:
@@ -152,8 +159,8 @@ def render_predictor(
         ],
         "env": [{"name": STORAGE_URI_ENV, "value": storage_uri}],
         "ports": [{"containerPort": PORT, "protocol": "TCP"}],
-    }
-    return {"annotations": annotations, "containers": [container]}
+    } | _CONTAINER_SECURITY
+    return {"annotations": annotations, "securityContext": POD_SECURITY, "containers": [container]}
 
 
 def render_inference_service(

@@ -7,10 +7,13 @@ Role is namespaced and wildcard-free, and the names the cluster profiles use exi
 from __future__ import annotations
 
 import copy
+import os
 import re
+from pathlib import Path
 from urllib.parse import urlsplit
 
 import pytest
+import yaml
 
 from pipelines.profiles import load_profiles
 from tests.manifests.kustomize import (
@@ -27,6 +30,18 @@ from tests.manifests.kustomize import (
 )
 
 CLUSTER_SCOPED = {"Namespace", "StorageClass"}
+#: Enforce "baseline" (stock KServe, Katib and KFP pods meet it), warn and audit "restricted"; Katib's pod webhook
+#: injects its metrics collector only with the last label (Katib v0.19.0 manifests/v1beta1/components/webhook/
+#: webhooks.yaml, namespaceSelector).
+DEFAULT_LABELS = {
+    "pod-security.kubernetes.io/enforce": "baseline",
+    "pod-security.kubernetes.io/enforce-version": "latest",
+    "pod-security.kubernetes.io/warn": "restricted",
+    "pod-security.kubernetes.io/warn-version": "latest",
+    "pod-security.kubernetes.io/audit": "restricted",
+    "pod-security.kubernetes.io/audit-version": "latest",
+    "katib.kubeflow.org/metrics-collector-injection": "enabled",
+}
 
 
 @pytest.fixture(scope="module", params=OVERLAYS)
@@ -49,11 +64,36 @@ def _secret_refs(objects: list[Json]) -> set[tuple[str, str]]:
 def test_overlay_builds_into_its_namespace(overlay: tuple[str, list[Json]]) -> None:
     name, objects = overlay
     namespace = one(objects, "Namespace", NAMESPACE)
-    assert namespace["metadata"]["labels"]["pod-security.kubernetes.io/enforce"] == "restricted"
+    assert {
+        k: v for k, v in namespace["metadata"]["labels"].items() if "/" in k and "part-of" not in k
+    } == DEFAULT_LABELS
     for obj in objects:
         if obj["kind"] not in CLUSTER_SCOPED:
             assert obj["metadata"].get("namespace") == NAMESPACE, f"{name}: {obj['kind']}/{obj['metadata']['name']}"
     assert {"Deployment", "Service", "ConfigMap", "PersistentVolumeClaim", "Role"} <= {o["kind"] for o in objects}
+
+
+@pytest.mark.parametrize("overlay_name", OVERLAYS)
+def test_the_restricted_component_makes_the_namespace_enforce_restricted(overlay_name: str, tmp_path: Path) -> None:
+    """manifests/overlays/restricted, added to an overlay as its docs say, changes the enforced level and nothing
+    else."""
+    plain = build(overlay_name)
+    (tmp_path / "kustomization.yaml").write_text(
+        yaml.safe_dump(
+            {
+                "apiVersion": "kustomize.config.k8s.io/v1beta1",
+                "kind": "Kustomization",
+                "resources": [os.path.relpath(REPO / "manifests" / "overlays" / overlay_name, tmp_path)],
+                "components": [os.path.relpath(REPO / "manifests" / "overlays" / "restricted", tmp_path)],
+            }
+        )
+    )
+    strict = build(str(tmp_path))
+    labels = one(strict, "Namespace", NAMESPACE)["metadata"]["labels"]
+    assert labels["pod-security.kubernetes.io/enforce"] == "restricted"
+    assert labels["katib.kubeflow.org/metrics-collector-injection"] == "enabled"
+    one(plain, "Namespace", NAMESPACE)["metadata"]["labels"]["pod-security.kubernetes.io/enforce"] = "restricted"
+    assert strict == plain
 
 
 def test_every_workload_meets_the_restricted_pod_security_standard(overlay: tuple[str, list[Json]]) -> None:
