@@ -20,6 +20,27 @@ def cluster_defaults(profile: Profile) -> dict[str, str]:
     return {"feature_store_dir": mount, "feast_config": "cluster", "deploy_backend": "kserve"}
 
 
+def _check_writable(output: Path) -> None:
+    """Make ``output``'s directory and try the file, before compiling (a new file is removed again).
+
+    Raises:
+        ValueError: naming the file and why it cannot be written.
+    """
+    existed = output.exists()
+    try:
+        if output.is_dir():
+            raise IsADirectoryError(21, "Is a directory")
+        output.parent.mkdir(parents=True, exist_ok=True)
+        with output.open("a"):
+            pass
+    except OSError as err:
+        raise ValueError(
+            f"Cannot write the compiled pipeline to {str(output)!r} ({err.strerror}); choose another path."
+        ) from None
+    if not existed:
+        output.unlink()
+
+
 def compile_pipeline(
     output: str | Path, target: str = "kfp", profile: str = "onprem", profiles_file: str | Path = DEFAULT_FILE
 ) -> Path:
@@ -43,7 +64,7 @@ def compile_pipeline(
     if profile not in profiles:
         raise ValueError(f"Unknown --profile {profile!r}; {str(profiles_file)!r} has {', '.join(sorted(profiles))}.")
     output = Path(output)
-    output.parent.mkdir(parents=True, exist_ok=True)
+    _check_writable(output)
     chosen = profiles[profile]
     defaults = cluster_defaults(chosen)
     if target == "sagemaker":

@@ -185,10 +185,41 @@ def load_profiles(path: str | Path = DEFAULT_FILE) -> dict[str, Profile]:
     path = Path(path)
     if not path.is_file():
         raise ValueError(f"Profiles file {str(path)!r} does not exist.")
-    raw = yaml.safe_load(path.read_text()) or {}
+    try:
+        raw = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+    except OSError as err:
+        raise ValueError(f"Profiles file {str(path)!r} cannot be read ({err.strerror}).") from None
+    except UnicodeDecodeError as err:
+        raise ValueError(f"Profiles file {str(path)!r} is not UTF-8 text (byte {err.start}).") from None
+    except yaml.YAMLError as err:
+        where = getattr(err, "problem_mark", None)
+        at = f" at line {where.line + 1}, column {where.column + 1}" if where is not None else ""
+        problem = getattr(err, "problem", None) or str(err).splitlines()[0]
+        raise ValueError(f"Profiles file {str(path)!r} is not valid YAML{at}: {problem}.") from None
+    if not isinstance(raw, dict):
+        raise ValueError(
+            f"Profiles file {str(path)!r} holds a {type(raw).__name__}; it must be a mapping of profile name to "
+            "profile (onprem: {gpu: …, feast: …}, …)."
+        )
     profiles = {}
     for name, body in raw.items():
+        if body is not None and not isinstance(body, dict):
+            raise ValueError(
+                f"Profile {name!r} in {str(path)!r} is a {type(body).__name__}; it must be a mapping "
+                "(description, gpu, feast, mlflow, trainjob, tuning, service_account)."
+            )
+        body = body or {}
         gpu = (body or {}).get("gpu")
+        if gpu is not None and not isinstance(gpu, dict):
+            raise ValueError(f"Profile {name!r} in {str(path)!r} has a bad 'gpu' entry: a mapping is needed")
+        if gpu is not None and not isinstance(gpu.get("node_selector") or {}, dict):
+            raise ValueError(f"Profile {name!r} in {str(path)!r} has a bad 'gpu.node_selector': a mapping is needed")
+        tolerations = (gpu or {}).get("tolerations") or []
+        if not isinstance(tolerations, list) or not all(isinstance(t, dict) for t in tolerations):
+            raise ValueError(
+                f"Profile {name!r} in {str(path)!r} has a bad 'gpu.tolerations': a list of mappings is needed "
+                "({key: …, operator: …, effect: …})"
+            )
         try:
             placement = (
                 None if gpu is None else GpuPlacement(**{**gpu, "tolerations": tuple(gpu.get("tolerations") or ())})
@@ -204,7 +235,7 @@ def load_profiles(path: str | Path = DEFAULT_FILE) -> dict[str, Profile]:
                     **{**feast, **{k: tuple(feast[k]) for k in ("config_keys", "secret_keys") if k in feast}}
                 )
             )
-        except TypeError as err:
+        except (TypeError, ValueError) as err:
             raise ValueError(f"Profile {name!r} in {str(path)!r} has a bad 'feast' entry: {err}") from err
         mlflow = (body or {}).get("mlflow")
         try:
