@@ -9,7 +9,8 @@
 `preprocess` turns either protocol's body into texts and checks the limits (a request body that kserve did
 not decode — any content type other than JSON — reaches it as bytes); `predict` hands the texts to the
 `MicroBatcher`, which runs one forward pass of `SentimentClassifier` for many concurrent requests.  Bad
-requests raise `kserve.errors.InvalidInput` (HTTP 400); requests over a limit raise `LimitExceeded`
+requests — a text that is empty or only whitespace among them, which training never sees — raise
+`kserve.errors.InvalidInput` (HTTP 400); requests over a limit raise `LimitExceeded`
 (HTTP 413, see `serving.server`).  Metrics: kserve's request histograms plus the batch sizes here.
 """
 
@@ -133,6 +134,18 @@ def check_limits(texts: list[str], max_texts: int, max_text_chars: int) -> None:
             )
 
 
+def check_not_blank(texts: list[str], v2: bool) -> None:
+    """Raises: InvalidInput naming the first text that is empty or only whitespace: prepare_data drops such
+    reviews, so the model never learned an answer for them (a label would mean nothing)."""
+    for i, text in enumerate(texts):
+        if not text.strip():
+            where = f"Input element {i}" if v2 else f"instances[{i}]"
+            raise InvalidInput(
+                f"{where} is {'empty' if not text else 'only whitespace'}: the model was trained on review texts "
+                "only (training drops empty ones), so it has no answer for it. Send the review's text."
+            )
+
+
 class ReviewSentimentModel(Model):
     """A trained review classifier behind KServe's V1 and V2 routes, batching concurrent requests."""
 
@@ -175,6 +188,7 @@ class ReviewSentimentModel(Model):
                 payload = _json(payload)
             request = TextRequest(texts_from_v1(payload))
         check_limits(request.texts, self.config.max_texts, self.config.max_text_chars)
+        check_not_blank(request.texts, v2=request.v2 is not None)
         return request
 
     async def predict(

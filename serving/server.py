@@ -1,9 +1,10 @@
 """Run `ReviewSentimentModel` in KServe's model server (REST only: V1, V2, readiness, /metrics).
 
 The listening socket is bound first — a port in use fails at once, with a clear message, before the model
-loads — and handed to KServe's REST server (uvicorn), which would otherwise bind every interface.  Two
-exception handlers join KServe's: a request over a limit is HTTP 413, and a V2 body FastAPI cannot parse
-(malformed JSON, a missing field) is HTTP 400 instead of FastAPI's 422.  Two routes join KServe's for
+loads — and handed to KServe's REST server (uvicorn), which would otherwise bind every interface.  Exception
+handlers join KServe's: a request over a limit is HTTP 413, a V2 body FastAPI cannot parse (malformed JSON, a
+missing field) is HTTP 400 instead of FastAPI's 422, and a rejected request is one log line, not a traceback.
+Any method but POST on a V1 predict route is HTTP 405 (`add_post_only_routes`).  Two routes join KServe's for
 SageMaker's hosting contract (`add_sagemaker_routes`): ``GET /ping`` and ``POST /invocations``.
 
 `kserve` parses ``sys.argv`` when it is first imported (its own server flags), so it is imported here,
@@ -53,22 +54,69 @@ def bind(host: str, port: int) -> socket.socket:
 
 
 def add_exception_handlers(app: FastAPI) -> None:
-    """HTTP 413 for `LimitExceeded`, 400 (not 422) for request bodies FastAPI cannot parse."""
+    """HTTP 413 for `LimitExceeded`, 400 (not 422) for request bodies FastAPI cannot parse, and for every
+    rejected request (these, KServe's `InvalidInput` 400 and `ModelNotFound` 404) one log line with the
+    reason, where KServe's own handlers log a traceback.  Added after KServe's handlers (`run`), so they
+    replace its handlers of the same exceptions."""
     from fastapi.exceptions import RequestValidationError
     from fastapi.responses import JSONResponse
+    from kserve.errors import InvalidInput, ModelNotFound
+    from kserve.logging import logger
 
     from serving.model import LimitExceeded
 
-    async def too_large(_: Any, error: Exception) -> JSONResponse:
-        return JSONResponse(status_code=413, content={"error": str(error)})
+    def rejected(request: Any, status: int, message: str) -> JSONResponse:
+        logger.warning("%s %s rejected with HTTP %d: %s", request.method, request.url.path, status, _one_line(message))
+        return JSONResponse(status_code=status, content={"error": message})
 
-    async def unparsable(_: Any, error: Exception) -> JSONResponse:
+    async def too_large(request: Any, error: Exception) -> JSONResponse:
+        return rejected(request, 413, str(error))
+
+    async def invalid(request: Any, error: Exception) -> JSONResponse:
+        return rejected(request, 400, str(error))
+
+    async def not_found(request: Any, error: Exception) -> JSONResponse:
+        return rejected(request, 404, str(error))
+
+    async def unparsable(request: Any, error: Exception) -> JSONResponse:
         details = getattr(error, "errors", lambda: [])()
         parts = [f"{'.'.join(map(str, d.get('loc', ())))}: {d.get('msg', '')}" for d in details[:3]]
-        return JSONResponse(status_code=400, content={"error": f"Malformed request: {'; '.join(parts) or error}"})
+        return rejected(request, 400, f"Malformed request: {'; '.join(parts) or error}")
 
     app.add_exception_handler(LimitExceeded, too_large)
+    app.add_exception_handler(InvalidInput, invalid)
+    app.add_exception_handler(ModelNotFound, not_found)
     app.add_exception_handler(RequestValidationError, unparsable)
+
+
+def _one_line(text: str, limit: int = 300) -> str:
+    text = " ".join(text.split())
+    return text if len(text) <= limit else text[: limit - 1] + "…"
+
+
+#: The V1 routes that take POST only.
+POST_ONLY_ROUTES = ("/v1/models/{model_name}:predict", "/v1/models/{model_name}:explain")
+
+
+def add_post_only_routes(app: FastAPI) -> None:
+    """Any method but POST on a V1 predict or explain route: HTTP 405 with ``Allow: POST``.  Without these,
+    KServe's ``GET /v1/models/{model_name}`` takes ``review-sentiment:predict`` for a model name and answers
+    404 "model does not exist".  They must come before KServe's routes (`run` adds them first); a POST passes
+    them by to KServe's."""
+    from fastapi.responses import JSONResponse
+
+    async def post_only(request: Any) -> JSONResponse:  # a Starlette route: called with the request
+        return JSONResponse(
+            status_code=405,
+            headers={"Allow": "POST"},
+            content={
+                "error": f"{request.method} is not allowed on {request.url.path}: send the texts with POST "
+                '(a JSON body {"instances": ["text", ...]}); GET /v1/models/<name> says whether the model is ready.'
+            },
+        )
+
+    for path in POST_ONLY_ROUTES:
+        app.add_route(path, post_only, methods=["GET", "HEAD", "PUT", "PATCH", "DELETE"], include_in_schema=False)
 
 
 def add_sagemaker_routes(app: FastAPI, dataplane: Any, model_name: str) -> None:
@@ -104,9 +152,15 @@ def run(model: ReviewSentimentModel, sock: socket.socket) -> None:
     port = sock.getsockname()[1]
     server = ModelServer(http_port=port, enable_grpc=False, workers=1, enable_latency_logging=False)
     server.register_model(model)
-    add_exception_handlers(app)
+    add_post_only_routes(app)
     add_sagemaker_routes(app, server.dataplane, model.name)
-    rest = RESTServer(FASTAPI_APP_IMPORT_STRING, server.dataplane, server.model_repository_extension, port, workers=1)
+
+    class Server(RESTServer):
+        def create_application(self) -> None:
+            super().create_application()
+            add_exception_handlers(app)  # after KServe's own handlers, to replace theirs (a traceback a request)
+
+    rest = Server(FASTAPI_APP_IMPORT_STRING, server.dataplane, server.model_repository_extension, port, workers=1)
     host = sock.getsockname()[0]
     logger.info(
         "Serving model %r on http://%s:%d (V1 and V2 routes, /ping and /invocations, /metrics)", model.name, host, port

@@ -6,10 +6,14 @@ server keeps serving after them; a bad model directory and a port in use stop th
 from __future__ import annotations
 
 import concurrent.futures
+import json
 import re
 import socket
 import subprocess
 import sys
+import time
+import urllib.error
+import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -137,6 +141,8 @@ JSON = {"content-type": "application/json"}
         ("v1", {"text": "hello"}, {}, 400, "instances"),
         ("v2", {"inputs": [{**TENSOR, "datatype": "FP32", "data": [1.0]}]}, {}, 400, "expected BYTES"),
         ("v2", {"inputs": [{**TENSOR, "shape": [2]}]}, {}, 400, "does not fit shape"),
+        ("v1", {"instances": [""]}, {}, 400, "instances[0] is empty"),
+        ("v2", {"inputs": [{**TENSOR, "data": ["   "]}]}, {}, 400, "Input element 0 is only whitespace"),
     ],
 )
 def test_bad_requests_get_4xx_with_a_message_and_the_server_keeps_serving(
@@ -147,6 +153,31 @@ def test_bad_requests_get_4xx_with_a_message_and_the_server_keeps_serving(
     assert message in reply.json()["error"]
     assert v1(server, ["still serving"]).status == 200
     assert v2(server, ["still serving"]).status == 200
+
+
+@pytest.mark.parametrize("method", ["GET", "PUT", "DELETE"])
+def test_a_predict_route_answers_other_methods_405_not_model_not_found(server: ServerProcess, method: str) -> None:
+    """KServe's own GET /v1/models/{name} used to take 'review-sentiment:predict' for a model name: 404."""
+    req = urllib.request.Request(server.v1, method=method)
+    with pytest.raises(urllib.error.HTTPError) as reply:
+        urllib.request.urlopen(req, timeout=30)
+    assert reply.value.code == 405 and reply.value.headers["Allow"] == "POST"
+    assert "send the texts with POST" in json.loads(reply.value.read())["error"]
+    assert request(f"{server.url}/v1/models/{server.name}").status == 200  # the ready route is still there
+    assert v1(server, ["still serving"]).status == 200
+
+
+def test_a_rejected_request_is_one_log_line_without_a_traceback(server: ServerProcess) -> None:
+    marker = "marker-" + "x" * (MAX_TEXT_CHARS + 1)
+    assert v1(server, [marker]).status == 413
+    assert v1(server, [1, 2]).status == 400  # KServe's own InvalidInput handler logged a traceback for this
+    assert request(f"{server.url}/v1/models/no-such-model:predict", {"instances": ["a"]}).status == 404
+    time.sleep(0.5)  # the log is written by the server process
+    log = server.tail(200_000)
+    assert "Traceback" not in log and "kserve/errors.py" not in log
+    assert len([line for line in log.splitlines() if "rejected with HTTP 413" in line and "Text 0 has" in line]) >= 1
+    assert any("rejected with HTTP 400" in line and "instances[0] is int" in line for line in log.splitlines())
+    assert any("rejected with HTTP 404" in line for line in log.splitlines())
 
 
 def run_cli(*args: str, timeout: float = 120) -> subprocess.CompletedProcess:
@@ -173,13 +204,15 @@ def test_a_port_in_use_is_one_clear_error(model_dir: Path) -> None:
         (["--model-dir", "{base}"], "predicts labels"),
         (["--port", "0"], "--port: must be at least 1"),
         ([], "--model-dir is required"),
+        # The tiny BERT has 512 positions: a longer text would be HTTP 500 from torch, every time.
+        (["--model-dir", "{model}", "--max-seq-length", "600"], "--max-seq-length 600 is more than model"),
     ],
-    ids=["missing", "empty", "other-labels", "bad-port", "no-model-dir"],
+    ids=["missing", "empty", "other-labels", "bad-port", "no-model-dir", "seq-length-above-positions"],
 )
 def test_a_model_directory_that_does_not_load_is_one_clear_error(
     model_dir: Path, tmp_path: Path, args: list[str], message: str
 ) -> None:
-    argv = [a.format(tmp=tmp_path, base=model_dir.parent / "base") for a in args]
+    argv = [a.format(tmp=tmp_path, base=model_dir.parent / "base", model=model_dir) for a in args]
     result = run_cli(*argv, "--port", str(free_port())) if "--port" not in argv else run_cli(*argv)
     assert result.returncode == 2, result.stderr
     lines = result.stderr.strip().splitlines()

@@ -61,6 +61,10 @@ V2_GOOD = {"name": "text", "shape": [2], "datatype": "BYTES", "data": ["good", "
         ({"inputs": [{**V2_GOOD, "datatype": "INT32", "data": [1, 2]}]}, "expected BYTES"),
         ({"inputs": [{**V2_GOOD, "shape": [3]}]}, "does not fit shape"),
         ({"inputs": [{**V2_GOOD, "data": []}]}, "does not fit shape|no texts"),
+        # Training drops empty texts: the model has no answer for them.
+        ({"instances": ["ok", ""]}, r"instances\[1\] is empty: .*\(training drops empty ones\)"),
+        ({"instances": [" \n\t"]}, r"instances\[0\] is only whitespace"),
+        ({"inputs": [{**V2_GOOD, "shape": [2], "data": ["fine", ""]}]}, r"Input element 1 is empty"),
     ],
 )
 def test_bad_requests_are_invalid_input(body: object, match: str) -> None:
@@ -148,6 +152,16 @@ def _config_only(model_dir: Path, target: Path) -> Path:
 def test_a_model_directory_that_does_not_load_is_a_value_error(model_dir: Path, tmp_path: Path, make, match) -> None:
     with pytest.raises(ValueError, match=match):
         SentimentClassifier.load(make(model_dir, tmp_path))
+
+
+def test_a_max_seq_length_above_the_models_positions_is_refused_before_loading(model_dir: Path) -> None:
+    """The tiny BERT has 512 positions: a longer text would fail in torch (HTTP 500 for every such text). The
+    champion's directory takes this path too (`--champion` knows its model only once downloaded)."""
+    with pytest.raises(ValueError, match=r"--max-seq-length 513 is more than model .* 512 tokens per text"):
+        SentimentClassifier.load(model_dir, max_seq_length=513)
+    with pytest.raises(ValueError, match=r"--max-seq-length 600 is more than model"):
+        ServeConfig(model_dir=str(model_dir), max_seq_length=600).validate()
+    assert SentimentClassifier.load(model_dir, max_seq_length=512).max_seq_length == 512
 
 
 def test_v2_binary_tensors_in_and_out(classifier: SentimentClassifier) -> None:
