@@ -19,7 +19,7 @@ import pytest
 from botocore.stub import ANY, Stubber
 from kfp import dsl
 
-from components.sagemaker import aws, jobs, requests
+from components.sagemaker import aws, requests
 from components.sagemaker.settings import ENV, parse
 from components.sagemaker.train import train_on_sagemaker
 from components.sagemaker.tune import tune_on_sagemaker
