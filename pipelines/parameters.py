@@ -135,7 +135,38 @@ def check(values: dict[str, Any]) -> None:
         # output_dir is where the train step puts checkpoints: its own business, not an option here.
         extra = {"output_dir": "checkpoints"} if cls is TrainingArguments else {}
         options.check(config(cls, values, **extra))
+    check_unused(values)
     check_local_run(values)
+
+
+def check_unused(values: dict[str, Any], given: set[str] | None = None) -> None:
+    """Refuse options that the run would not use, so a user does not believe they took effect: the tuning
+    spec, study storage and study name when ``tuning_trials`` is 0 (no tuning: not even the spec is read), and
+    ``rating_column`` when ``label_column`` gives the labels.
+
+    Args:
+        values: Every parameter's value.
+        given: The parameters the user set; None: those whose value is not the step's default.
+
+    Raises:
+        ValueError: naming the unused flag, the one that makes it unused, and what to do.
+    """
+    if given is None:
+        watched = ("tuning_spec", "study_storage", "study_name", "rating_column")
+        given = {name for name in watched if name in values and values[name] != default(name)}
+    if not values.get("tuning_trials"):
+        unused = [options.flag(n) for n in ("tuning_spec", "study_storage", "study_name") if n in given and values[n]]
+        if unused:
+            raise ValueError(
+                f"{', '.join(unused)} {'is' if len(unused) == 1 else 'are'} not used: --tuning-trials is 0 (no "
+                "tuning; the spec's maxTrialCount starts none); pass --tuning-trials N to tune, or leave "
+                f"{'it' if len(unused) == 1 else 'them'} out."
+            )
+    if values.get("label_column") and "rating_column" in given and values.get("rating_column"):
+        raise ValueError(
+            f"--rating-column {values['rating_column']!r} is not used: --label-column {values['label_column']!r} "
+            "gives the labels; leave --rating-column out (or --label-column, to derive labels from ratings)."
+        )
 
 
 def check_local_run(values: dict[str, Any]) -> None:

@@ -241,6 +241,7 @@ def pipeline_arguments(package: Path, given: Mapping[str, Any]) -> dict[str, Any
     extra = {TrainingArguments: {"output_dir": "checkpoints"}}
     for cls in dict.fromkeys(cls for cls, _ in parameters.DECLARED_IN.values()):
         options.check_fields(parameters.config(cls, values, **extra.get(cls, {})))
+    parameters.check_unused(values, given=set(typed))
     return typed
 
 
