@@ -10,9 +10,10 @@
 
 Every write is first sent as a server-side dry run and the object the server would store is compared with the
 one sent: an API server prunes fields its CRD does not know without an error (before strict field validation),
-so a KServe too old for the mode's canary field is reported before anything changes. Writes replace the object
-at the resourceVersion read (a conflict with KServe's controller is retried). A 403 becomes one error naming
-the verb, the resource and the namespace.
+so a KServe too old for the mode's canary field is reported before anything changes.  The deployment mode
+annotation is written in the names the installed KServe understands (`kserve_decision.with_legacy_mode_name`).
+Writes replace the object at the resourceVersion read (a conflict with KServe's controller is retried). A 403
+becomes one error naming the verb, the resource and the namespace.
 """
 
 from __future__ import annotations
@@ -37,7 +38,8 @@ VERBS = ("get", "create", "update", "delete")
 _CONFLICT_RETRIES = 5
 _FIELD_HINTS = {
     "spec.canary": "Standard-mode canaries need KServe 0.20 or newer (spec.canary)",
-    "spec.predictor.canaryTrafficPercent": "Knative-mode canaries need canaryTrafficPercent (KServe 0.6 or newer)",
+    "spec.predictor.canaryTrafficPercent": "Knative-mode canaries need canaryTrafficPercent (the project supports "
+    "KServe 0.16 or newer: docs/kserve.md)",
 }
 
 
@@ -171,9 +173,11 @@ class InferenceServiceClient:
     def create(self, body: Json) -> Json:
         from kubernetes.client.exceptions import ApiException
 
-        body = body | {"apiVersion": f"{self.resource.group}/{self.resource.version}"}
+        body = D.with_legacy_mode_name(body | {"apiVersion": f"{self.resource.group}/{self.resource.version}"})
         try:
-            _check_kept(body, self.api.create_namespaced_custom_object(*self.args, body, dry_run="All"))
+            dry = self.api.create_namespaced_custom_object(*self.args, body, dry_run="All")
+            _check_kept(body, dry)
+            body = D.with_mode_name_of(body, dry)
             created: Json = self.api.create_namespaced_custom_object(*self.args, body)
         except ApiException as error:
             raise self._error(error, "create") from None
@@ -188,7 +192,7 @@ class InferenceServiceClient:
             current = self.get(name)
             if current is None:
                 raise KServeError(f"InferenceService {self.namespace}/{name} disappeared during the rollout")
-            body = edit(current)
+            body = D.with_status_mode_name(edit(current))
             try:
                 _check_kept(body, self.api.replace_namespaced_custom_object(*self.args, name, body, dry_run="All"))
                 stored: Json = self.api.replace_namespaced_custom_object(*self.args, name, body)

@@ -101,6 +101,55 @@ def deployment_mode(isvc: Json | None, configured: str = "") -> str:
     return mode
 
 
+#: The mode names KServe used before 0.16 (``Knative`` and ``Standard`` came in 0.16; 0.16 and newer still read
+#: these: pkg/controller/v1beta1/inferenceservice/utils/utils.go GetDeploymentMode).
+LEGACY_MODE_NAMES = {new: old for old, new in MODE_ALIASES.items()}
+
+
+def _annotations(isvc: Json) -> dict[str, str]:
+    return dict(((isvc.get("metadata") or {}).get("annotations")) or {})
+
+
+def _with_annotation(isvc: Json, value: str) -> Json:
+    out = copy.deepcopy(isvc)
+    out.setdefault("metadata", {}).setdefault("annotations", {})[isvc_.MODE_ANNOTATION] = value
+    return out
+
+
+def with_legacy_mode_name(isvc: Json) -> Json:
+    """A new InferenceService with its mode annotation in the pre-0.16 name (``Serverless``, ``RawDeployment``):
+    every KServe from 0.6 reads it, while a KServe older than 0.16 ignores ``Knative``/``Standard`` and deploys in
+    its default mode instead.  Sent as the dry run: KServe 0.17 and newer answer with the new name
+    (inference_service_defaults.go normalizes it), which `with_mode_name_of` then keeps."""
+    mode = _annotations(isvc).get(isvc_.MODE_ANNOTATION, "")
+    return _with_annotation(isvc, LEGACY_MODE_NAMES[mode]) if mode in LEGACY_MODE_NAMES else isvc
+
+
+def with_mode_name_of(isvc: Json, answered: Json) -> Json:
+    """``isvc`` with the mode name the server's dry run answered (KServe's defaulter may rename it)."""
+    mode = _annotations(answered).get(isvc_.MODE_ANNOTATION, "")
+    sent = _annotations(isvc).get(isvc_.MODE_ANNOTATION, "")
+    if mode and sent and MODE_ALIASES.get(mode, mode) == MODE_ALIASES.get(sent, sent):
+        return _with_annotation(isvc, mode)
+    return isvc
+
+
+def with_status_mode_name(isvc: Json) -> Json:
+    """An update with its mode annotation in the name of ``status.deploymentMode`` when KServe wrote one
+    (0.16 and newer): KServe's validation refuses an update whose annotation differs from it
+    (inference_service_validation.go validateDeploymentMode, a plain string comparison in 0.16)."""
+    status_mode = str(((isvc.get("status") or {}).get("deploymentMode")) or "")
+    mode = _annotations(isvc).get(isvc_.MODE_ANNOTATION, "")
+    if (
+        status_mode
+        and mode
+        and mode != status_mode
+        and MODE_ALIASES.get(mode, mode) == MODE_ALIASES.get(status_mode, status_mode)
+    ):
+        return _with_annotation(isvc, status_mode)
+    return isvc
+
+
 def _version(predictor: Json, key: str = isvc_.VERSION_ANNOTATION) -> str:
     return str((predictor.get("annotations") or {}).get(key) or "")
 

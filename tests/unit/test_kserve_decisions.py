@@ -368,3 +368,25 @@ def test_rollout_result_as_dict() -> None:
         "namespace": "ml",
         "message": "ok",
     }
+
+
+def test_mode_names_the_installed_kserve_understands() -> None:
+    """Finding 8: Knative/Standard exist from KServe 0.16; older ones ignore them and deploy in their default mode."""
+    config = DeployConfig(kserve_mode="Standard")
+    body = I.render_inference_service(config, namespace="ml", storage_uri="s3://m/1", model_version="1", image=IMAGE)
+    sent = D.with_legacy_mode_name(body)
+    assert sent["metadata"]["annotations"][I.MODE_ANNOTATION] == "RawDeployment"  # read by every KServe from 0.6
+    assert body["metadata"]["annotations"][I.MODE_ANNOTATION] == "Standard"  # a copy
+    normalized = copy.deepcopy(sent)
+    normalized["metadata"]["annotations"][I.MODE_ANNOTATION] = "Standard"  # KServe 0.17+'s defaulter, dry run
+    assert D.with_mode_name_of(sent, normalized)["metadata"]["annotations"][I.MODE_ANNOTATION] == "Standard"
+    assert D.with_mode_name_of(sent, sent)["metadata"]["annotations"][I.MODE_ANNOTATION] == "RawDeployment"
+    # an update follows status.deploymentMode (KServe 0.16+ refuses any other annotation); older: left alone
+    assert (
+        D.with_status_mode_name(sent | {"status": {"deploymentMode": "Standard"}})["metadata"]["annotations"][
+            I.MODE_ANNOTATION
+        ]
+        == "Standard"
+    )
+    assert D.with_status_mode_name(sent) == sent
+    assert D.with_legacy_mode_name(_knative("1")) == _knative("1")  # no annotation: the cluster's default
