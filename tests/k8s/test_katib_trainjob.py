@@ -157,3 +157,51 @@ def test_the_engine_runs_the_experiment_and_reads_its_trials(k8s_api: ApiClient,
     with pytest.raises(ApiException) as gone:  # cleanup (the profile's default)
         get(k8s_api, EXPERIMENT, ns, name)
     assert gone.value.status == 404
+
+
+def test_a_katib_that_does_not_watch_trainjobs_is_named_with_the_fix(k8s_api: ApiClient, k8s_namespace: str) -> None:
+    """Finding 9: Katib's trial controller watches only the kinds in katib-config's trialResources
+    (kubeflow/katib v0.19.0 pkg/controller.v1beta1/trial/trial_controller.go); TrainJob is listed by the
+    standalone and cert-manager installs only.  Without it the trial's TrainJob runs and ends, and the Trial never
+    does: the engine says so, with the fix, instead of waiting for the timeout."""
+    ns, name = k8s_namespace, "tune-unwatched"
+    experiment = _experiment(name, ns)
+    trial = f"{name}-abc12"
+
+    def play_katib_without_trainjobs() -> None:  # creates the trial and its TrainJob, never sees it end
+        deadline = time.monotonic() + 20
+        while time.monotonic() < deadline:
+            try:
+                get(k8s_api, EXPERIMENT, ns, name)
+            except ApiException:
+                time.sleep(0.05)
+                continue
+            body = {
+                "apiVersion": TRIAL.api_version,
+                "kind": TRIAL.kind,
+                "metadata": {"name": trial, "labels": {K.TRIAL_EXPERIMENT_LABEL: name}},
+                "spec": {"parameterAssignments": [{"name": "learning_rate", "value": "2e-05"}]},
+            }
+            custom = CustomObjectsApi(k8s_api)
+            custom.create_namespaced_custom_object(TRIAL.group, TRIAL.version, ns, TRIAL.plural, body)
+            patch_status(k8s_api, TRIAL, ns, trial, {"conditions": [{"type": "Running", "status": "True"}]})
+            job = json.loads(json.dumps(experiment["spec"]["trialTemplate"]["trialSpec"]))
+            job["metadata"] = {"name": trial}
+            custom.create_namespaced_custom_object(T.GROUP, T.VERSION, ns, T.PLURAL, job)
+            complete = {"type": "Complete", "status": "True", "reason": "JobsCompleted", "message": "done"}
+            patch_status(k8s_api, TRAINJOB, ns, trial, {"conditions": [complete | {"lastTransitionTime": _NOW}]})
+            return
+
+    thread = threading.Thread(target=play_katib_without_trainjobs, daemon=True)
+    thread.start()
+    started = time.monotonic()
+    with pytest.raises(K.KatibError) as error:
+        K.run_katib(k8s_api, experiment, namespace=ns, timeout_s=60, poll_s=0.1, cleanup=True, trainjob_unseen_s=1)
+    thread.join(5)
+    assert time.monotonic() - started < 20
+    message = str(error.value)
+    assert f"the TrainJob of trial {trial} ended (Complete) but Katib still runs the trial" in message
+    assert "add TrainJob.v1alpha1.trainer.kubeflow.org to init.controller.trialResources" in message
+
+
+_NOW = "2026-11-30T10:02:00Z"

@@ -22,6 +22,7 @@ from dataclasses import dataclass, field, replace
 from typing import Any
 
 from components.common import kube
+from components.common import trainjob as T
 from components.common.trainjob import ClusterPlacement
 from components.tune import spec as S
 from components.tune import training_cli
@@ -247,6 +248,36 @@ def _not_installed(resource: kube.CustomResource) -> ValueError:
     )
 
 
+#: Trial conditions after which Katib's trial controller is done with a trial (kubeflow/katib v0.19.0
+#: pkg/apis/controller/trials/v1beta1/trial_types.go).
+_TRIAL_DONE = ("Succeeded", "Failed", "EarlyStopped", "MetricsUnavailable", "Killed")
+#: How long a trial's TrainJob may have ended before its Trial does, before Katib is taken not to watch TrainJobs.
+TRAINJOB_UNSEEN_S = 120.0
+
+
+def _ended_trainjobs(api_client: Any, namespace: str, trials: tuple[Json, ...]) -> dict[str, str]:
+    """{trial: the TrainJob's final condition} for trials Katib still runs whose TrainJob (named after the trial:
+    Katib's trial_controller.go) has ended ("Complete"/"Failed", kubeflow/trainer v2.3.0 trainjob_types.go)."""
+    from kubernetes.client import CustomObjectsApi
+    from kubernetes.client.exceptions import ApiException
+
+    custom, ended = CustomObjectsApi(api_client), {}
+    for trial in trials:
+        name = trial["metadata"]["name"]
+        if any(_condition(trial, done) for done in _TRIAL_DONE):
+            continue
+        try:
+            job = custom.get_namespaced_custom_object(T.GROUP, T.VERSION, namespace, T.PLURAL, name)
+        except ApiException as error:
+            if error.status in (403, 404):
+                continue
+            raise
+        final = _condition(job, "Complete") or _condition(job, "Failed")
+        if final:
+            ended[name] = str(final["type"])
+    return ended
+
+
 def run_katib(
     api_client: Any,
     experiment: Json,
@@ -256,6 +287,7 @@ def run_katib(
     poll_s: float,
     cleanup: bool,
     resource: kube.CustomResource = EXPERIMENTS,
+    trainjob_unseen_s: float = TRAINJOB_UNSEEN_S,
 ) -> KatibResult:
     """Create ``experiment``, wait until it succeeds or fails, and return its optimal trial.
 
@@ -267,10 +299,13 @@ def run_katib(
         poll_s: Seconds between two reads of its status.
         cleanup: Delete the Experiment (and so its trials) afterwards, whatever the outcome.
         resource: Where Experiments live (Katib's by default).
+        trainjob_unseen_s: With TrainJob trials: how long a trial's TrainJob may have ended while Katib still
+            runs the trial before that is taken as Katib not watching TrainJobs (its ``trialResources``).
 
     Raises:
         ValueError: Katib is not installed (the Experiment CRD is missing).
-        KatibError: The Experiment failed, has no optimal trial, or did not finish within ``timeout_s``.
+        KatibError: The Experiment failed, has no optimal trial, or did not finish within ``timeout_s``; or
+            Katib does not watch TrainJobs (the fix named).
     """
     from kubernetes.client import CustomObjectsApi
     from kubernetes.client.exceptions import ApiException
@@ -279,9 +314,23 @@ def run_katib(
     name = experiment["metadata"]["name"]
     args = resource.args(namespace)
     kube.create_custom_object(api_client, resource, namespace, experiment, _not_installed(resource))
+    trainjobs = ((experiment["spec"].get("trialTemplate") or {}).get("trialSpec") or {}).get("kind") == T.KIND
+    unseen: dict[str, float] = {}  # trial -> when its ended TrainJob was first seen
     try:
         deadline = time.monotonic() + timeout_s
         while True:
+            if trainjobs:
+                ended = _ended_trainjobs(api_client, namespace, list_trials(api_client, namespace, name, resource))
+                unseen = {trial: unseen.get(trial, time.monotonic()) for trial in ended}
+                late = [t for t, since in unseen.items() if time.monotonic() - since >= trainjob_unseen_s]
+                if late:
+                    raise KatibError(
+                        f"Katib Experiment {namespace}/{name}: the TrainJob of trial {late[0]} ended "
+                        f"({ended[late[0]]}) but Katib still runs the trial after {trainjob_unseen_s:g} s: Katib's "
+                        "controller does not watch TrainJobs. Fix: add TrainJob.v1alpha1.trainer.kubeflow.org to "
+                        "init.controller.trialResources in Katib's katib-config ConfigMap and restart katib-controller "
+                        "(Katib's standalone and cert-manager installs list it, the others do not), or tune on one node"
+                    )
             current = custom.get_namespaced_custom_object(*args, name)
             succeeded = _condition(current, "Succeeded")
             if succeeded:
