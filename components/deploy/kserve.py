@@ -297,6 +297,31 @@ def _canary_pods(api_client: Any, namespace: str, name: str, canary: str, mode: 
     return pods
 
 
+#: The API group of Gateway API (HTTPRoute): KServe splits a Standard-mode canary's traffic only through it.
+GATEWAY_API_GROUP = "gateway.networking.k8s.io"
+
+
+def _gateway_api_note(api_client: Any, mode: str, percent: int) -> str:
+    """'' unless a Standard-mode canary ran on a cluster that serves no Gateway API: KServe applies the canary's
+    traffic percent only in its HTTPRoute reconciler (reconcilers/ingress/httproute_reconciler.go, with
+    ``enableGatewayApi``); with a plain Ingress all external traffic stays on the stable predictor.  Discovery
+    only (any authenticated user may read it), so an installed Gateway API with ``enableGatewayApi: false`` in
+    KServe's ``inferenceservice-config`` is not seen (docs/kserve.md)."""
+    from kubernetes.client import ApisApi
+
+    if mode != "Standard":
+        return ""
+    groups = ApisApi(api_client).get_api_versions().groups or []
+    if any(group.name == GATEWAY_API_GROUP for group in groups):
+        return ""
+    log.warning("no Gateway API on this cluster: the Standard-mode canary got no share of the external traffic")
+    return (
+        f" (this cluster serves no Gateway API ({GATEWAY_API_GROUP}): KServe splits Standard-mode traffic only "
+        f"through an HTTPRoute, so the canary got none of the external traffic instead of {percent} %; it was "
+        "judged by its readiness and the probe of its own address)"
+    )
+
+
 def _probe(probe: Callable[[str], None] | None, url: str) -> str:
     """'' when the probe passes (or there is none), else why it failed."""
     if probe is None:
@@ -399,11 +424,12 @@ def rollout(
     if failure:
         back = cluster.update(name, lambda obj: D.rolled_back(obj, plan.mode))
         return result("rolled_back", plan.mode, f"canary of version {model_version} rolled back: {failure}", back)
+    traffic = _gateway_api_note(api_client, plan.mode, percent)
     promoted = cluster.update(name, edit(lambda obj: D.promoted(obj, plan.mode)))
     promotion_seen = before[0]
     confirmed = _wait(
         cluster, name, lambda obj: D.ready_progress(obj, plan.mode, promotion_seen), timeout, poll_seconds
     )
     note = "" if confirmed.state == "ready" else f" (promotion written; {confirmed.detail})"
-    message = f"canary of version {model_version} passed at {percent} % and was promoted to 100 %{note}"
+    message = f"canary of version {model_version} passed at {percent} % and was promoted to 100 %{note}{traffic}"
     return result("promoted", plan.mode, message, cluster.get(name) or promoted)

@@ -16,7 +16,7 @@ from collections.abc import Iterator
 from typing import Any
 
 import pytest
-from kubernetes.client import ApiClient, CustomObjectsApi, RbacAuthorizationV1Api
+from kubernetes.client import ApiClient, ApiextensionsV1Api, CustomObjectsApi, RbacAuthorizationV1Api
 from kubernetes.client.exceptions import ApiException
 
 from components.common.kube import CustomResource
@@ -251,6 +251,52 @@ def test_standard_canary_that_crash_loops_is_rolled_back_in_seconds(k8s_api: Api
     assert result.action == "rolled_back" and time.monotonic() - started < 15, result
     assert "canary v2: pod reviews-v2-predictor-" in result.message
     assert "CrashLoopBackOff" in result.message and "no config.json in /mnt/models" in result.message
+
+
+def test_standard_canary_without_gateway_api_says_it_took_no_external_traffic(
+    k8s_api: ApiClient, k8s_namespace: str
+) -> None:
+    """Finding 5: KServe splits a Standard-mode canary's traffic only in its HTTPRoute reconciler (Gateway API);
+    the result says when the cluster serves no Gateway API, and not once it does."""
+    ns = k8s_namespace
+    _deployed(k8s_api, ns, "Standard")
+    with Controller(k8s_api, ns, "Standard"):
+        result = _rollout(k8s_api, _config(ns, "", canary_traffic_percent=20), "2")
+    assert result.action == "promoted" and "serves no Gateway API (gateway.networking.k8s.io)" in result.message
+    assert "got none of the external traffic instead of 20 %" in result.message
+    crd = {
+        "metadata": {
+            "name": "httproutes.gateway.networking.k8s.io",
+            # a *.k8s.io group needs it (Gateway API's own CRDs carry this one)
+            "annotations": {"api-approved.kubernetes.io": "https://github.com/kubernetes-sigs/gateway-api/pull/891"},
+        },
+        "spec": {
+            "group": "gateway.networking.k8s.io",
+            "names": {
+                "plural": "httproutes",
+                "singular": "httproute",
+                "kind": "HTTPRoute",
+                "listKind": "HTTPRouteList",
+            },
+            "scope": "Namespaced",
+            "versions": [
+                {
+                    "name": "v1",
+                    "served": True,
+                    "storage": True,
+                    "schema": {"openAPIV3Schema": {"type": "object", "x-kubernetes-preserve-unknown-fields": True}},
+                }
+            ],
+        },
+    }
+    try:  # a stand-in for Gateway API's CRDs (only its group is looked at)
+        ApiextensionsV1Api(k8s_api).create_custom_resource_definition(crd)
+    except ApiException as error:
+        assert error.status == 409, error.body
+    crds.wait_established(k8s_api, ["httproutes.gateway.networking.k8s.io"])
+    with Controller(k8s_api, ns, "Standard"):
+        result = _rollout(k8s_api, _config(ns, "", canary_traffic_percent=20), "3")
+    assert result.action == "promoted" and "Gateway API" not in result.message
 
 
 def test_first_deployment_that_never_gets_ready_is_deleted(k8s_api: ApiClient, k8s_namespace: str) -> None:
