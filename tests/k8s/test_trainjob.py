@@ -59,11 +59,13 @@ def _now() -> str:
 
 
 def finish_trainjob(api: ApiClient, namespace: str, name: str, *, complete: bool, message: str = "") -> Json:
-    """What the Trainer controller writes at the end: a Complete or Failed condition (metav1.Condition)."""
+    """What the Trainer controller writes at the end: the JobSet's Completed or Failed condition, renamed Complete or
+    Failed, reason and message kept (kubeflow/trainer v2.3.0 pkg/runtime/framework/plugins/jobset/jobset.go; the
+    reasons are JobSet's AllJobsCompleted and FailedJobs, sigs.k8s.io/jobset pkg/constants)."""
     condition = {
         "type": "Complete" if complete else "Failed",
         "status": "True",
-        "reason": "JobSetCompleted" if complete else "JobSetFailed",
+        "reason": "AllJobsCompleted" if complete else "FailedJobs",
         "message": message or ("jobset completed" if complete else "jobset failed"),
         "lastTransitionTime": _now(),
     }
@@ -167,7 +169,7 @@ def test_failed_trainjob_is_a_clear_error_and_is_cleaned_up(
         ns,
         lambda job: finish_trainjob(k8s_api, ns, job["metadata"]["name"], complete=False, message="node-1 OOMKilled"),
     )
-    with pytest.raises(J.TrainJobError, match=rf"TrainJob {ns}/bert-train-x failed: JobSetFailed node-1 OOMKilled"):
+    with pytest.raises(J.TrainJobError, match=rf"TrainJob {ns}/bert-train-x failed: FailedJobs node-1 OOMKilled"):
         J.train_on_cluster(
             _values(tmp_path),
             _placement(tmp_path),
