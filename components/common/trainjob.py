@@ -60,7 +60,7 @@ GPU_KEYS = frozenset(
 )
 TUNING_ENGINES = ("optuna", "katib")
 #: What the "restricted" Pod Security Standard asks of a pod and its containers (the image runs as a non-root,
-#: numeric user): the namespace of the project's manifests enforces it.
+#: numeric user): the namespace of the project's manifests warns about it, manifests/overlays/restricted enforces it.
 POD_SECURITY: Json = {"runAsNonRoot": True, "seccompProfile": {"type": "RuntimeDefault"}}
 CONTAINER_SECURITY: Json = {"allowPrivilegeEscalation": False, "capabilities": {"drop": ["ALL"]}}
 
