@@ -9,7 +9,7 @@ Needs (each missing one skips with its reason):
   comma-separated list of Knative and Standard), ``KSERVE_E2E_RUNTIME`` (``huggingface``, the default, needs
   KServe's ``kserve-huggingfaceserver`` ClusterServingRuntime; ``project`` needs ``KSERVE_E2E_IMAGE``, the serve
   image), ``KSERVE_E2E_TIMEOUT`` (seconds per rollout, default 600), ``KSERVE_E2E_PROBE=1`` to send a V1 request
-  to the URL KServe reports (only where this machine reaches it).
+  to the URL the step probes: the cluster-local address (only where this machine resolves it, e.g. in a pod).
 
 Scenario: create version 1 (created), deploy it again (no_op), deploy version 2 (canary, promoted), deploy a
 version whose storage URI does not exist (never ready: rolled back, version 2 still live), delete.
