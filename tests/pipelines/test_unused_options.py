@@ -11,6 +11,12 @@ import pytest
 from pipelines.__main__ import main
 
 
+@pytest.fixture(autouse=True)
+def private_mlflow_store(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Should a check let a run through, it trains into this test's own MLflow store, never the user's."""
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{tmp_path}/mlflow.db")
+
+
 def _err(capsys: pytest.CaptureFixture[str]) -> list[str]:
     return capsys.readouterr().err.strip().splitlines()
 
