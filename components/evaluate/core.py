@@ -37,7 +37,7 @@ if TYPE_CHECKING:  # pragma: no cover - typing only
 
     from components.common.tracking import RegisteredVersion
 
-#: Default deploy gate: better than chance on 3 classes (the course's value); declared in `EvaluateConfig`.
+#: The deploy gate's accuracy floor (the course's value); declared in `EvaluateConfig`. See `champion.decide`.
 DEFAULT_MIN_ACCURACY = EvaluateConfig().min_accuracy
 #: Facet values with fewer test rows are shown but left out of the gap (their accuracy is noise).
 DEFAULT_MIN_FACET_ROWS = EvaluateConfig().min_facet_test_rows
