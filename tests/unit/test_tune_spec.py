@@ -173,10 +173,10 @@ def test_trial_options_are_checked_and_discrete_values_typed() -> None:
     with pytest.raises(S.SpecError, match=r"trialOptions\.learning_rate: is also a parameter"):
         L.parse_spec(_spec(trialOptions={"learning_rate": 1e-4}))
     raw = _spec(
-        parameters=[{"name": "learning_rate", "parameterType": "discrete", "feasibleSpace": {"list": [1, "2"]}}]
+        parameters=[{"name": "weight_decay", "parameterType": "discrete", "feasibleSpace": {"list": [0, "0.01"]}}]
     )
     typed = core.check_training_options(L.parse_spec(raw))
-    assert typed.parameters[0].choices == (1.0, 2.0) and all(isinstance(v, float) for v in typed.parameters[0].choices)
+    assert typed.parameters[0].choices == (0.0, 0.01) and all(isinstance(v, float) for v in typed.parameters[0].choices)
 
 
 def test_the_tuner_reads_every_training_option_from_the_cli_help() -> None:
