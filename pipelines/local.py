@@ -503,9 +503,9 @@ def _run_locked(options: RunOptions, local: Any, build_pipeline: Any, started: f
         except RuntimeError as err:
             if ctrl_c:  # the steps failed because they were told to stop
                 raise stopped(ctrl_c[0]) from None
-            if log.write_error is not None:
-                raise _unwritable(options.output, log.write_error) from err
             message = log.last_error or str(err)
+            if log.write_error is not None:  # (a full disk: the summary below may not fit either)
+                message += f" (logs/ is incomplete: {log.write_error.strerror or log.write_error})"
             write_summary(options.output, ended("failed", message))
             raise PipelineFailed(message) from err
         except KeyboardInterrupt as err:
