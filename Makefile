@@ -45,7 +45,7 @@ test: $(STAMP) ## Run the default test suite (fast; skips `slow`)
 test-all: $(STAMP) ## Run every test, the slow ones too
 	$(BIN)/python -m pytest -m '' $(PYTEST_ARGS)
 
-compile: $(STAMP) ## Compile the pipeline YAML under build/ (PROFILE=onprem|eks|cpu)
+compile: $(STAMP) ## Compile the pipeline YAML under build/ (PROFILE=onprem|eks|cpu; TARGET=sagemaker PROFILE=aws)
 	$(BIN)/python -m pipelines compile --target $(TARGET) --profile $(PROFILE) --output build/pipeline-$(TARGET)-$(PROFILE).yaml
 
 .PHONY: submit
