@@ -1,48 +1,85 @@
-"""Fine-tune a BERT-style model as a 3-class review-sentiment classifier.
+"""Fine-tune a BERT-style model as a 3-class review-sentiment classifier, on Hugging Face `transformers.Trainer`.
 
 `train` is the whole step as a library call: it takes the train and validation feature rows
-(`input_ids`, `label_id`), fine-tunes `AutoModelForSequenceClassification` and writes a Hugging Face
-`save_pretrained` directory (weights, config with the id↔label map, tokenizer).  What it does:
+(`input_ids`, `label_id`), fine-tunes `AutoModelForSequenceClassification` with `Trainer` and writes a Hugging
+Face `save_pretrained` directory (weights, config with the id↔label map, tokenizer).  Our options
+(`TrainingArguments` here, the flags of ``python -m components.train``) become a `transformers.TrainingArguments`
+(`hf_arguments`; ``--training-args`` passes any other of its fields through).  `Trainer` does:
 
-- dynamic padding with length-grouped batches (`components.common.batching`);
-- AdamW with linear warm-up and decay (or cosine / constant), gradient clipping;
+- dynamic padding (`DataCollatorWithPadding`) of length-grouped batches: `EpochOrder` hands Trainer the rows in
+  the order of `batching.epoch_batches`, a function of (seed, epoch) that Trainer's data loader sets per epoch
+  (Trainer's own ``group_by_length`` sampler draws from the global RNG, so a run resumed in a later epoch would
+  see other batches);
+- fused AdamW with linear warm-up and decay (or cosine / constant), gradient clipping;
 - mixed precision on CUDA (bf16 where supported, else fp16 with loss scaling), fp32 on CPU;
-- seeded, and deterministic on CPU: the order of an epoch's batches is a function of (seed, epoch);
 - data parallelism over the GPUs of one pod when started by `torchrun` (DDP; `WORLD_SIZE` > 1);
-- a checkpoint every `save_steps` optimizer steps, after every evaluation and at each epoch's end (model,
-  optimizer, scheduler, loss scaler, RNG states, position in the data); a run on the same `output_dir`
-  resumes from the newest checkpoint and ends exactly where an uninterrupted run would;
+- checkpoints (``<output_dir>/checkpoints/checkpoint-<step>``: model, optimizer, scheduler, loss scaler, RNG
+  states, trainer state) at every evaluation, every `save_steps` steps and at each epoch's end; a run on the
+  same `output_dir` resumes from the newest complete one (``resume_from_checkpoint``) where it was, data
+  order and random numbers included;
 - evaluation on the validation split at each epoch's end (or every `eval_steps`), early stopping on
-  `metric_for_best_model`, and the best checkpoint as the final model;
-- the training health rules of `components.train.health`, a progress line every `logging_steps` steps,
-  throughput, step time and, on GPU, memory and utilisation.
+  `metric_for_best_model` (`EarlyStoppingCallback`), and the best checkpoint as the final model.
 
-The loop itself is `components.train.loop.Trainer` (checkpoints: `components.train.checkpoints`; validation
-and early stopping: `.evaluation`; devices, seeds, optimizer: `.runtime`; throughput: `.progress`).  This
-module imports them and they never import it.  Nothing here imports `kfp` or `mlflow`: metrics go to the
-optional ``on_log(metrics, step)`` callback.
+Ours, as a callback (`callbacks.TrainingMonitor`): the health rules of `components.train.health`, the progress
+line every `logging_steps` steps, the metric line of each evaluation, the history and the stop reason.  Nothing
+here imports `kfp` or `mlflow`: metrics go to the optional ``on_log(metrics, step)`` callback.
 """
 
 from __future__ import annotations
 
+import json
 import logging
-from collections.abc import Callable
-from dataclasses import asdict, dataclass, field
+import os
+import shlex
+import shutil
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
+import numpy as np
+
 from components.common import batching as D
-from components.common import options
-from components.common.modeling import load_tokenizer, resolve_base_model
+from components.common import options, schema
+from components.common.modeling import load_tokenizer, quiet_transformers, resolve_base_model
 from components.train.health import HealthArguments
-from components.train.loop import Trainer, TrainResult
-from components.train.runtime import Distributed, cuda_wanted, determinism
-from components.train.runtime import seed_everything as seed_everything  # (bench train uses it from here)
 
 if TYPE_CHECKING:  # pragma: no cover - typing only
+    import torch
     from transformers import PreTrainedTokenizerBase
 
 log = logging.getLogger("components.train")
+CHECKPOINTS = "checkpoints"
+STATE_FILE = "trainer_state.json"
+
+
+@dataclass
+class TrainResult:
+    """What training produced: for the step's Metrics, MLflow and `summary.json` (`training`)."""
+
+    model_dir: str
+    base_model: str
+    global_step: int
+    total_steps: int
+    epochs_completed: float
+    stop_reason: str
+    best_step: int
+    metric_for_best_model: str
+    metrics: dict[str, float]
+    health: dict[str, Any]
+    history: list[dict[str, float]]
+    resumed_from_step: int | None
+    device: str
+    precision: str
+    world_size: int
+    train_rows: int
+    validation_rows: int
+    parameters: dict[str, Any] = field(default_factory=dict)
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
 
 # --- arguments (the shape of Hugging Face run_glue) ------------------------------------------------
 
@@ -125,7 +162,10 @@ class TrainingArguments:
     )
     save_total_limit: int = field(
         default=2,
-        metadata={"help": "Keep this many newest checkpoints (and the best); resuming needs one.", "min": 1},
+        metadata={
+            "help": "Keep this many newest checkpoints (2 at least, with the best); resuming needs one.",
+            "min": 1,
+        },
     )
     eval_steps: int = field(
         default=0, metadata={"help": "Evaluate every this many steps (0: at epoch ends).", "min": 0}
@@ -143,6 +183,13 @@ class TrainingArguments:
     )
     resume: bool = field(default=True, metadata={"help": "Resume from the newest checkpoint in output_dir."})
     deterministic: bool = field(default=True, metadata={"help": "Deterministic algorithms on CPU."})
+    training_args: str = field(
+        default="",
+        metadata={
+            "help": "Other transformers.TrainingArguments fields, as space-separated key=value "
+            "(e.g. 'optim=adamw_torch torch_compile=true')."
+        },
+    )
 
     def validate(self) -> None:
         """Raise ValueError for settings no run can use."""
@@ -151,6 +198,202 @@ class TrainingArguments:
             raise ValueError("--output-dir is required: checkpoints (and resuming) live there.")
         if self.max_steps == 0:
             raise ValueError("--max-steps must be -1 (use epochs) or at least 1, got 0.")
+        if self.early_stopping_patience and not self.load_best_model_at_end:
+            raise ValueError(
+                "--early-stopping-patience needs --load-best-model-at-end (Trainer's EarlyStoppingCallback); "
+                "pass --early-stopping-patience 0 or drop --no-load-best-model-at-end."
+            )
+        extra_training_args(self.training_args)
+
+
+#: Our options that become `transformers.TrainingArguments` fields of the same name.
+SAME_NAMES = (
+    "num_train_epochs", "max_steps", "per_device_train_batch_size", "per_device_eval_batch_size",
+    "gradient_accumulation_steps", "learning_rate", "weight_decay", "adam_beta1", "adam_beta2", "adam_epsilon",
+    "lr_scheduler_type", "max_grad_norm", "seed", "use_cpu", "load_best_model_at_end", "metric_for_best_model",
+)  # fmt: skip
+
+
+def extra_training_args(text: str) -> dict[str, Any]:
+    """The `transformers.TrainingArguments` fields of ``--training-args`` (``key=value ...``), typed by
+    `transformers.HfArgumentParser`.
+
+    Raises:
+        ValueError: Not ``key=value``, no such field, a bad value, or a field our own options set.
+    """
+    if not text.strip():
+        return {}
+    from transformers import HfArgumentParser
+    from transformers import TrainingArguments as HFArguments
+
+    pairs = [word.partition("=") for word in shlex.split(text)]
+    bad = [key for key, eq, _ in pairs if not eq or not key]
+    ours = sorted({key for key, _, _ in pairs} & ({f.name for f in fields(TrainingArguments)} | set(_managed())))
+    known = {f.name for f in fields(HFArguments)}
+    unknown = sorted({key for key, _, _ in pairs} - known)
+    if bad or ours or unknown:
+        problem = f"not key=value: {bad}" if bad else f"set by our own flags: {ours}" if ours else f"unknown: {unknown}"
+        raise ValueError(f"--training-args: {problem}; give other transformers.TrainingArguments fields as key=value.")
+    argv = [item for key, _, value in pairs for item in (f"--{key}", value)]
+    try:
+        namespace, rest = HfArgumentParser(HFArguments).parse_known_args(["--output_dir", ".", *argv])
+    except SystemExit as error:  # argparse's way of refusing a value
+        raise ValueError(f"--training-args: a value does not fit its field ({text!r}).") from error
+    if rest:
+        raise ValueError(f"--training-args: cannot read {rest}.")
+    return {key: getattr(namespace, key) for key, _, _ in pairs}
+
+
+def _managed() -> tuple[str, ...]:
+    """`transformers.TrainingArguments` fields that `hf_arguments` sets from our options or for our callbacks."""
+    return (
+        "output_dir", "eval_strategy", "eval_steps", "save_strategy", "save_steps", "save_total_limit",
+        "warmup_steps", "bf16", "fp16", "logging_strategy", "logging_steps", "logging_nan_inf_filter",
+        "train_sampling_strategy", "report_to", "disable_tqdm", "restore_callback_states_from_checkpoint",
+        "dataloader_pin_memory",
+    )  # fmt: skip
+
+
+def hf_arguments(args: TrainingArguments, precision: str, cuda: bool) -> Any:
+    """The `transformers.TrainingArguments` of our options (``precision``: `modeling.pick_precision`'s name).
+
+    Evaluation and checkpoints share one strategy (``load_best_model_at_end`` needs that): every `eval_steps`
+    steps, else at epoch ends; `callbacks.TrainingMonitor` adds the checkpoints every `save_steps`.  Trainer
+    logs every step (the health rules look at each); the monitor prints a progress line every `logging_steps`.
+    """
+    from transformers import TrainingArguments as HFArguments
+
+    strategy = "steps" if args.eval_steps else "epoch"
+    return HFArguments(
+        **{name: getattr(args, name) for name in SAME_NAMES},
+        output_dir=str(Path(args.output_dir) / CHECKPOINTS),
+        warmup_steps=args.warmup_ratio,  # below 1: a share of the steps
+        bf16=precision == "bfloat16",
+        fp16=precision == "float16",
+        eval_strategy=strategy,
+        eval_steps=args.eval_steps or None,
+        save_strategy=strategy,
+        save_steps=args.eval_steps or None,
+        save_total_limit=max(2, args.save_total_limit),  # Trainer deletes the last of 1 at the end; resuming needs it
+        logging_strategy="steps",
+        logging_steps=1,
+        logging_nan_inf_filter=False,  # a non-finite loss is for the health rules to see
+        train_sampling_strategy="sequential",  # `EpochOrder` holds the epoch's length-grouped order
+        report_to="none",
+        disable_tqdm=True,
+        dataloader_pin_memory=cuda,
+        **extra_training_args(args.training_args),
+    )
+
+
+class EpochOrder:
+    """The train split as a map-style dataset in the order of one epoch's batches (`batching.epoch_batches`;
+    ``batch_size``: the global batch, over all processes); Trainer's data loader calls `set_epoch`.  A short
+    batch goes last, so that Trainer's sequential batches are the same batches."""
+
+    def __init__(self, examples: D.Examples, batch_size: int, seed: int, group_by_length: bool) -> None:
+        self.examples, self.batch_size, self.seed, self.group = examples, batch_size, seed, group_by_length
+        self.set_epoch(0)
+
+    def set_epoch(self, epoch: int) -> None:
+        batches = D.epoch_batches(self.examples.lengths, self.batch_size, self.seed, epoch, self.group)
+        self.order = np.concatenate(sorted(batches, key=lambda b: len(b) < self.batch_size))
+
+    def __len__(self) -> int:
+        return len(self.examples)
+
+    def __getitem__(self, i: int) -> dict[str, Any]:
+        return self.row(self.examples, self.order[i])
+
+    @staticmethod
+    def row(examples: D.Examples, i: int) -> dict[str, Any]:
+        """One review as Trainer's collator takes it."""
+        return {"input_ids": examples.input_ids[i].tolist(), "labels": int(examples.labels[i])}
+
+
+def checkpoint_dirs(output_dir: str | Path) -> list[Path]:
+    """Complete checkpoints under ``<output_dir>/checkpoints`` (their trainer state, written last, reads back),
+    oldest first."""
+    found = []
+    for path in (Path(output_dir) / CHECKPOINTS).glob("checkpoint-*"):
+        try:
+            json.loads((path / STATE_FILE).read_text())
+        except (OSError, ValueError):
+            continue
+        found.append((int(path.name.split("-")[1]), path))
+    return [p for _, p in sorted(found)]
+
+
+def fingerprint(model_name: str, data_args: DataArguments, args: TrainingArguments, world_size: int, rows: int) -> dict:
+    """The settings a resumed run must share with the run that wrote the checkpoints."""
+    return {
+        "base_model": model_name,
+        **{k: getattr(data_args, k) for k in ("max_seq_length", "group_by_length")},
+        **{k: getattr(args, k) for k in ("per_device_train_batch_size", "gradient_accumulation_steps")},
+        **{k: getattr(args, k) for k in ("learning_rate", "seed", "num_train_epochs", "max_steps")},
+        "world_size": world_size,
+        "train_rows": rows,
+    }
+
+
+def saved_run(checkpoint: Path) -> tuple[dict[str, Any], dict[str, Any]]:
+    """(trainer state, `callbacks.TrainingMonitor`'s saved run) of a checkpoint."""
+    state = json.loads((checkpoint / STATE_FILE).read_text())
+    monitor = state.get("stateful_callbacks", {}).get("TrainingMonitor", {})
+    return state, monitor.get("attributes", {}).get("run", {})
+
+
+def start(output_dir: Path, resume: bool, expected: dict[str, Any], main: bool) -> Path | None:
+    """The checkpoint to resume from, or None; clears half-written checkpoints (and all, when not resuming).
+
+    Raises:
+        ValueError: The newest checkpoint was written by a run with other settings.
+    """
+    root, found = output_dir / CHECKPOINTS, checkpoint_dirs(output_dir)
+    if main and root.is_dir():
+        for path in root.iterdir():
+            if not resume or path not in found:
+                shutil.rmtree(path, ignore_errors=True)
+    if not resume or not found:
+        return None
+    saved = saved_run(found[-1])[1].get("fingerprint", {})
+    differs = {k: (saved.get(k), v) for k, v in expected.items() if saved.get(k) != v}
+    if differs:
+        listed = ", ".join(f"{k}: {old!r} there, {new!r} now" for k, (old, new) in differs.items())
+        raise ValueError(
+            f"{output_dir} holds checkpoints of a run with other settings ({listed}). Resume with the same "
+            "settings, choose another --output-dir, or pass --no-resume to start over."
+        )
+    return found[-1]
+
+
+@contextmanager
+def determinism(enabled: bool) -> Iterator[None]:
+    """Deterministic algorithms (warn-only) while inside, when ``enabled``; the previous setting afterwards."""
+    import torch
+
+    previous = torch.are_deterministic_algorithms_enabled()
+    if enabled:
+        torch.use_deterministic_algorithms(True, warn_only=True)
+    try:
+        yield
+    finally:
+        torch.use_deterministic_algorithms(previous)
+
+
+def export_model(model: torch.nn.Module, tokenizer: PreTrainedTokenizerBase, model_dir: Path) -> None:
+    """The final `save_pretrained` directory with the tokenizer and `label_map.json`, replaced atomically."""
+    tmp = model_dir.with_name(model_dir.name + ".tmp")
+    shutil.rmtree(tmp, ignore_errors=True)
+    with quiet_transformers():
+        model.save_pretrained(tmp)
+        tokenizer.save_pretrained(tmp)
+    labels = {"id2label": dict(enumerate(D.CLASS_NAMES)), "sentiment": {n: v for v, n in schema.SENTIMENTS.items()}}
+    (tmp / "label_map.json").write_text(json.dumps(labels, indent=1))
+    if model_dir.exists():
+        shutil.rmtree(model_dir)
+    model_dir.parent.mkdir(parents=True, exist_ok=True)
+    os.replace(tmp, model_dir)
 
 
 def prepare_inputs(
@@ -184,7 +427,8 @@ def train(
     model_dir: str | Path | None = None,
     on_log: Callable[[dict[str, float], int], None] | None = None,
 ) -> TrainResult:
-    """Fine-tune and write the final model to ``model_dir`` (default ``<output_dir>/model``).
+    """Fine-tune with `transformers.Trainer` and write the final model to ``model_dir`` (default
+    ``<output_dir>/model``), with ``training_outcome.json`` beside it for evaluate's gate.
 
     Args:
         train_rows: Train split feature rows (DataFrame, list of dicts or dict of columns).
@@ -200,21 +444,103 @@ def train(
         ValueError: Bad settings, bad or empty splits, a model without tokenizer, features from another
             tokenizer, or checkpoints in ``output_dir`` from a run with other settings.
     """
+    import torch
+    from transformers import DataCollatorWithPadding, EarlyStoppingCallback, PrinterCallback, set_seed
+
+    from components.common.modeling import first_token_id, load_classifier, pick_precision
+    from components.train.callbacks import CountingTrainer, TrainingMonitor, gpu_stats, scores
+    from components.train.progress import Throughput
+
     health_args = health_args or HealthArguments()
     args.validate()
     health_args.validate()
     train_examples, val_examples, name, tokenizer = prepare_inputs(train_rows, validation_rows, model_args, data_args)
-    dist = Distributed.from_env()
-    if dist.enabled:
-        import torch
-
-        if not torch.distributed.is_initialized():
-            backend = "nccl" if torch.cuda.is_available() and not args.use_cpu else "gloo"
-            torch.distributed.init_process_group(backend)
-    with determinism(args.deterministic and not cuda_wanted(args.use_cpu)):
-        trainer = Trainer(train_examples, val_examples, name, tokenizer, data_args, args, health_args, on_log, dist)
-        trainer.maybe_resume()
-        trainer.run()
-        result = trainer.finish(Path(model_dir) if model_dir else Path(args.output_dir) / "model")
-    result.parameters = {**asdict(model_args), **asdict(data_args), **asdict(args), **asdict(health_args)}
-    return result
+    cuda = torch.cuda.is_available() and not args.use_cpu
+    dtype = pick_precision(args.precision, torch.device("cuda" if cuda else "cpu"))
+    precision = str(dtype).replace("torch.", "") if dtype else "fp32"
+    hf_args = hf_arguments(args, precision, cuda)
+    main, world = hf_args.process_index == 0, hf_args.world_size
+    set_seed(args.seed)
+    with determinism(args.deterministic and not cuda):
+        model = load_classifier(name)
+        check = (model.get_input_embeddings().num_embeddings, first_token_id(tokenizer), name)
+        D.check_vocabulary(train_examples, "train", *check)
+        D.check_vocabulary(val_examples, "validation", *check)
+        expected = fingerprint(name, data_args, args, world, len(train_examples))
+        with hf_args.main_process_first(desc="checkpoints"):
+            resume = start(Path(args.output_dir), args.resume, expected, main)
+        meter = Throughput(world)
+        early = (
+            EarlyStoppingCallback(args.early_stopping_patience, args.early_stopping_threshold)
+            if args.early_stopping_patience
+            else None
+        )
+        monitor = TrainingMonitor(args, health_args, meter, expected, early, on_log)
+        state, saved = saved_run(resume) if resume else ({}, {})
+        finished = bool(saved.get("stop_reason"))
+        if finished:  # a re-run of a finished run: nothing to train, the result is in its last checkpoint
+            monitor.restore(state["stateful_callbacks"], state["max_steps"])
+        else:
+            pad = data_args.pad_to_multiple_of if data_args.pad_to_multiple_of >= 0 else 8 if cuda else 0
+            by_length = np.argsort(val_examples.lengths, kind="stable")
+            trainer = CountingTrainer(
+                model=model,
+                args=hf_args,
+                data_collator=DataCollatorWithPadding(tokenizer, pad_to_multiple_of=pad or None),
+                train_dataset=EpochOrder(
+                    train_examples, args.per_device_train_batch_size * world, args.seed, data_args.group_by_length
+                ),
+                eval_dataset=[EpochOrder.row(val_examples, i) for i in by_length],
+                compute_metrics=scores,
+                callbacks=[c for c in (early, monitor) if c is not None],
+            )
+            trainer.meter = meter
+            trainer.remove_callback(PrinterCallback)
+            trainer.train(resume_from_checkpoint=str(resume) if resume else None)
+            state = asdict(trainer.state)
+    global_step = int(state["global_step"])
+    best_step = int(state.get("best_global_step") or global_step)
+    final_step = best_step if args.load_best_model_at_end else global_step
+    model_dir = Path(model_dir) if model_dir else Path(args.output_dir) / "model"
+    if main:
+        if finished and resume:
+            model = load_classifier(str(resume.parent / f"checkpoint-{final_step}"))
+        export_model(model, tokenizer, model_dir)
+        outcome = monitor.health.outcome(monitor.stop_reason)
+        (model_dir / schema.TRAINING_OUTCOME_FILE).write_text(json.dumps(outcome, indent=1))
+    if torch.distributed.is_available() and torch.distributed.is_initialized():
+        torch.distributed.barrier()
+    run = monitor.run
+    entry = next(h for h in run["history"] if h["step"] == final_step)
+    metrics = {
+        "train_loss": run["loss_sum"] / run["loss_count"] if run["loss_count"] else float("nan"),
+        **{k: v for k, v in entry.items() if k.startswith("eval_")},
+        "global_step": float(global_step),
+        "best_step": float(best_step),
+        "epochs": round(float(state["epoch"]), 4),
+        "samples_per_second": meter.samples_per_second(),
+        "step_time_s": meter.mean_step() if meter.steps else 0.0,
+        "padding_share": meter.padding_share(),
+        **monitor.health.metrics(),
+        **gpu_stats(hf_args.device),
+    }
+    return TrainResult(
+        model_dir=str(model_dir),
+        base_model=name,
+        global_step=global_step,
+        total_steps=int(state["max_steps"]),
+        epochs_completed=metrics["epochs"],
+        stop_reason=monitor.stop_reason,
+        best_step=best_step,
+        metric_for_best_model=args.metric_for_best_model,
+        metrics=metrics,
+        health=monitor.health.report(),
+        history=run["history"],
+        resumed_from_step=int(resume.name.split("-")[1]) if resume else None,
+        device=str(hf_args.device),
+        precision=precision,
+        world_size=world,
+        train_rows=len(train_examples),
+        validation_rows=len(val_examples),
+        parameters={**asdict(model_args), **asdict(data_args), **asdict(args), **asdict(health_args)},
+    )

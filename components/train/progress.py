@@ -25,7 +25,8 @@ class Throughput:
         self.seconds = 0.0
         self._recent: list[tuple[int, float]] = []  # (step, training seconds so far) for the ETA
 
-    def add_batch(self, rows: int, tokens: int, padded_tokens: int) -> None:
+    def add_batch(self, rows: int, tokens: Any, padded_tokens: int) -> None:
+        """Count a batch; ``tokens`` (the non-padding ones) may be a tensor on the device, read at the end."""
         self.samples += rows
         self.tokens += tokens
         self.padded_tokens += padded_tokens
@@ -38,7 +39,7 @@ class Throughput:
 
     def padding_share(self) -> float:
         """Share of the token positions trained on that were padding."""
-        return 1 - self.tokens / self.padded_tokens if self.padded_tokens else 0.0
+        return 1 - float(self.tokens) / self.padded_tokens if self.padded_tokens else 0.0
 
     def log_line(self, step: int, total_steps: int, metrics: dict[str, Any]) -> None:
         """Log the progress line of ``step`` (``metrics``: epoch, loss, learning_rate, grad_norm,

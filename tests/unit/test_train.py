@@ -20,7 +20,7 @@ import pandas as pd
 import pytest
 
 from components.common import batching as D
-from components.train import checkpoints, cli, core, testing
+from components.train import cli, core, testing
 from components.train.health import HealthArguments, HealthMonitor
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -233,7 +233,7 @@ def test_training_writes_model_metrics_and_checkpoints(tmp_path: Path, tiny: Pat
     assert {f"health_{r}" for r in ("vanishing_gradient", "exploding_gradient")} <= set(result.metrics)
     assert [s for m, s in logged if "loss" in m] == list(range(2, 17, 2))
     assert all(m["samples_per_second"] > 0 for m, _ in logged if "loss" in m)
-    names = sorted(p.name for p in checkpoints.checkpoint_dirs(tmp_path / "out"))
+    names = sorted(p.name for p in core.checkpoint_dirs(tmp_path / "out"))
     assert f"checkpoint-{result.global_step}" in names and f"checkpoint-{result.best_step}" in names
     assert len(names) <= 2  # the newest and the best
     outcome = json.loads(Path(result.model_dir, "training_outcome.json").read_text())
@@ -368,14 +368,14 @@ def test_resume_after_sigkill_matches_an_uninterrupted_run(tmp_path: Path, tiny:
         _cli(tiny_dropout, features, killed), env=env, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
     )
     deadline = time.monotonic() + 120
-    while not checkpoints.checkpoint_dirs(killed) and time.monotonic() < deadline and process.poll() is None:
+    while not core.checkpoint_dirs(killed) and time.monotonic() < deadline and process.poll() is None:
         time.sleep(0.01)
     process.send_signal(signal.SIGKILL)
     process.wait()
     assert process.returncode == -signal.SIGKILL
-    assert checkpoints.checkpoint_dirs(killed), "no checkpoint before the kill"
+    assert core.checkpoint_dirs(killed), "no checkpoint before the kill"
     assert not (killed / "training_report.json").exists(), "the run finished before it was killed"
-    first = int(checkpoints.checkpoint_dirs(killed)[-1].name.split("-")[1])
+    first = int(core.checkpoint_dirs(killed)[-1].name.split("-")[1])
 
     subprocess.run(_cli(tiny_dropout, features, killed), check=True, env=env, cwd=ROOT, capture_output=True)
     a = json.loads((straight / "training_report.json").read_text())
