@@ -2,9 +2,10 @@
 
 - The health rules of `components.train.health` on every optimizer step's loss and gradient norm (Trainer logs
   both at each step: ``logging_steps=1``) and on every evaluation; policy ``stop`` ends training.
-- The progress line every ``--logging-steps`` steps (`progress.Throughput.log_line`, which the SageMaker
-  metric definitions read) and the metric line of each evaluation (`trial_metrics.format_line`, which the tune
-  step and Katib read), and ``on_log(metrics, step)`` for MLflow.
+- The progress line every ``--logging-steps`` steps (`Throughput.log_line`: samples/s over all processes,
+  step time and ETA, counting only the time in optimizer steps; the SageMaker metric definitions read it),
+  the metric line of each evaluation (`trial_metrics.format_line`, which the tune step and Katib read), and
+  ``on_log(metrics, step)`` for MLflow.
 - An evaluation and a checkpoint at each epoch's end and at the run's end (unless one was just made), and a
   checkpoint every ``--save-steps`` steps besides the evaluations'.
 - The history of evaluations, the loss sums, the health monitor's counters, the stop reason and the settings'
@@ -26,7 +27,6 @@ from transformers.trainer_callback import ExportableState
 from components.common import trial_metrics
 from components.common.metrics import classification_scores
 from components.train.health import HealthArguments, HealthMonitor
-from components.train.progress import Throughput
 
 if TYPE_CHECKING:  # pragma: no cover - typing only
     from collections.abc import Callable
@@ -35,6 +35,65 @@ if TYPE_CHECKING:  # pragma: no cover - typing only
 
 log = logging.getLogger("components.train")
 METRICS = ("loss", "accuracy", "f1_macro")
+
+
+class Throughput:
+    """Samples, tokens and training seconds of this process since the run (or its resumption) started."""
+
+    def __init__(self, world_size: int) -> None:
+        self.world_size = world_size
+        self.steps = 0
+        self.samples = 0
+        self.tokens = 0
+        self.padded_tokens = 0
+        self.seconds = 0.0
+        self._recent: list[tuple[int, float]] = []  # (step, training seconds so far) for the ETA
+
+    def add_batch(self, rows: int, tokens: Any, padded_tokens: int) -> None:
+        """Count a batch; ``tokens`` (the non-padding ones) may be a tensor on the device, read at the end."""
+        self.samples += rows
+        self.tokens += tokens
+        self.padded_tokens += padded_tokens
+
+    def samples_per_second(self) -> float:
+        return self.samples * self.world_size / self.seconds if self.seconds else 0.0
+
+    def mean_step(self) -> float:
+        return self.seconds / max(1, self.steps)
+
+    def padding_share(self) -> float:
+        """Share of the token positions trained on that were padding."""
+        return 1 - float(self.tokens) / self.padded_tokens if self.padded_tokens else 0.0
+
+    def log_line(self, step: int, total_steps: int, metrics: dict[str, Any]) -> None:
+        """Log the progress line of ``step`` (``metrics``: epoch, loss, learning_rate, grad_norm,
+        samples_per_second) with the ETA from the recent steps' pace."""
+        self._recent = [*self._recent[-4:], (step, self.seconds)]
+        first_step, first_seconds = self._recent[0]
+        mean_step = self.mean_step()
+        recent_step = (self.seconds - first_seconds) / (step - first_step) if step > first_step else mean_step
+        log.info(
+            "step %d/%d | epoch %.2f | loss %.4f | lr %.3g | grad %.3g | %.1f samples/s | %.3f s/step | ETA %s",
+            step,
+            total_steps,
+            metrics["epoch"],
+            metrics["loss"],
+            metrics["learning_rate"],
+            metrics["grad_norm"],
+            metrics["samples_per_second"],
+            mean_step,
+            duration((total_steps - step) * recent_step),
+        )
+
+
+def duration(seconds: float) -> str:
+    """``1h02m`` or ``3m07s``; ``?`` when unknown."""
+    if not math.isfinite(seconds):
+        return "?"
+    seconds = int(seconds)
+    return (
+        f"{seconds // 3600}h{seconds % 3600 // 60:02d}m" if seconds >= 3600 else f"{seconds // 60}m{seconds % 60:02d}s"
+    )
 
 
 def gpu_stats(device: torch.device) -> dict[str, float]:

