@@ -1,28 +1,17 @@
 """Fine-tune a BERT-style model as a 3-class review-sentiment classifier, on Hugging Face `transformers.Trainer`.
 
-`train` is the whole step as a library call: it takes the train and validation feature rows
-(`input_ids`, `label_id`), fine-tunes `AutoModelForSequenceClassification` with `Trainer` and writes a Hugging
-Face `save_pretrained` directory (weights, config with the id↔label map, tokenizer).  Our options
-(`TrainingArguments` here, the flags of ``python -m components.train``) become a `transformers.TrainingArguments`
-(`hf_arguments`; ``--training-args`` passes any other of its fields through).  `Trainer` does:
-
-- dynamic padding (`DataCollatorWithPadding`) of length-grouped batches: `EpochOrder` hands Trainer the rows in
-  the order of `batching.epoch_batches`, a function of (seed, epoch) that Trainer's data loader sets per epoch
-  (Trainer's own ``group_by_length`` sampler draws from the global RNG, so a run resumed in a later epoch would
-  see other batches);
-- fused AdamW with linear warm-up and decay (or cosine / constant), gradient clipping;
-- mixed precision on CUDA (bf16 where supported, else fp16 with loss scaling), fp32 on CPU;
-- data parallelism over the GPUs of one pod when started by `torchrun` (DDP; `WORLD_SIZE` > 1);
-- checkpoints (``<output_dir>/checkpoints/checkpoint-<step>``: model, optimizer, scheduler, loss scaler, RNG
-  states, trainer state) at every evaluation, every `save_steps` steps and at each epoch's end; a run on the
-  same `output_dir` resumes from the newest complete one (``resume_from_checkpoint``) where it was, data
-  order and random numbers included;
-- evaluation on the validation split at each epoch's end (or every `eval_steps`), early stopping on
-  `metric_for_best_model` (`EarlyStoppingCallback`), and the best checkpoint as the final model.
-
-Ours, as a callback (`callbacks.TrainingMonitor`): the health rules of `components.train.health`, the progress
-line every `logging_steps` steps, the metric line of each evaluation, the history and the stop reason.  Nothing
-here imports `kfp` or `mlflow`: metrics go to the optional ``on_log(metrics, step)`` callback.
+`train` is the whole step as a library call: train and validation feature rows (`input_ids`, `label_id`) in,
+a `save_pretrained` directory (weights, config with the id↔label map, tokenizer) out.  Our options (the flags
+of ``python -m components.train``) become a `transformers.TrainingArguments` (`hf_arguments`; ``--training-args``
+passes any other of its fields through), and `Trainer` does the rest: dynamic padding (`DataCollatorWithPadding`),
+fused AdamW with warm-up and decay, gradient clipping, bf16/fp16 mixed precision on CUDA, DDP under `torchrun`,
+evaluation, early stopping (`EarlyStoppingCallback`), the best checkpoint as the final model, and checkpoints
+(``<output_dir>/checkpoints/checkpoint-<step>``) that a re-run on the same `output_dir` resumes from
+(``resume_from_checkpoint``) where it was, data order and random numbers included.  Batches are length-grouped
+by `EpochOrder`: the order of `batching.epoch_batches`, a function of (seed, epoch) (Trainer's own
+``group_by_length`` sampler draws from the global RNG, so a run resumed in a later epoch would see other batches).
+Ours, as one callback (`callbacks.TrainingMonitor`): health rules, progress and metric lines, history, stop reason.
+Nothing here imports `kfp` or `mlflow`: metrics go to the optional ``on_log(metrics, step)`` callback.
 """
 
 from __future__ import annotations
@@ -280,14 +269,10 @@ def checkpoint_dirs(output_dir: str | Path) -> list[Path]:
 
 def fingerprint(model_name: str, data_args: DataArguments, args: TrainingArguments, world_size: int, rows: int) -> dict:
     """The settings a resumed run must share with the run that wrote the checkpoints."""
-    return {
-        "base_model": model_name,
-        **{k: getattr(data_args, k) for k in ("max_seq_length", "group_by_length")},
-        **{k: getattr(args, k) for k in ("per_device_train_batch_size", "gradient_accumulation_steps")},
-        **{k: getattr(args, k) for k in ("learning_rate", "seed", "num_train_epochs", "max_steps")},
-        "world_size": world_size,
-        "train_rows": rows,
-    }
+    same = ("per_device_train_batch_size", "gradient_accumulation_steps", "learning_rate", "seed", "max_steps")
+    return {"base_model": model_name, "max_seq_length": data_args.max_seq_length, **{k: getattr(args, k) for k in same},
+            "group_by_length": data_args.group_by_length, "num_train_epochs": args.num_train_epochs,
+            "world_size": world_size, "train_rows": rows}  # fmt: skip
 
 
 def saved_run(checkpoint: Path) -> tuple[dict[str, Any], dict[str, Any]]:
@@ -367,18 +352,9 @@ def train(
     model_dir: str | Path | None = None,
     on_log: Callable[[dict[str, float], int], None] | None = None,
 ) -> TrainResult:
-    """Fine-tune with `transformers.Trainer` and write the final model to ``model_dir`` (default
-    ``<output_dir>/model``), with ``training_outcome.json`` beside it for evaluate's gate.
-
-    Args:
-        train_rows: Train split feature rows (DataFrame, list of dicts or dict of columns).
-        validation_rows: Validation split, the same shape.
-        model_args: Which base model.
-        data_args: Sequence length, length grouping, padding.
-        args: Optimisation, checkpointing, evaluation, logging.
-        health_args: Health rule thresholds and policy (defaults when None).
-        model_dir: Where the final `save_pretrained` directory goes.
-        on_log: Called on the main process with (metrics, step) at logging steps and evaluations.
+    """Fine-tune with `transformers.Trainer` (see the module docstring) and write the final model to
+    ``model_dir`` (default ``<output_dir>/model``) with ``training_outcome.json`` beside it for evaluate's gate.
+    ``on_log`` is called on the main process with (metrics, step) at progress lines and evaluations.
 
     Raises:
         ValueError: Bad settings, bad or empty splits, a model without tokenizer, features from another
