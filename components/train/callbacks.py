@@ -72,17 +72,10 @@ class Throughput:
         first_step, first_seconds = self._recent[0]
         mean_step = self.mean_step()
         recent_step = (self.seconds - first_seconds) / (step - first_step) if step > first_step else mean_step
+        keys = ("epoch", "loss", "learning_rate", "grad_norm", "samples_per_second")
         log.info(
             "step %d/%d | epoch %.2f | loss %.4f | lr %.3g | grad %.3g | %.1f samples/s | %.3f s/step | ETA %s",
-            step,
-            total_steps,
-            metrics["epoch"],
-            metrics["loss"],
-            metrics["learning_rate"],
-            metrics["grad_norm"],
-            metrics["samples_per_second"],
-            mean_step,
-            duration((total_steps - step) * recent_step),
+            *(step, total_steps, *(metrics[k] for k in keys), mean_step, duration((total_steps - step) * recent_step)),
         )
 
 
@@ -259,13 +252,7 @@ class TrainingMonitor(TrainerCallback, ExportableState):
         if self.main:
             # The metric line a tuning trial reports from (Optuna engine, Katib's StdOut collector): stdout.
             print(trial_metrics.format_line(len(run["history"]), step, result), flush=True)
-            log.info(
-                "eval at step %d: loss %.4f accuracy %.4f f1_macro %.4f",
-                step,
-                result["loss"],
-                result["accuracy"],
-                result["f1_macro"],
-            )
+            log.info("eval at step %d: loss %.4f accuracy %.4f f1_macro %.4f", step, *result.values())
             if self.report:
                 self.report({k: v for k, v in entry.items() if k != "step"}, step)
         self._mark = time.perf_counter()

@@ -375,6 +375,7 @@ def train(
     precision = str(dtype).replace("torch.", "") if dtype else "fp32"
     hf_args = hf_arguments(args, precision, cuda)
     main, world = hf_args.process_index == 0, hf_args.world_size
+    deterministic = torch.are_deterministic_algorithms_enabled()
     set_seed(args.seed)  # (the classifier head's initialisation)
     model = load_classifier(name)
     check = (model.get_input_embeddings().num_embeddings, first_token_id(tokenizer), name)
@@ -408,7 +409,11 @@ def train(
         # takes **kwargs: Trainer would scale it by the processes (DDP) and not divide it by accumulation steps.
         trainer.model_accepts_loss_kwargs = False
         trainer.remove_callback(PrinterCallback)
-        trainer.train(resume_from_checkpoint=str(resume) if resume else None)
+        try:
+            with quiet_transformers():  # (no "Writing model shards" bars between the progress lines)
+                trainer.train(resume_from_checkpoint=str(resume) if resume else None)
+        finally:  # Trainer's full_determinism is process-wide: what it was before
+            torch.use_deterministic_algorithms(deterministic)
         state = asdict(trainer.state)
     global_step = int(state["global_step"])
     best_step = int(state.get("best_global_step") or global_step)

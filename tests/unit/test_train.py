@@ -390,15 +390,23 @@ def test_resume_after_sigkill_matches_an_uninterrupted_run(tmp_path: Path, tiny:
     process = subprocess.Popen(
         _cli(tiny_dropout, features, killed), env=env, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
     )
+
+    def newest() -> int:
+        found = core.checkpoint_dirs(killed)
+        return int(found[-1].name.split("-")[1]) if found else -1
+
+    # Killed in the second epoch (20 steps each), after its first checkpoint: the resumed run must find that
+    # epoch's batch order again, skip what was trained and take back the random number generators.
     deadline = time.monotonic() + 120
-    while not core.checkpoint_dirs(killed) and time.monotonic() < deadline and process.poll() is None:
+    while newest() < 24 and time.monotonic() < deadline and process.poll() is None:
         time.sleep(0.01)
     process.send_signal(signal.SIGKILL)
     process.wait()
     assert process.returncode == -signal.SIGKILL
     assert core.checkpoint_dirs(killed), "no checkpoint before the kill"
     assert not (killed / "training_report.json").exists(), "the run finished before it was killed"
-    first = int(core.checkpoint_dirs(killed)[-1].name.split("-")[1])
+    first = newest()
+    assert 20 < first < 40, first  # mid-epoch
 
     subprocess.run(_cli(tiny_dropout, features, killed), check=True, env=env, cwd=ROOT, capture_output=True)
     a = json.loads((straight / "training_report.json").read_text())
