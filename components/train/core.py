@@ -206,7 +206,7 @@ def hf_arguments(args: TrainingArguments, precision: str, cuda: bool) -> Any:
     from transformers import TrainingArguments as HFArguments
 
     strategy = "steps" if args.eval_steps else "epoch"
-    return HFArguments(
+    settings = dict(
         **{name: getattr(args, name) for name in SAME_NAMES},
         output_dir=str(Path(args.output_dir) / CHECKPOINTS),
         warmup_steps=args.warmup_ratio,  # below 1: a share of the steps
@@ -225,8 +225,14 @@ def hf_arguments(args: TrainingArguments, precision: str, cuda: bool) -> Any:
         disable_tqdm=True,
         dataloader_pin_memory=cuda,
         full_determinism=args.deterministic and not cuda,
-        **extra_training_args(args.training_args),
     )
+    extras = extra_training_args(args.training_args)
+    if clash := sorted(set(extras) & set(settings)):
+        raise ValueError(
+            f"--training-args {args.training_args!r}: the train step sets {', '.join(clash)} itself (from its own "
+            "flags or for its callbacks); give transformers.TrainingArguments fields that none of our flags sets."
+        )
+    return HFArguments(**settings, **extras)
 
 
 class EpochOrder:

@@ -191,6 +191,8 @@ def test_other_trainer_arguments_pass_through(tmp_path: Path) -> None:
     for bad in ("learning_rate=1", "eval_strategy=no", "no_such_field=1", "torch_compile=maybe", "optim"):
         with pytest.raises(ValueError, match=r"--training-args .*none of our flags sets"):
             _args(tmp_path, training_args=bad).validate()
+    with pytest.raises(ValueError, match=r"the train step sets bf16, report_to itself .*none of our flags sets"):
+        core.hf_arguments(_args(tmp_path, training_args="report_to=none bf16=true"), "fp32", cuda=False)
 
 
 # --- learning ------------------------------------------------------------------------------------------
