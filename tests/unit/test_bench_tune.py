@@ -51,10 +51,10 @@ def test_spec_is_read_by_the_tune_step() -> None:
 def test_compare_runs_real_studies_through_the_tune_step(features: tuple[Path, Path], tmp_path: Path) -> None:
     path, tiny = features
     # TPE (one random start), 2 trials per study, 4 steps each; the median rule may stop the second trial from
-    # its first evaluation (learning rates up to 10 make poor trials likely).  The benchmark runs random too,
-    # through the same code; one sampler keeps this test to four training processes.
+    # its first evaluation (learning rates up to --learning-rate's bound, 1e-2, make poor trials likely).  The
+    # benchmark runs random too, through the same code; one sampler keeps this test to four training processes.
     search = tune.Search(
-        trials=2, max_steps=4, eval_steps=2, lr_min=1e-4, lr_max=10.0, n_startup_trials=1,
+        trials=2, max_steps=4, eval_steps=2, lr_min=1e-4, lr_max=1e-2, n_startup_trials=1,
         min_trials_required=1, start_step=1, seed=5,
     )  # fmt: skip
     found = tune.compare(path, str(tiny), 24, search, tmp_path, samplers=("tpe",))
