@@ -1,10 +1,11 @@
 """GPU throughput and model FLOPs utilisation (MFU) of the train step's loop: roberta-base, bf16, seq 128.
 
-The train step's own loop (`components.train.core.train`: length grouping, AMP, health rules, progress)
-fine-tunes a roberta-base-shaped classifier on synthetic reviews that are all ``--seq-length`` tokens
-long, for ``--warmup-steps`` + ``--steps`` optimizer steps.  *value*: samples/s over the steps after the
-warm-up (from the loop's own timing, which waits for the GPU at each progress line); *baseline*: the
-samples/s at which the GPU would run at its peak dense bf16 throughput, so *ratio* is the MFU.
+The train step itself (`components.train.core.train`: `transformers.Trainer` with length grouping, AMP, fused
+AdamW, and our callback's health rules and progress lines) fine-tunes a roberta-base-shaped classifier on
+synthetic reviews that are all ``--seq-length`` tokens long, for ``--warmup-steps`` + ``--steps`` optimizer
+steps.  *value*: samples/s over the steps after the warm-up (from the step's own timing: the optimizer steps'
+seconds, each ending when Trainer reads its loss from the GPU); *baseline*: the samples/s at which the GPU
+would run at its peak dense bf16 throughput, so *ratio* is the MFU.
 
 FLOPs per training sample: 6 × non-embedding parameters × tokens — forward (2) plus backward (4) per
 parameter and token, attention scores left out; ≈ 66 GFLOP for roberta-base at 128 tokens.  The peak is

@@ -9,8 +9,9 @@ train step's loop vs. a bare PyTorch loop.
    samples/s with dynamic padding and padded to 128; the accuracies compared are the means over the seeds
    (one short run's accuracy moves by a few points with the batch order alone).
 2. **Loop overhead**: ``--overhead-steps`` optimizer steps on identical batches, model, optimizer and
-   schedule, in our loop (`core.train`: health rules, loss/grad-norm buffering, progress) and in a bare loop
-   (collate, forward, backward, clip, step); alternated ``--repeat`` times after one warm-up run, medians.
+   schedule, in the train step (`core.train`: `transformers.Trainer` with our callback's health rules and
+   progress lines, the loss and gradient norm read every step) and in a bare loop (collate, forward, backward,
+   clip, step); alternated ``--repeat`` times after one warm-up run, medians.
 
     python -m bench train [--train-rows 1920] [--eval-rows 0] [--seeds 3] [--overhead-steps 20] [--repeat 3]
                           [--skip-padding]
@@ -29,7 +30,7 @@ from typing import Any
 import numpy as np
 
 from bench._util import result
-from bench.quality import _csv, course_features
+from bench.quality import course_csv, course_features
 
 
 def _fine_tune(
@@ -67,15 +68,14 @@ def _accuracy(model_dir: str, rows: Any) -> float:
 def _bare_loop(train: Any, steps: int, batch: int, lr: float, seed: int) -> float:
     """Samples/s of a minimal loop over the batches our loop trains on first (same model, optimizer, schedule)."""
     import torch
-    from transformers import get_scheduler
+    from transformers import get_scheduler, set_seed
 
     from components.common import batching as D
     from components.common import modeling
-    from components.train import core
 
     examples = D.to_examples(train, "train", 128)
     tokenizer = modeling.load_tokenizer(modeling.bundled_model_path())
-    core.seed_everything(seed)
+    set_seed(seed)
     model = modeling.load_classifier(modeling.bundled_model_path())
     model.train()
     params = [p for p in model.parameters() if p.requires_grad]
@@ -117,7 +117,7 @@ def main(argv: list[str]) -> dict:
     from components.train import cli
 
     cli.configure_logging()
-    frame, _ = course_features(_csv(args.csv), 128, args.seed)
+    frame, _ = course_features(course_csv(args.csv), 128, args.seed)
     shuffled = frame.sample(frac=1.0, random_state=args.seed).reset_index(drop=True)
     per_class = args.train_rows // 3
     train = shuffled.groupby("label_id", group_keys=False).head(per_class).reset_index(drop=True)

@@ -30,7 +30,7 @@ from datetime import UTC, datetime
 MARKER = "trial-metrics"
 #: What the training's validation reports are called in a metric line (and in a tuning objective).
 PREFIX = "validation-"
-#: The validation metrics the training emits (`components.train.evaluation.evaluate_split`), by line name.
+#: The validation metrics the training emits (`components.train.callbacks.scores` and the loss), by line name.
 METRIC_NAMES: tuple[str, ...] = ("validation-accuracy", "validation-f1_macro", "validation-loss")
 #: Whether a larger value is better, by line name.
 GREATER_IS_BETTER: dict[str, bool] = {

@@ -7,7 +7,7 @@ kfp target's train step takes them) and the tuning spec (`components.sagemaker.t
 - Hyperparameters are the training options by name, every value a string (``true``/``false`` for switches,
   ``repr`` for floats: ``5e-05``) — SageMaker's contract; the train image reads them back by the same names.
 - `metric_definitions` are the lines the training prints (`components.common.trial_metrics` for the
-  validation metrics, `components.train.progress` for the progress line), as Python regexes whose first
+  validation metrics, `components.train.callbacks` for the progress line), as Python regexes whose first
   group is the value: SageMaker applies them with ``re.search`` to every log line.
 - Channels ``train`` and ``validation`` are S3 prefixes of Parquet files (`components.sagemaker.channels`).
 - Checkpoints: ``CheckpointConfig`` maps an S3 prefix of the job to ``/opt/ml/checkpoints``, so a spot

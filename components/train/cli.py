@@ -34,7 +34,6 @@ from components.common.logs import configure_logging
 from components.common.trainjob import ClusterPlacement
 from components.train import core
 from components.train.health import HealthArguments
-from components.train.runtime import shutdown_distributed
 
 if TYPE_CHECKING:  # pragma: no cover - typing only
     import pandas as pd
@@ -154,8 +153,8 @@ def run(
     health_args: HealthArguments,
 ) -> core.TrainResult:
     """Check MLflow, read the splits, train, write the report and log everything; return the result."""
-    dist = core.Distributed.from_env()
-    tracker = open_tracker(io, {"step": "train"}) if dist.main else None
+    main = int(os.environ.get("RANK", 0)) == 0  # (torchrun's rank: one process logs and writes the report)
+    tracker = open_tracker(io, {"step": "train"}) if main else None
     train_rows, validation_rows = read_splits(io)
     started = {"done": False}
 
@@ -190,7 +189,7 @@ def run(
         }
         tracker.log_text(json.dumps(report, indent=1, default=str), "train/training_report.json")
         tracker.end()
-    if dist.main:
+    if main:
         path = Path(io.report or Path(args.output_dir) / "training_report.json")
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_text(json.dumps(report, indent=1, default=str))
@@ -220,6 +219,16 @@ def launch(nproc: int, argv: Sequence[str]) -> int:
     ]
     log.info("Launching %d training processes: %s", nproc, " ".join(command))
     return subprocess.run(command, check=False).returncode
+
+
+def shutdown_distributed() -> None:
+    """Leave the process group Trainer started under torchrun (each rank, before its process ends)."""
+    if "torch" not in sys.modules:  # nothing was trained in this process (bad input, or the TrainJob path)
+        return
+    import torch
+
+    if torch.distributed.is_available() and torch.distributed.is_initialized():
+        torch.distributed.destroy_process_group()
 
 
 def main(argv: Sequence[str] | None = None) -> int:

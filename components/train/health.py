@@ -34,46 +34,32 @@ RULES = ("vanishing_gradient", "exploding_gradient", "loss_not_decreasing", "ove
 MIN_LOSS_WINDOW = 5
 
 
+def option(default: Any, text: str, **meta: Any) -> Any:
+    """A dataclass field that is an option: its default, help text and bounds (``min``, ``max``, ``above``,
+    ``below``, ``aliases``, ``fix``) for `components.common.options`."""
+    return field(default=default, metadata={"help": text, **meta})
+
+
 @dataclass
 class HealthArguments:
     """Thresholds of the training health rules and what a firing rule does."""
 
-    health_policy: Literal["report", "stop"] = field(
-        default="report",
-        metadata={"help": "report: record firing rules and go on; stop: end training when a rule fires."},
+    health_policy: Literal["report", "stop"] = option(
+        "report", "report: record firing rules and go on; stop: end training when a rule fires."
     )
-    health_rules: str = field(
-        default=",".join(RULES), metadata={"help": f"Comma-separated rules to check, of {', '.join(RULES)}."}
-    )
-    vanishing_grad_norm: float = field(
-        default=1e-7, metadata={"help": "Gradient norm below this is vanishing.", "min": 0}
-    )
-    exploding_grad_norm: float = field(
-        default=1e3, metadata={"help": "Gradient norm above this is exploding.", "above": 0}
-    )
-    gradient_patience: int = field(
-        default=3, metadata={"help": "Consecutive steps a gradient rule must hold.", "min": 1}
-    )
-    loss_window: int = field(
-        default=100,
-        metadata={"help": "Steps per training-loss window (fewer on a short run, see health.py).", "min": 1},
-    )
-    loss_min_decrease: float = field(
-        default=0.001, metadata={"help": "Relative decrease of the windowed loss that counts as progress."}
-    )
-    loss_patience: int = field(
-        default=3, metadata={"help": "Windows in a row without progress before firing.", "min": 1}
-    )
-    overfit_patience: int = field(
-        default=2, metadata={"help": "Evaluations in a row with validation loss up and training loss down.", "min": 1}
-    )
-    divergence_factor: float = field(
-        default=4.0,
-        metadata={
-            "help": "A training loss (gradient-patience steps in a row) or validation loss above this many times "
-            "the first step's loss is divergence.",
-            "above": 1,
-        },
+    health_rules: str = option(",".join(RULES), f"Comma-separated rules to check, of {', '.join(RULES)}.")
+    vanishing_grad_norm: float = option(1e-7, "Gradient norm below this is vanishing.", min=0)
+    exploding_grad_norm: float = option(1e3, "Gradient norm above this is exploding.", above=0)
+    gradient_patience: int = option(3, "Consecutive steps a gradient rule must hold.", min=1)
+    loss_window: int = option(100, "Steps per training-loss window (fewer on a short run, see health.py).", min=1)
+    loss_min_decrease: float = option(0.001, "Relative decrease of the windowed loss that counts as progress.")
+    loss_patience: int = option(3, "Windows in a row without progress before firing.", min=1)
+    overfit_patience: int = option(2, "Evaluations in a row with validation loss up and training loss down.", min=1)
+    divergence_factor: float = option(
+        4.0,
+        "A training loss (gradient-patience steps in a row) or validation loss above this many times the first "
+        "step's loss is divergence.",
+        above=1,
     )
 
     def rules(self) -> tuple[str, ...]:
@@ -310,21 +296,14 @@ class HealthMonitor:
         return out
 
     def state_dict(self) -> dict[str, Any]:
-        state = asdict(self)
-        state.pop("config")
-        state.pop("total_steps")
+        """The counters as plain data (for a checkpoint's trainer state)."""
+        state = {k: v for k, v in asdict(self).items() if k not in ("config", "total_steps")}
         state["_best_window"] = None if math.isinf(self._best_window) else self._best_window
         return state
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
+        for key, value in state.items():
+            setattr(self, key, value)
         self.firings = [Firing(**f) for f in state["firings"]]
-        self.skipped_steps = state["skipped_steps"]
-        self._vanishing_run = state["_vanishing_run"]
-        self._exploding_run = state["_exploding_run"]
-        self._window = list(state["_window"])
         self._best_window = math.inf if state["_best_window"] is None else state["_best_window"]
-        self._stalled_windows = state["_stalled_windows"]
         self._last_eval = None if state["_last_eval"] is None else tuple(state["_last_eval"])  # type: ignore[assignment]
-        self._overfit_run = state["_overfit_run"]
-        self._start_loss = state.get("_start_loss")  # (absent in checkpoints written before the rule existed)
-        self._diverged_run = state.get("_diverged_run", 0)

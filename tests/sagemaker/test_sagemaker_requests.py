@@ -342,9 +342,9 @@ def test_metric_definitions_ignore_other_lines() -> None:
 
 
 def test_the_progress_line_format_is_the_one_the_regexes_read() -> None:
-    """The progress line as `components.train.progress` logs it, through the project's log format."""
+    """The progress line as `components.train.callbacks` logs it, through the project's log format."""
     from components.common.logs import configure_logging
-    from components.train.progress import Throughput
+    from components.train.callbacks import Throughput
 
     configure_logging()
     stream = StringIO()
