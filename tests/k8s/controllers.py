@@ -13,7 +13,9 @@ from __future__ import annotations
 
 import contextlib
 import datetime
-from collections.abc import Mapping
+import threading
+import time
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any, cast
 
@@ -69,6 +71,28 @@ def get(api: ApiClient, resource: Resource, namespace: str, name: str) -> Json:
             resource.group, resource.version, namespace, resource.plural, name
         ),
     )
+
+
+def once_created(
+    api: ApiClient, resource: Resource, namespace: str, name: str, action: Callable[[], object], timeout_s: float = 20
+) -> threading.Thread:
+    """Play a controller's part in the background: run ``action`` once the object exists (the code under test
+    creates it), as a controller reacts to a new object.  Join the returned thread."""
+
+    def play() -> None:
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline:
+            try:
+                get(api, resource, namespace, name)
+            except ApiException:
+                time.sleep(0.05)
+                continue
+            action()
+            return
+
+    thread = threading.Thread(target=play, daemon=True)
+    thread.start()
+    return thread
 
 
 def create(api: ApiClient, resource: Resource, namespace: str, body: Json) -> Json:

@@ -4,9 +4,6 @@
 from __future__ import annotations
 
 import dataclasses
-import threading
-import time
-from collections.abc import Callable
 from typing import Any
 
 import pytest
@@ -17,7 +14,15 @@ from components.tune import spec as S
 from components.tune.engines import katib_experiment as K
 from components.tune.training_cli import TrainingOption
 
-from .controllers import EXPERIMENT, OptimalTrial, fail_experiment, get, pruned_paths, succeed_experiment
+from .controllers import (
+    EXPERIMENT,
+    OptimalTrial,
+    fail_experiment,
+    get,
+    once_created,
+    pruned_paths,
+    succeed_experiment,
+)
 
 Json = dict[str, Any]
 pytestmark = pytest.mark.usefixtures("k8s_crds")
@@ -58,25 +63,6 @@ def _experiment(name: str, namespace: str) -> Json:
     )
 
 
-def _in_background(action: Callable[[], object], api: ApiClient, namespace: str, name: str) -> threading.Thread:
-    """Play the controller once the Experiment exists (run_katib creates it)."""
-
-    def play() -> None:
-        deadline = time.monotonic() + 20
-        while time.monotonic() < deadline:
-            try:
-                get(api, EXPERIMENT, namespace, name)
-            except ApiException:
-                time.sleep(0.05)
-                continue
-            action()
-            return
-
-    thread = threading.Thread(target=play, daemon=True)
-    thread.start()
-    return thread
-
-
 def _exists(api: ApiClient, namespace: str, name: str) -> bool:
     try:
         get(api, EXPERIMENT, namespace, name)
@@ -103,7 +89,9 @@ def test_succeeded_experiment_gives_the_optimal_trial_and_is_cleaned_up(k8s_api:
     best = OptimalTrial(
         "tune-ok-7x2k", {"learning_rate": 3e-05, "per_device_train_batch_size": 32}, {"validation-accuracy": 0.731}
     )
-    thread = _in_background(lambda: succeed_experiment(k8s_api, ns, name, optimal_trial=best), k8s_api, ns, name)
+    thread = once_created(
+        k8s_api, EXPERIMENT, ns, name, lambda: succeed_experiment(k8s_api, ns, name, optimal_trial=best)
+    )
     result = K.run_katib(k8s_api, _experiment(name, ns), namespace=ns, timeout_s=30, poll_s=0.1, cleanup=True)
     thread.join(5)
     assert result.experiment == name and result.best_trial == "tune-ok-7x2k"
@@ -118,7 +106,9 @@ def test_without_cleanup_the_experiment_stays(k8s_api: ApiClient, k8s_namespace:
     best = OptimalTrial(
         "tune-kept-1", {"learning_rate": 1e-05, "per_device_train_batch_size": 16}, {"validation-accuracy": 0.7}
     )
-    thread = _in_background(lambda: succeed_experiment(k8s_api, ns, name, optimal_trial=best), k8s_api, ns, name)
+    thread = once_created(
+        k8s_api, EXPERIMENT, ns, name, lambda: succeed_experiment(k8s_api, ns, name, optimal_trial=best)
+    )
     result = K.run_katib(k8s_api, _experiment(name, ns), namespace=ns, timeout_s=30, poll_s=0.1, cleanup=False)
     thread.join(5)
     assert result.params["per_device_train_batch_size"] == 16
@@ -127,8 +117,8 @@ def test_without_cleanup_the_experiment_stays(k8s_api: ApiClient, k8s_namespace:
 
 def test_failed_experiment_is_a_clear_error(k8s_api: ApiClient, k8s_namespace: str) -> None:
     ns, name = k8s_namespace, "tune-failed"
-    thread = _in_background(
-        lambda: fail_experiment(k8s_api, ns, name, message="maxFailedTrialCount reached"), k8s_api, ns, name
+    thread = once_created(
+        k8s_api, EXPERIMENT, ns, name, lambda: fail_experiment(k8s_api, ns, name, message="maxFailedTrialCount reached")
     )
     with pytest.raises(K.KatibError, match=rf"Experiment {ns}/{name} failed: ExperimentFailed maxFailedTrialCount"):
         K.run_katib(k8s_api, _experiment(name, ns), namespace=ns, timeout_s=30, poll_s=0.1, cleanup=True)
@@ -179,7 +169,7 @@ def test_what_the_engine_renders_passes_katibs_suggestion_checks(
             ]
         experiment["spec"] |= {k: v for k, v in edit.items() if k != "parameters"}
         play = lambda n=name: succeed_experiment(k8s_api, ns, n, optimal_trial=best)  # noqa: E731
-        thread = _in_background(play, k8s_api, ns, name)
+        thread = once_created(k8s_api, EXPERIMENT, ns, name, play)
         if not edit:
             assert K.run_katib(k8s_api, experiment, namespace=ns, timeout_s=30, poll_s=0.1, cleanup=True).best_trial
         else:

@@ -6,7 +6,6 @@ accepted by the Trainer CRD unpruned, and the tune step's engine runs it end to 
 from __future__ import annotations
 
 import json
-import threading
 import time
 from typing import Any
 
@@ -20,7 +19,16 @@ from components.tune.engines import katib_engine as E
 from components.tune.engines import katib_experiment as K
 from components.tune.training_cli import TrainingOption
 
-from .controllers import EXPERIMENT, OptimalTrial, Resource, get, patch_status, pruned_paths, succeed_experiment
+from .controllers import (
+    EXPERIMENT,
+    OptimalTrial,
+    Resource,
+    get,
+    once_created,
+    patch_status,
+    pruned_paths,
+    succeed_experiment,
+)
 
 Json = dict[str, Any]
 pytestmark = pytest.mark.usefixtures("k8s_crds")
@@ -119,22 +127,13 @@ def test_the_engine_runs_the_experiment_and_reads_its_trials(k8s_api: ApiClient,
     ns, name = k8s_namespace, "tune-run"
 
     def play_katib() -> None:
-        deadline = time.monotonic() + 20
-        while time.monotonic() < deadline:
-            try:
-                get(k8s_api, EXPERIMENT, ns, name)
-            except ApiException:
-                time.sleep(0.05)
-                continue
-            _trial(k8s_api, ns, name, f"{name}-a", "1.2e-05", "0.64")
-            _trial(k8s_api, ns, name, f"{name}-b", "3.1e-05", "0.7")
-            _trial(k8s_api, ns, "another", "another-a", "4e-05", "0.9")  # another Experiment's trial
-            best = OptimalTrial(f"{name}-b", {"learning_rate": "3.1e-05"}, {"validation-accuracy": 0.7})
-            succeed_experiment(k8s_api, ns, name, optimal_trial=best)
-            return
+        _trial(k8s_api, ns, name, f"{name}-a", "1.2e-05", "0.64")
+        _trial(k8s_api, ns, name, f"{name}-b", "3.1e-05", "0.7")
+        _trial(k8s_api, ns, "another", "another-a", "4e-05", "0.9")  # another Experiment's trial
+        best = OptimalTrial(f"{name}-b", {"learning_rate": "3.1e-05"}, {"validation-accuracy": 0.7})
+        succeed_experiment(k8s_api, ns, name, optimal_trial=best)
 
-    thread = threading.Thread(target=play_katib, daemon=True)
-    thread.start()
+    thread = once_created(k8s_api, EXPERIMENT, ns, name, play_katib)
     result = E.run(
         SPEC,
         {"feature_store": "/mnt/feast/store"},
@@ -169,31 +168,22 @@ def test_a_katib_that_does_not_watch_trainjobs_is_named_with_the_fix(k8s_api: Ap
     trial = f"{name}-abc12"
 
     def play_katib_without_trainjobs() -> None:  # creates the trial and its TrainJob, never sees it end
-        deadline = time.monotonic() + 20
-        while time.monotonic() < deadline:
-            try:
-                get(k8s_api, EXPERIMENT, ns, name)
-            except ApiException:
-                time.sleep(0.05)
-                continue
-            body = {
-                "apiVersion": TRIAL.api_version,
-                "kind": TRIAL.kind,
-                "metadata": {"name": trial, "labels": {K.TRIAL_EXPERIMENT_LABEL: name}},
-                "spec": {"parameterAssignments": [{"name": "learning_rate", "value": "2e-05"}]},
-            }
-            custom = CustomObjectsApi(k8s_api)
-            custom.create_namespaced_custom_object(TRIAL.group, TRIAL.version, ns, TRIAL.plural, body)
-            patch_status(k8s_api, TRIAL, ns, trial, {"conditions": [{"type": "Running", "status": "True"}]})
-            job = json.loads(json.dumps(experiment["spec"]["trialTemplate"]["trialSpec"]))
-            job["metadata"] = {"name": trial}
-            custom.create_namespaced_custom_object(T.GROUP, T.VERSION, ns, T.PLURAL, job)
-            complete = {"type": "Complete", "status": "True", "reason": "JobsCompleted", "message": "done"}
-            patch_status(k8s_api, TRAINJOB, ns, trial, {"conditions": [complete | {"lastTransitionTime": _NOW}]})
-            return
+        body = {
+            "apiVersion": TRIAL.api_version,
+            "kind": TRIAL.kind,
+            "metadata": {"name": trial, "labels": {K.TRIAL_EXPERIMENT_LABEL: name}},
+            "spec": {"parameterAssignments": [{"name": "learning_rate", "value": "2e-05"}]},
+        }
+        custom = CustomObjectsApi(k8s_api)
+        custom.create_namespaced_custom_object(TRIAL.group, TRIAL.version, ns, TRIAL.plural, body)
+        patch_status(k8s_api, TRIAL, ns, trial, {"conditions": [{"type": "Running", "status": "True"}]})
+        job = json.loads(json.dumps(experiment["spec"]["trialTemplate"]["trialSpec"]))
+        job["metadata"] = {"name": trial}
+        custom.create_namespaced_custom_object(T.GROUP, T.VERSION, ns, T.PLURAL, job)
+        complete = {"type": "Complete", "status": "True", "reason": "JobsCompleted", "message": "done"}
+        patch_status(k8s_api, TRAINJOB, ns, trial, {"conditions": [complete | {"lastTransitionTime": _NOW}]})
 
-    thread = threading.Thread(target=play_katib_without_trainjobs, daemon=True)
-    thread.start()
+    thread = once_created(k8s_api, EXPERIMENT, ns, name, play_katib_without_trainjobs)
     started = time.monotonic()
     with pytest.raises(K.KatibError) as error:
         K.run_katib(k8s_api, experiment, namespace=ns, timeout_s=60, poll_s=0.1, cleanup=True, trainjob_unseen_s=1)

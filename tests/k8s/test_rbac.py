@@ -34,7 +34,7 @@ from components.tune.training_cli import TrainingOption
 from tests.manifests.kustomize import PIPELINE_SERVICE_ACCOUNT, Json, build, one
 
 from .cluster import Cluster
-from .controllers import EXPERIMENT, INFERENCE_SERVICE, OptimalTrial, Resource, get, succeed_experiment
+from .controllers import EXPERIMENT, INFERENCE_SERVICE, OptimalTrial, Resource, get, once_created, succeed_experiment
 from .test_kserve_rollout import NAME
 from .test_kserve_rollout import Controller as KServe
 from .test_kserve_rollout import _config as kserve_config
@@ -145,18 +145,9 @@ def test_katib_engine_runs_as_the_service_account(k8s_api: ApiClient, as_sa: Api
     best = OptimalTrial("rbac-tune-1", {"learning_rate": 2e-05}, {"validation-accuracy": 0.7})
 
     def controller() -> None:  # Katib's part, as the admin, once the Experiment exists
-        deadline = time.monotonic() + 20
-        while time.monotonic() < deadline:
-            try:
-                get(k8s_api, EXPERIMENT, ns, name)
-            except ApiException:
-                time.sleep(0.05)
-                continue
-            succeed_experiment(k8s_api, ns, name, optimal_trial=best)
-            return
+        succeed_experiment(k8s_api, ns, name, optimal_trial=best)
 
-    thread = threading.Thread(target=controller, daemon=True)
-    thread.start()
+    thread = once_created(k8s_api, EXPERIMENT, ns, name, controller)
     result = K.run_katib(as_sa, experiment, namespace=ns, timeout_s=30, poll_s=0.1, cleanup=True)
     thread.join(5)
     assert result.best_trial == "rbac-tune-1" and result.params == {"learning_rate": 2e-05}
