@@ -149,9 +149,9 @@ def check_max_seq_length(base_model: str, max_seq_length: int, flag: str = "--ma
         return
     limit = position_limit(name)
     if limit is not None and max_seq_length > limit[0]:
-        shown = repr(base_model.strip()) if base_model.strip() else "the bundled MiniLM"
+        shown = f"model {base_model.strip()!r}" if base_model.strip() else "the bundled MiniLM"
         raise ValueError(
-            f"{flag} {max_seq_length} is more than model {shown} takes: {limit[0]} tokens per text ({limit[1]}); "
+            f"{flag} {max_seq_length} is more than {shown} takes: {limit[0]} tokens per text ({limit[1]}); "
             f"use at most {limit[0]}."
         )
 

@@ -51,7 +51,7 @@ check study-storage-unwritable "--study-storage 'sqlite:////proc/study.db'" -- \
 check mlflow-sqlite-unwritable "MLflow database sqlite:////proc/mlflow.db cannot be written" -- \
   "${run[@]}" --mlflow-tracking-uri sqlite:////proc/mlflow.db
 # 11. more tokens than the bundled 512-position MiniLM takes
-check max-seq-length-600 "--max-seq-length 600 is more than model" -- "${run[@]}" --max-seq-length 600
+check max-seq-length-600 "--max-seq-length 600 is more than the bundled MiniLM takes: 512" -- "${run[@]}" --max-seq-length 600
 check max-seq-length-100000 "use at most 512" -- "${run[@]}" --max-seq-length 100000
 # 12. KServe from a local run (its model is a path on this machine)
 check kserve-from-a-local-run "--deploy-backend kserve cannot deploy from a local run" -- \

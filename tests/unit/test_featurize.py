@@ -305,5 +305,5 @@ def test_max_seq_length_above_the_models_positions_is_refused(
 
 def test_the_bundled_model_takes_512_tokens() -> None:
     core.FeaturizeConfig(max_seq_length=512).validate()
-    with pytest.raises(ValueError, match=r"--max-seq-length 600 is more than model the bundled MiniLM takes: 512"):
+    with pytest.raises(ValueError, match=r"--max-seq-length 600 is more than the bundled MiniLM takes: 512"):
         core.FeaturizeConfig(max_seq_length=600).validate()
