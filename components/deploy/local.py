@@ -26,7 +26,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from components.deploy.smoke import SmokeResult, SmokeReview, compare
+from components.deploy.smoke import SmokeResult, SmokeReview, compare, v1_predictions
 
 HOST = "127.0.0.1"
 #: Texts per smoke request (the server's default limit is 64).
@@ -84,11 +84,8 @@ def predict_v1(endpoint: str, texts: list[str], timeout: float = 120.0) -> list[
     answers: list[dict[str, Any]] = []
     for start in range(0, len(texts), CHUNK):
         status, body = _request(endpoint, {"instances": texts[start : start + CHUNK]}, timeout)
-        try:
-            predictions = json.loads(body)["predictions"] if status == 200 else None
-        except (ValueError, KeyError, TypeError):
-            predictions = None
-        if not isinstance(predictions, list):
+        predictions = v1_predictions(body) if status == 200 else None
+        if predictions is None:
             raise RuntimeError(f"The model server answered HTTP {status} on {endpoint}: {body[:300]!r}")
         answers += predictions
     return answers

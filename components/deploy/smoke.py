@@ -13,6 +13,7 @@ lengths, and float arithmetic in another order can flip an exact tie — never a
 
 from __future__ import annotations
 
+import json
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -141,6 +142,15 @@ class SmokeResult:
             shown = "; ".join(f"{m.review_id}: evaluate {m.expected}, served {m.served}" for m in self.mismatches[:3])
             text += f"; mismatches: {shown}"
         return text
+
+
+def v1_predictions(body: bytes) -> list[dict[str, Any]] | None:
+    """The ``predictions`` list of a V1 answer's body, or None when it holds none (not JSON, no list)."""
+    try:
+        predictions = json.loads(body)["predictions"]
+    except (ValueError, KeyError, TypeError):
+        return None
+    return predictions if isinstance(predictions, list) else None
 
 
 def compare(reviews: list[SmokeReview], answers: list[dict[str, Any]]) -> SmokeResult:

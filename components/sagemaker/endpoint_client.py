@@ -25,6 +25,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, TextIO
 
+from components.deploy.smoke import v1_predictions
 from components.sagemaker import endpoint as E
 from components.sagemaker.jobs import Clock, call
 from components.sagemaker.limits import check_request
@@ -110,11 +111,8 @@ def invoke(runtime: Any, name: str, texts: list[str]) -> list[dict[str, Any]]:
         request = {"EndpointName": name, "Body": body, "ContentType": "application/json", "Accept": "application/json"}
         reply = call(runtime, "sagemaker-runtime", "InvokeEndpoint", request)
         raw = reply["Body"].read()
-        try:
-            predictions = json.loads(raw)["predictions"]
-        except (ValueError, KeyError, TypeError):
-            predictions = None
-        if not isinstance(predictions, list):
+        predictions = v1_predictions(raw)
+        if predictions is None:
             raise RuntimeError(f"SageMaker endpoint {name} answered without predictions: {raw[:300]!r}")
         answers += predictions
     return answers
