@@ -22,7 +22,7 @@ BASE_IMAGE ?=
 IMAGE_BUILD_FLAGS ?= $(if $(and $(PIP_CERT),$(filter podman,$(CONTAINER_TOOL))),-v $(PIP_CERT):/run/host-ca.crt:ro --build-arg PIP_CERT=/run/host-ca.crt)
 
 .DEFAULT_GOAL := help
-.PHONY: help install run test test-all compile lint bench clean k8s-apiserver images container-runtime
+.PHONY: help install run test test-all compile golden lint bench clean k8s-apiserver images container-runtime
 
 help: ## List the targets
 	@grep -E '^[a-zA-Z0-9_-]+:.*?## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*?## "}; {printf "  %-12s %s\n", $$1, $$2}'
@@ -51,6 +51,9 @@ compile: $(STAMP) ## Compile the pipeline YAML under build/ (PROFILE=onprem|eks|
 .PHONY: submit
 submit: $(STAMP) ## Compile for PROFILE and start a run on Kubeflow Pipelines (DATA=s3://..., ARGS=; KFP_HOST, KFP_TOKEN: docs/cluster.md)
 	$(BIN)/python -m pipelines submit --profile $(PROFILE) $(if $(DATA),--data $(DATA)) $(ARGS)
+
+golden: $(STAMP) ## Rewrite tests/pipelines/golden/ (the compiled YAML of each profile) after a change meant to alter it
+	$(BIN)/python -m tests.pipelines.golden_compile
 
 lint: $(STAMP) ## Lint, check formatting and the layering contract (steps import only common; no cycles)
 	$(BIN)/ruff check .
