@@ -15,8 +15,11 @@ Feast is imported inside the functions, so importing this module is cheap.
 
 from __future__ import annotations
 
+import atexit
+import contextlib
 import os
 import re
+import sys
 from collections.abc import Sequence
 from datetime import UTC, datetime
 from pathlib import Path
@@ -93,6 +96,24 @@ def store_config_path(feast_config: str) -> Path:
     return path.resolve()
 
 
+def close_duckdb_connection() -> None:
+    """Disconnect ibis's default DuckDB connection, the one Feast's DuckDB offline store reads and writes
+    through (``ibis.read_parquet``, ``ibis.memtable``), if one was opened.
+
+    Registered with `atexit` by `load_store_config`. DuckDB's Python module (nanobind since duckdb 2.0) checks
+    at interpreter shutdown for its objects still alive and prints a ``nanobind: leaked …`` block for each
+    process; ibis keeps this connection in ``ibis.options.default_backend`` until the very end, so without this
+    every process that read the offline store printed one. Harmless to call twice (a later use reconnects).
+    """
+    ibis = sys.modules.get("ibis")
+    backend = getattr(getattr(ibis, "options", None), "default_backend", None)
+    if backend is None:
+        return
+    ibis.options.default_backend = None
+    with contextlib.suppress(Exception):  # at exit: a connection that is already gone is fine
+        backend.disconnect()
+
+
 def load_store_config(store_dir: str | Path, feast_config: str = "local") -> RepoConfig:
     """Feast's `RepoConfig` for a store whose relative paths resolve under ``store_dir``.
 
@@ -107,6 +128,8 @@ def load_store_config(store_dir: str | Path, feast_config: str = "local") -> Rep
     from feast.errors import FeastError, FeastExtrasDependencyImportError, FeastModuleImportError
     from feast.repo_config import FeastConfigError, load_repo_config
 
+    atexit.unregister(close_duckdb_connection)  # once per process
+    atexit.register(close_duckdb_connection)
     yaml_path = store_config_path(feast_config)
     unset = sorted({m.group(1) for m in _UNRESOLVED.finditer(os.path.expandvars(yaml_path.read_text()))})
     if unset:
