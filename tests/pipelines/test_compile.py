@@ -9,7 +9,6 @@ import yaml
 from google.protobuf import json_format
 from kfp.pipeline_spec import pipeline_spec_pb2
 
-from components.common import image
 from pipelines.__main__ import main
 from pipelines.compile import PROFILES, compile_pipeline
 
@@ -24,7 +23,9 @@ def _spec(path: Path) -> pipeline_spec_pb2.PipelineSpec:
 
 
 @pytest.mark.parametrize("profile", PROFILES)
-def test_compiles_to_a_valid_pipeline_spec(tmp_path: Path, profile: str) -> None:
+def test_compiles_to_a_valid_pipeline_spec(tmp_path: Path, profile: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("BERT_KFP_REGISTRY", "registry.example.com/ml")
+    monkeypatch.setenv("BERT_KFP_IMAGE_TAG", "0.1.0-test")
     spec = _spec(compile_pipeline(tmp_path / "p.yaml", profile=profile))
     assert spec.pipeline_info.name == "bert-review-sentiment"
     tasks = spec.root.dag.tasks
@@ -43,12 +44,14 @@ def test_compiles_to_a_valid_pipeline_spec(tmp_path: Path, profile: str) -> None
     )
     executors = spec.deployment_spec["executors"]
     images = {name: e["container"]["image"] for name, e in executors.items()}
-    built = image.images()  # what `make images` tags (registry, tag: components/common/image.py)
     # The torch steps run on the (CUDA) train image, every other step on the components image.
     for torch_step in ("exec-tune-hyperparameters", "exec-train-classifier", "exec-evaluate-classifier"):
-        assert images.pop(torch_step) == built["train"]
-    assert images.pop("exec-deploy-model") == built["serve"]  # it starts the model server
-    assert images and all(reference == built["components"] for reference in images.values())
+        assert images.pop(torch_step) == "registry.example.com/ml/train:0.1.0-test"
+    assert images.pop("exec-deploy-model") == "registry.example.com/ml/serve:0.1.0-test"  # it starts the server
+    assert images == {
+        f"exec-{step}": "registry.example.com/ml/components:0.1.0-test"
+        for step in ("prepare-reviews", "check-bias", "featurize-reviews", "ingest-features", "skip-deployment")
+    }
     # Training takes the tuned hyper-parameters.
     hyper = tasks["train-classifier"].inputs.parameters["hyperparameters"].task_output_parameter
     assert (hyper.producer_task, hyper.output_parameter_key) == ("tune-hyperparameters", "best_params")

@@ -14,10 +14,19 @@ from kfp import compiler, dsl
 
 from components.common.tracking import ENV_TRACKING_URI
 from pipelines.compile import PROFILES, compile_pipeline
-from pipelines.profiles import MLFLOW_SECRET_KEYS, Profile, load_profiles, use_mlflow
+from pipelines.profiles import Profile, load_profiles, use_mlflow
 
 #: Pipeline tasks that log to MLflow (tuning and deploy join them when they are built).
 MLFLOW_TASKS = ("train-classifier", "evaluate-classifier")
+#: The keys of the MLflow Secret a profile maps into those tasks' environment when it names none.
+SECRET_KEYS = (
+    "MLFLOW_TRACKING_USERNAME",
+    "MLFLOW_TRACKING_PASSWORD",
+    "MLFLOW_TRACKING_TOKEN",
+    "AWS_ACCESS_KEY_ID",
+    "AWS_SECRET_ACCESS_KEY",
+    "MLFLOW_S3_ENDPOINT_URL",
+)
 
 
 def _documents(path: Path) -> tuple[dict, dict]:
@@ -54,7 +63,7 @@ def test_shipped_profiles_name_a_tracking_server() -> None:
         assert access is not None, name
         assert access.tracking_uri == "http://mlflow.kubeflow-bert.svc.cluster.local:5000"
         assert access.secret == "mlflow-credentials" and access.secret_optional is True
-        assert access.secret_keys == MLFLOW_SECRET_KEYS
+        assert access.secret_keys == SECRET_KEYS
 
 
 def _toy(profile: Profile | None, tmp_path: Path) -> tuple[dict, dict]:
@@ -123,7 +132,7 @@ def _assert_tasks_use(path: Path, uri: str, secret: str) -> None:
         assert _env(spec, executor).get(ENV_TRACKING_URI) == uri, f"{task}: no {ENV_TRACKING_URI}={uri}"
         mapped = _secret(platform, executor, secret)
         assert mapped is not None, f"{task}: Secret {secret} is not mapped to its environment"
-        assert {m["envVar"] for m in mapped["keyToEnv"]} >= {"MLFLOW_TRACKING_USERNAME", "MLFLOW_TRACKING_PASSWORD"}
+        assert mapped["keyToEnv"] == [{"secretKey": key, "envVar": key} for key in SECRET_KEYS]
         assert mapped["optional"] is True
 
 

@@ -121,7 +121,9 @@ def test_compiled_yaml_names_exactly_the_images_make_images_builds(
     spec = next(yaml.safe_load_all(compile_pipeline(tmp_path / "p.yaml", profile=profile).read_text()))
     executors = spec["deploymentSpec"]["executors"]
     used = {name: e["container"]["image"] for name, e in executors.items()}
-    built = image.images()  # what `make images` tags, in the same environment
+    # what `make images` tags in the same environment (`python -m components.common.image`)
+    built = {n: f"registry.example.com/ml/{n}:0.1.0-feedbeef" for n in ("components", "train", "serve")}
+    assert image.images() == built
     assert set(used.values()) <= set(built.values())
     # The CPU steps run on the image without torch; the torch steps on the train image.
     for step in ("prepare-reviews", "check-bias", "featurize-reviews", "ingest-features"):
@@ -129,7 +131,11 @@ def test_compiled_yaml_names_exactly_the_images_make_images_builds(
     for step in ("tune-hyperparameters", "train-classifier", "evaluate-classifier"):
         assert used[f"exec-{step}"] == built["train"]
     env = {e["name"]: e["value"] for e in executors["exec-train-classifier"]["container"]["env"]}
-    assert env[image.env_name("train")] == built["train"]
+    assert {k: v for k, v in env.items() if k.endswith("_IMAGE")} == {
+        "BERT_KFP_COMPONENTS_IMAGE": built["components"],
+        "BERT_KFP_TRAIN_IMAGE": built["train"],
+        "BERT_KFP_SERVE_IMAGE": built["serve"],
+    }
 
 
 def test_cli_prints_the_names_make_images_tags_with(clean_env: pytest.MonkeyPatch) -> None:
