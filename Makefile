@@ -20,6 +20,8 @@ BASE_IMAGE ?=
 # Builder-specific build flags (a CA bundle, an index: build arguments only, never in an image). With podman,
 # the CA bundle this machine's pip uses ($PIP_CERT, e.g. behind a TLS-intercepting proxy) is lent to the build.
 IMAGE_BUILD_FLAGS ?= $(if $(and $(PIP_CERT),$(filter podman,$(CONTAINER_TOOL))),-v $(PIP_CERT):/run/host-ca.crt:ro --build-arg PIP_CERT=/run/host-ca.crt)
+# Flags for `make push`, e.g. PUSH_FLAGS=--tls-verify=false (podman) for a registry without TLS.
+PUSH_FLAGS ?=
 
 .DEFAULT_GOAL := help
 .PHONY: help install run test test-all compile golden lint bench clean k8s-apiserver images container-runtime
@@ -70,7 +72,7 @@ bench: $(STAMP) ## Run the benchmarks (NAME=bias to run one)
 k8s-apiserver: ## Build kube-apiserver + etcd for tests/k8s into K8S_TEST_CACHE (default ~/.cache/bert-kfp-k8s)
 	bash hack/k8s/build-apiserver.sh
 
-images: $(STAMP) ## Build the images (IMAGES=, BASE_IMAGE=, IMAGE_BUILD_FLAGS=) tagged as the compiled pipeline names them
+images: $(STAMP) ## Build the images (IMAGES=, BASE_IMAGE=, IMAGE_BUILD_FLAGS=) tagged as the compiled pipeline names them; pushed too when BERT_KFP_REGISTRY is set
 	@test -n "$(CONTAINER_TOOL)" || { echo "make images: neither podman nor docker found; make container-runtime installs podman" >&2; exit 2; }
 	@refs="$$($(BIN)/python -m components.common.image)" && for name in $(IMAGES); do \
 	  ref=$$(printf '%s\n' "$$refs" | sed -n "s/^$$name=//p"); \
@@ -78,6 +80,19 @@ images: $(STAMP) ## Build the images (IMAGES=, BASE_IMAGE=, IMAGE_BUILD_FLAGS=) 
 	  echo "$(CONTAINER_TOOL) build --target $$name -t $$ref"; \
 	  $(CONTAINER_TOOL) build --network host -f images/Dockerfile --target $$name \
 	    $(if $(BASE_IMAGE),--build-arg BASE_IMAGE=$(BASE_IMAGE)) $(IMAGE_BUILD_FLAGS) -t $$ref . || exit 1; \
+	done
+	@if [ -n "$(strip $(BERT_KFP_REGISTRY))" ]; then $(MAKE) --no-print-directory push; \
+	else echo "make images: local names (localhost/bert-kfp/...), which no cluster can pull; set BERT_KFP_REGISTRY to push them"; fi
+
+.PHONY: push
+push: $(STAMP) ## Push the images (IMAGES=, PUSH_FLAGS=) to BERT_KFP_REGISTRY under the names the compiled pipeline uses
+	@test -n "$(CONTAINER_TOOL)" || { echo "make push: neither podman nor docker found; make container-runtime installs podman" >&2; exit 2; }
+	@test -n "$(strip $(BERT_KFP_REGISTRY))" || { echo "make push: BERT_KFP_REGISTRY is not set: set it to the registry the cluster pulls from (e.g. registry.example.com/ml) and run make images" >&2; exit 2; }
+	@refs="$$($(BIN)/python -m components.common.image)" && for name in $(IMAGES); do \
+	  ref=$$(printf '%s\n' "$$refs" | sed -n "s/^$$name=//p"); \
+	  test -n "$$ref" || { echo "make push: unknown image $$name" >&2; exit 2; }; \
+	  echo "$(CONTAINER_TOOL) push $$ref"; \
+	  $(CONTAINER_TOOL) push $(PUSH_FLAGS) $$ref || exit 1; \
 	done
 
 container-runtime: ## Install podman + runc, build a local Debian base, start podman's Docker API; prints DOCKER_HOST, BASE_IMAGE

@@ -105,7 +105,7 @@ def _run(args: argparse.Namespace) -> int:
 
 
 def _compile(args: argparse.Namespace) -> int:
-    from pipelines.compile import compile_pipeline
+    from pipelines.compile import compile_pipeline, local_images_warning
 
     output = args.output or Path("build") / f"pipeline-{args.target}-{args.profile}.yaml"
     extra = {"profiles_file": args.profiles_file} if args.profiles_file else {}
@@ -115,6 +115,9 @@ def _compile(args: argparse.Namespace) -> int:
         print(f"error: {err}", file=sys.stderr)
         return 2
     print(f"Compiled pipeline: {path}")
+    warning = local_images_warning(path)
+    if warning:
+        print(warning, file=sys.stderr)
     return 0
 
 

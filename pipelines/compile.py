@@ -75,6 +75,35 @@ def compile_pipeline(
     return output
 
 
+def local_images(package: str | Path) -> list[str]:
+    """The images the compiled pipeline ``package`` names that only this machine has: ``localhost/…``, what
+    `components.common.image` names them without ``$BERT_KFP_REGISTRY`` (no cluster can pull them)."""
+    import yaml
+
+    found = set()
+    for document in yaml.safe_load_all(Path(package).read_text()):
+        executors = ((document or {}).get("deploymentSpec") or {}).get("executors") or {}
+        for executor in executors.values():
+            image = ((executor or {}).get("container") or {}).get("image", "")
+            if image.split("/", 1)[0] == "localhost":
+                found.add(image)
+    return sorted(found)
+
+
+def local_images_warning(package: str | Path) -> str | None:
+    """One line saying that ``package`` names images no cluster can pull, and the fix; None when it does not."""
+    from components.common.image import ENV_REGISTRY
+
+    images = local_images(package)
+    if not images:
+        return None
+    return (
+        f"warning: {package} names images only this machine has ({images[0]}{', …' if len(images) > 1 else ''}): "
+        f"no cluster can pull them. Set {ENV_REGISTRY} to the registry the cluster pulls from, run make images "
+        "(it pushes them there) and compile again (docs/containers.md)."
+    )
+
+
 def sagemaker_profile(profile: Profile, profiles_file: str | Path = DEFAULT_FILE) -> Profile:
     """The profile with its ``sagemaker`` images resolved to ECR URIs (an empty one: the image this compile
     pins, `components.common.image`), so the steps' settings name exactly what runs.

@@ -381,4 +381,9 @@ def run_subcommand(args: Any) -> int:
         return 1
     print(f"Compiled pipeline: {run.package}")
     print(f"Started run {run.run_name!r} ({run.run_id}): {run.url}")
+    from pipelines.compile import local_images_warning
+
+    warning = local_images_warning(run.package)
+    if warning:
+        print(warning, file=sys.stderr)
     return 0
