@@ -35,13 +35,6 @@ class Prediction:
         return {"label": self.label, "score": self.score, "probabilities": self.probabilities}
 
 
-def softmax(logits: np.ndarray) -> np.ndarray:
-    """Row-wise softmax (numerically stable)."""
-    shifted = logits - logits.max(axis=1, keepdims=True)
-    exp = np.exp(shifted)
-    return exp / exp.sum(axis=1, keepdims=True)
-
-
 class SentimentClassifier:
     """A trained review classifier on one device: `probabilities(texts)` is one forward pass."""
 
@@ -100,7 +93,7 @@ class SentimentClassifier:
         logits, _ = modeling.predict(
             self.model, examples, self.tokenizer.pad_token_id, len(ids), self.device, self.autocast_dtype
         )
-        return softmax(logits.astype(np.float64)).astype(np.float32)
+        return modeling.softmax(logits).astype(np.float32)
 
     def predictions(self, probabilities: np.ndarray) -> list[Prediction]:
         """`Prediction`s from rows of class probabilities."""

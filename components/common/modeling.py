@@ -3,7 +3,8 @@
 `resolve_base_model` and `load_tokenizer` check a model name or directory with an error a user can act on;
 `load_classifier` builds `AutoModelForSequenceClassification` with the pipeline's 3 labels (to fine-tune);
 `load_trained_classifier` loads one that train wrote and checks its labels; `predict` runs batched,
-dynamically padded inference over `batching.Examples`, and `predict_classes` does it for a model directory.
+dynamically padded inference over `batching.Examples` (`softmax` turns its logits into probabilities), and
+`predict_classes` does it for a model directory.
 """
 
 from __future__ import annotations
@@ -300,6 +301,13 @@ def predict(
             logits[batch] = out.cpu().numpy()
     model.train(was_training)
     return logits, loss_sum
+
+
+def softmax(logits: np.ndarray) -> np.ndarray:
+    """Row-wise softmax of ``logits`` (shape (n, classes)), numerically stable, in float64."""
+    shifted = logits.astype(np.float64) - logits.max(axis=1, keepdims=True)
+    exp = np.exp(shifted)
+    return exp / exp.sum(axis=1, keepdims=True)
 
 
 def predict_classes(

@@ -22,13 +22,6 @@ if TYPE_CHECKING:  # pragma: no cover - typing only
     import pandas as pd
 
 
-def softmax(logits: np.ndarray) -> np.ndarray:
-    """Row-wise softmax (numerically stable), float64."""
-    shifted = logits.astype(np.float64) - logits.max(axis=1, keepdims=True)
-    exp = np.exp(shifted)
-    return exp / exp.sum(axis=1, keepdims=True)
-
-
 def predict_probabilities(model_dir: str | Path, examples: D.Examples, batch_size: int = 64) -> np.ndarray:
     """Class probabilities of ``examples`` (input order, shape (n, classes)) by the classifier in ``model_dir``;
     their argmax is `components.common.modeling.predict_classes`.
@@ -44,7 +37,7 @@ def predict_probabilities(model_dir: str | Path, examples: D.Examples, batch_siz
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
     dtype = modeling.pick_precision("auto", device)
     logits, _ = modeling.predict(model.to(device), examples, tokenizer.pad_token_id, batch_size, device, dtype)
-    return softmax(logits)
+    return modeling.softmax(logits)
 
 
 def probability_columns() -> list[str]:

@@ -57,6 +57,15 @@ def test_report_metrics_on_a_hand_computed_case() -> None:
     assert report.headline()["precision_neutral"] == 0.5 and report.headline()["recall_positive"] == 1.0
 
 
+def test_softmax_of_large_logits_is_finite_and_sums_to_one() -> None:
+    """One softmax for evaluate's predictions and the model server (float32 logits of 1000 would overflow exp)."""
+    probabilities = modeling.softmax(np.array([[1000.0, 1000.0, 999.0], [0.0, 0.0, 0.0]], dtype=np.float32))
+    assert probabilities.dtype == np.float64
+    e = np.exp(-1.0)
+    np.testing.assert_allclose(probabilities[0], [1 / (2 + e), 1 / (2 + e), e / (2 + e)])
+    np.testing.assert_allclose(probabilities[1], [1 / 3, 1 / 3, 1 / 3])
+
+
 def test_facet_accuracy_difference_and_gap() -> None:
     labels = np.array([0, 0, 0, 0, 1, 1, 1, 1, 2, 2])
     predictions = np.array([0, 0, 0, 1, 1, 1, 0, 0, 2, 2])
