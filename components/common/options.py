@@ -213,10 +213,16 @@ def defaults(cls: type) -> dict[str, Any]:
 
 
 class DefaultsHelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
-    """Shows ``(default: …)`` where there is a default worth showing (not None, not an off switch)."""
+    """Shows ``(default: …)`` where there is a default worth showing: not None, not False (an off switch such
+    as ``store_true``).
+
+    argparse makes only the formatter classes' names public and has no public hook that decides per argument
+    whether its default is shown; this overrides ``_get_help_string``, the method `ArgumentDefaultsHelpFormatter`
+    itself overrides (checked on Python 3.11; tests/unit/test_no_private_api.py fails if it changes).
+    """
 
     def _get_help_string(self, action: argparse.Action) -> str:
-        if action.default is None or action.default is False or isinstance(action, argparse._StoreTrueAction):
+        if action.default is None or action.default is False:
             return action.help or ""
         return super()._get_help_string(action) or ""
 
