@@ -319,7 +319,6 @@ def _with(config: SubmitConfig, **changes: Any) -> SubmitConfig:
 def add_subcommand(sub: Any) -> None:
     """Add ``submit`` to the subcommands of ``python -m pipelines``: `SubmitConfig`'s flags, ``--data``,
     ``--param NAME=VALUE`` and the run flags of every step option (sent only when given)."""
-    import argparse
 
     from components.common import options
     from pipelines import parameters
@@ -342,9 +341,8 @@ def add_subcommand(sub: Any) -> None:
     options.add_arguments(parser, SubmitConfig)
     parameters.add_run_flags(parser)
     # Step options go to the run only when given: the compiled pipeline (and its profile) holds the defaults.
-    for action in parser._actions:  # (not set_defaults: argparse would type-convert the marker)
-        if action.dest in parameters.DECLARED_IN:
-            action.default = argparse.SUPPRESS
+    # None marks "not given" (no option parses to None; --help then shows no default), as `run_subcommand` reads.
+    parser.set_defaults(**dict.fromkeys(parameters.DECLARED_IN))
 
 
 def _pairs(items: list[str]) -> dict[str, str]:
@@ -366,7 +364,7 @@ def run_subcommand(args: Any) -> int:
     from components.common import options
     from pipelines import parameters
 
-    values = {name: getattr(args, name) for name in parameters.DECLARED_IN if hasattr(args, name)}
+    values = {name: getattr(args, name) for name in parameters.DECLARED_IN if getattr(args, name, None) is not None}
     try:
         given: dict[str, Any] = {**values, **({"data": args.data} if args.data else {}), **_pairs(args.param or [])}
         config = options.from_mapping(
