@@ -87,23 +87,26 @@ def _alive(owner: Any) -> bool:
     return int(owner["pid"]) != os.getpid()
 
 
-def _recover(study: optuna.Study, retry: Callable[[optuna.Study, Any], None]) -> list[int]:
+def _recover(
+    study: optuna.Study, storage: optuna.storages.BaseStorage, retry: Callable[[optuna.Study, Any], None]
+) -> list[int]:
     """Fail and re-queue the trials left RUNNING by a tuner of this host that no longer lives; stale ones of
-    other hosts too (heartbeat).  Returns their numbers."""
+    other hosts too (heartbeat).  ``storage``: the study's, as `run` made it.  Returns their numbers."""
     import copy
 
     import optuna
     from optuna.trial import TrialState
 
-    storage = study._storage
+    study_id = storage.get_study_id_from_name(study.study_name)
     recovered = []
     for trial in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
         if _alive(trial.user_attrs.get("owner")):
             continue
+        trial_id = storage.get_trial_id_from_study_id_trial_number(study_id, trial.number)
         try:
-            if storage.set_trial_state_values(trial._trial_id, state=TrialState.FAIL):
+            if storage.set_trial_state_values(trial_id, state=TrialState.FAIL):
                 recovered.append(trial.number)
-                retry(study, copy.deepcopy(storage.get_trial(trial._trial_id)))
+                retry(study, copy.deepcopy(storage.get_trial(trial_id)))
         except optuna.exceptions.UpdateFinishedTrialError:
             pass
     before = {t.number for t in study.get_trials(deepcopy=False, states=(TrialState.FAIL,))}
@@ -132,15 +135,18 @@ def _finished(trials: list[optuna.trial.FrozenTrial]) -> tuple[int, int]:
     return done, failed
 
 
-def _warm_start(study: optuna.Study, spec: S.SearchSpec, settings: OptunaSettings) -> list[str]:
-    """Enqueue the best parameters of earlier studies of the same objective that fit this search space."""
+def _warm_start(
+    study: optuna.Study, storage: optuna.storages.BaseStorage, spec: S.SearchSpec, settings: OptunaSettings
+) -> list[str]:
+    """Enqueue the best parameters of earlier studies (in ``storage``, the study's) of the same objective that
+    fit this search space."""
     import optuna
 
     if not settings.warm_start or spec.algorithm == "grid" or study.trials:
         return []
     signature = _search_signature(spec)
     candidates = []
-    for summary in optuna.get_all_study_summaries(study._storage, include_best_trial=True):
+    for summary in optuna.get_all_study_summaries(storage, include_best_trial=True):
         best = summary.best_trial
         theirs = summary.user_attrs.get("search") or {}
         if summary.study_name == study.study_name or best is None:
@@ -163,7 +169,8 @@ def _warm_start(study: optuna.Study, spec: S.SearchSpec, settings: OptunaSetting
     return chosen
 
 
-def _storage(settings: OptunaSettings) -> optuna.storages.RDBStorage:
+def _open_storage(settings: OptunaSettings) -> optuna.storages.RDBStorage:
+    """The study's RDB storage; `run` keeps this reference (Optuna's `Study` does not expose its storage)."""
     import optuna
     from optuna.storages import RetryHeartbeatStaleTrialCallback
 
@@ -215,7 +222,7 @@ def run(spec: S.SearchSpec, run_trial: TrialRunner, settings: OptunaSettings) ->
     M.check(spec)
     started = time.monotonic()
     optuna.logging.set_verbosity(optuna.logging.WARNING)
-    storage = _storage(settings)
+    storage = _open_storage(settings)
     direction = spec.objective.direction
     with M.quiet():
         existed = settings.study_name in optuna.get_all_study_names(storage)
@@ -234,10 +241,10 @@ def run(spec: S.SearchSpec, run_trial: TrialRunner, settings: OptunaSettings) ->
             study.set_user_attr("search", signature)
         retry = storage.get_heartbeat_stale_trial_callback()
         assert retry is not None
-        recovered = _recover(study, retry)
+        recovered = _recover(study, storage, retry)
         for number in recovered:
             log.warning("Trial %d was left running by an interrupted tuning: failed, and queued again.", number)
-        warm = _warm_start(study, spec, settings)
+        warm = _warm_start(study, storage, spec, settings)
         existing = len(study.get_trials(deepcopy=False))
         seed = spec.seed(settings.seed) + (existing if spec.algorithm in M.OFFSET_SEED else 0)
         study.sampler = M.sampler(spec, seed)
