@@ -29,7 +29,7 @@ from components.featurize.core import load_tokenizer
 from components.prepare_data import core as prepare_core
 from components.prepare_data.core import PrepareConfig
 from components.tune import core as tune_core
-from pipelines import container_runner, parameters, reaper, run_dir
+from pipelines import container_runner, parameters, reaper, run_dir, steps
 
 #: `python -m pipelines run --runner`: how the steps run (`RunOptions.runner`).
 RUNNERS = ("subprocess", "container")
@@ -48,17 +48,8 @@ _METRICS = re.compile(r"^\s*metrics: Metrics\(")
 _METADATA = re.compile(r"metadata=(\{.*\}) \)$")
 #: Training progress lines (components.train's log format: a time, then the message).
 _PROGRESS = re.compile(r"^\s*\d\d:\d\d:\d\d ")
-#: The figure each step's one-line report shows: (metric, label).
-HEADLINES = {
-    "prepare-reviews": (("rows_out", "rows"), ("facet_values", "facet values")),
-    "check-bias": (("max_abs_CI", "max |CI|"), ("max_abs_DPL", "max |DPL|")),
-    "featurize-reviews": (("rows_train", "train"), ("rows_validation", "validation"), ("rows_test", "test")),
-    "ingest-features": (("rows_written", "rows written"),),
-    "tune-hyperparameters": (("best_value", "best value"), ("trials_complete", "trials"), ("trials_pruned", "pruned")),
-    "train-classifier": (("eval_accuracy", "validation accuracy"), ("samples_per_second", "samples/s")),
-    "evaluate-classifier": (("accuracy", "test accuracy"), ("f1_macro", "macro-F1")),
-    "deploy-model": (("smoke_reviews", "smoke reviews"), ("smoke_matched", "answered as evaluate")),
-}
+#: The figures each step's one-line report shows: component name → (metric, label) (`pipelines.steps`).
+HEADLINES = steps.headlines()
 
 
 @dataclass

@@ -1,9 +1,9 @@
 """The pipeline's parameters: each one is an option of a step, declared once in that step's config.
 
-`DECLARED_IN` says where: the step's dataclass and field.  From it come the pipeline's parameter defaults
-and descriptions (`pipelines.pipeline`), the flags of `python -m pipelines run` (`add_run_flags`), and
-the checks of every value before the first step runs (`check`).  A test compares the compiled YAML and
-`--help` with the cores' defaults.
+`DECLARED_IN` says where: the step's dataclass and field, as each step's descriptor (`pipelines.steps`) lists
+them.  From it come the pipeline's parameter defaults and descriptions (`pipelines.pipeline`), the flags of
+`python -m pipelines run` (`add_run_flags`), and the checks of every value before the first step runs
+(`check`).  A test compares the compiled YAML and `--help` with the cores' defaults.
 """
 
 from __future__ import annotations
@@ -12,68 +12,16 @@ import argparse
 from dataclasses import MISSING
 from typing import Any, TypeVar
 
-from components.bias_check.core import BiasGates
 from components.common import options
-from components.deploy.config import DeployConfig
 from components.deploy.inference_service import STORAGE_SCHEMES
-from components.evaluate.config import EvaluateConfig
-from components.feast_ingest.core import IngestConfig
-from components.featurize.core import FeaturizeConfig
-from components.prepare_data.core import PrepareConfig
-from components.train.cli import IOArguments
 from components.train.core import TrainingArguments
-from components.train.health import HealthArguments
-from components.tune.core import TuneConfig
+from pipelines import steps
 
 T = TypeVar("T")
 
-#: pipeline parameter → (config dataclass, field).  The order is the pipeline's.
-DECLARED_IN: dict[str, tuple[type, str]] = {
-    **{
-        name: (PrepareConfig, name)
-        for name in (
-            "text_column",
-            "rating_column",
-            "label_column",
-            "facet_column",
-            "group_column",
-            "min_facet_rows",
-            "balance",
-            "max_rows",
-            "seed",
-        )
-    },
-    "max_abs_ci": (BiasGates, "max_abs_ci"),
-    "max_abs_dpl": (BiasGates, "max_abs_dpl"),
-    **{
-        name: (FeaturizeConfig, name)
-        for name in ("base_model", "max_seq_length", "validation_fraction", "test_fraction")
-    },
-    "feature_store_dir": (IngestConfig, "store_dir"),
-    "feast_config": (IngestConfig, "feast_config"),
-    **{name: (TuneConfig, name) for name in ("tuning_trials", "tuning_spec", "study_storage", "study_name")},
-    "num_train_epochs": (TrainingArguments, "num_train_epochs"),
-    "learning_rate": (TrainingArguments, "learning_rate"),
-    "per_device_train_batch_size": (TrainingArguments, "per_device_train_batch_size"),
-    "health_policy": (HealthArguments, "health_policy"),
-    "mlflow_tracking_uri": (IOArguments, "mlflow_tracking_uri"),
-    "min_accuracy": (EvaluateConfig, "min_accuracy"),
-    "registered_model_name": (EvaluateConfig, "registered_model_name"),
-    **{
-        name: (DeployConfig, name)
-        for name in (
-            "deploy_backend",
-            "canary_traffic_percent",
-            "inference_service",
-            "kserve_namespace",
-            "kserve_mode",
-            "serving_runtime",
-            "rollout_timeout_seconds",
-            "smoke_reviews",
-            "local_port",
-        )
-    },
-}
+#: pipeline parameter → (config dataclass, field), from the steps' descriptors (`pipelines.steps.STEPS`).  The
+#: order is the pipeline's.
+DECLARED_IN: dict[str, tuple[type, str]] = steps.declared_in()
 
 #: Parameters the local run sets itself (they are places in the run directory), so `run` has no flag.
 LOCAL_ONLY = ("feature_store_dir",)
@@ -110,12 +58,13 @@ def docstring(summary: str, names: list[str]) -> str:
 def add_run_flags(parser: argparse.ArgumentParser) -> None:
     """One flag per pipeline parameter that a local run takes from its user, derived from its declaration."""
     groups: dict[type, Any] = {}
-    for name, (cls, field_name) in DECLARED_IN.items():
-        if name in LOCAL_ONLY:
-            continue
-        step = cls.__module__.split(".")[1]
-        group = groups.get(cls) or groups.setdefault(cls, parser.add_argument_group(f"{step} ({cls.__name__})"))
-        options.add_argument(group, cls, field_name)
+    for step in steps.STEPS:
+        for name, (cls, field_name) in step.options.items():
+            if name in LOCAL_ONLY:
+                continue
+            title = f"{step.package.rsplit('.', 1)[1]} ({cls.__name__})"
+            group = groups.get(cls) or groups.setdefault(cls, parser.add_argument_group(title))
+            options.add_argument(group, cls, field_name)
 
 
 def config(cls: type[T], values: dict[str, Any], **extra: Any) -> T:

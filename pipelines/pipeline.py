@@ -15,6 +15,7 @@ from components.feast_ingest.component import ingest_features
 from components.featurize.component import featurize_reviews
 from components.prepare_data.component import prepare_reviews
 from pipelines import parameters as P
+from pipelines import steps as S
 from pipelines.profiles import Profile, use_feature_store, use_mlflow
 from pipelines.targets import Target, kfp_target
 
@@ -25,16 +26,11 @@ DESCRIPTION = (
 )
 
 
-class PipelineOutputs(NamedTuple):
-    data_report: Artifact
-    bias_report: Artifact
-    features_report: Artifact
-    feature_store_report: Artifact
-    tuning_report: Artifact
-    training_report: Artifact
-    evaluation_report: Artifact
-    #: The deployment report's JSON: deploy_model's when the gate passed, else skip_deployment's.
-    deployment: str
+#: What the pipeline returns: each step's report (`pipelines.steps`: its ``output``), an artifact of JSON, or the
+#: JSON text its component returns (deployment: deploy_model's when the gate passed, else skip_deployment's).
+PipelineOutputs = NamedTuple(  # type: ignore[misc]  # (fields from the steps' descriptors)
+    "PipelineOutputs", [(name, str if returned else Artifact) for name, returned in S.output_fields()]
+)
 
 
 def build_pipeline(profile: Profile | None = None, target: Target | None = None):

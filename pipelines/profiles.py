@@ -11,6 +11,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from pipelines.steps import launchers
+
 DEFAULT_FILE = Path(__file__).with_name("profiles.yaml")
 
 if TYPE_CHECKING:  # pragma: no cover - typing only
@@ -303,11 +305,8 @@ def cluster_placement(profile: Profile, image: str) -> Any:
 
 
 #: The steps whose work a profile can send elsewhere on the cluster (component name → whether it does): their
-#: pod then only launches and waits, and gets no GPU itself.
-LAUNCHERS = {
-    "train-classifier": lambda profile: profile.nodes > 1,  # a TrainJob on the GPU nodes
-    "tune-hyperparameters": lambda profile: profile.tuning.engine == "katib",  # a Katib Experiment
-}
+#: pod then only launches and waits, and gets no GPU itself.  Each step's descriptor says (`pipelines.steps`).
+LAUNCHERS = launchers()
 
 
 def place_on_gpu(task: Any, profile: Profile | None) -> Any:
