@@ -26,9 +26,7 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import os
-import signal
 import socket
-import subprocess
 import sys
 import time
 import urllib.error
@@ -37,6 +35,8 @@ from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+
+from components.common import processes
 
 #: The profile a container run follows unless told otherwise: the cluster without GPUs.
 DEFAULT_PROFILE = "cpu"
@@ -232,11 +232,7 @@ class MlflowServer:
         ]  # fmt: skip
         env = {k: v for k, v in os.environ.items() if k != "MLFLOW_TRACKING_URI"}
         env["MLFLOW_SERVER_ENABLE_JOB_EXECUTION"] = "false"  # no background job runner: tracking and registry only
-        log.parent.mkdir(parents=True, exist_ok=True)
-        with log.open("w") as out:
-            self.process = subprocess.Popen(
-                command, env=env, stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, start_new_session=True
-            )
+        self.process = processes.start_group(command, log, env=env)
 
     def wait(self, timeout: float = MLFLOW_STARTUP_S) -> str:
         """Block until /health answers; return the URI.
@@ -259,14 +255,8 @@ class MlflowServer:
             time.sleep(0.25)
 
     def stop(self) -> None:
-        """SIGTERM the server's process group; SIGKILL after 15 s."""
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(self.process.pid, signal.SIGTERM)
-            try:
-                self.process.wait(timeout=15)
-            except subprocess.TimeoutExpired:
-                os.killpg(self.process.pid, signal.SIGKILL)
-                self.process.wait(timeout=15)
+        """SIGTERM the server's process group; SIGKILL after `processes.STOP_GRACE_S`."""
+        processes.stop_group(self.process)
 
 
 def server_store(uri: str) -> tuple[str, Path]:

@@ -4,10 +4,7 @@ in a subprocess on a free loopback port, and a small HTTP client (standard libra
 from __future__ import annotations
 
 import json
-import os
-import signal
 import socket
-import subprocess
 import sys
 import time
 import urllib.error
@@ -17,7 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from components.common import modeling
+from components.common import modeling, processes
 
 
 def untrained_classifier(base_model: str | Path, directory: str | Path) -> Path:
@@ -86,10 +83,7 @@ class ServerProcess:
         self.log = log
         command = [*(program or (sys.executable, "-m", "serving")), "--model-dir", str(model_dir)]
         command += ["--host", "127.0.0.1", "--port", str(self.port), "--model-name", name, *args]
-        with log.open("w") as out:
-            self.process = subprocess.Popen(
-                command, stdout=out, stderr=subprocess.STDOUT, start_new_session=True, env=env
-            )
+        self.process = processes.start_group(command, log, env=env)
 
     @property
     def v1(self) -> str:
@@ -122,12 +116,4 @@ class ServerProcess:
         return self.log.read_text(errors="replace")[-chars:] if self.log.exists() else ""
 
     def stop(self) -> None:
-        try:
-            os.killpg(self.process.pid, signal.SIGTERM)
-        except ProcessLookupError:
-            return
-        try:
-            self.process.wait(timeout=15)
-        except subprocess.TimeoutExpired:
-            os.killpg(self.process.pid, signal.SIGKILL)
-            self.process.wait(timeout=15)
+        processes.stop_group(self.process)

@@ -14,8 +14,6 @@ from __future__ import annotations
 
 import errno
 import json
-import os
-import signal
 import socket
 import subprocess
 import sys
@@ -26,13 +24,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from components.common import processes
 from components.deploy.smoke import SmokeResult, SmokeReview, compare, v1_predictions
 
 HOST = "127.0.0.1"
 #: Texts per smoke request (the server's default limit is 64).
 CHUNK = 32
-#: Seconds a stopped server gets to exit before SIGKILL.
-STOP_GRACE_S = 15.0
 
 
 class ServerNotReadyError(RuntimeError):
@@ -118,9 +115,7 @@ class LocalServer:
             self.port = free_port()
         command = [sys.executable, "-m", "serving", "--model-dir", str(self.model_dir), "--host", HOST]
         command += ["--port", str(self.port), "--model-name", self.name, *self.args]
-        self.log.parent.mkdir(parents=True, exist_ok=True)
-        with self.log.open("w") as out:
-            self.process = subprocess.Popen(command, stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
+        self.process = processes.start_group(command, self.log)
         return self
 
     def wait(self, timeout: float) -> LocalServer:
@@ -162,19 +157,9 @@ class LocalServer:
         return predict_v1(self.v1, texts, timeout)
 
     def stop(self) -> None:
-        """SIGTERM the server's process group; SIGKILL it after `STOP_GRACE_S`."""
-        if self.process is None:
-            return
-        try:
-            os.killpg(self.process.pid, signal.SIGTERM)
-        except ProcessLookupError:
-            self.process.wait()
-            return
-        try:
-            self.process.wait(timeout=STOP_GRACE_S)
-        except subprocess.TimeoutExpired:
-            os.killpg(self.process.pid, signal.SIGKILL)
-            self.process.wait(timeout=STOP_GRACE_S)
+        """SIGTERM the server's process group; SIGKILL it after `processes.STOP_GRACE_S`."""
+        if self.process is not None:
+            processes.stop_group(self.process)
 
 
 def serve_args(reviews: list[SmokeReview], max_seq_length: int) -> tuple[str, ...]:

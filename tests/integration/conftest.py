@@ -3,9 +3,7 @@
 from __future__ import annotations
 
 import os
-import signal
 import socket
-import subprocess
 import sys
 import time
 import urllib.error
@@ -15,6 +13,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
+
+from components.common import processes
 
 #: How long the server may take to answer /health (it creates its database tables first; a busy 2-core
 #: machine needs about half a minute).
@@ -45,19 +45,6 @@ def _healthy(uri: str) -> bool:
         return False
 
 
-def _stop(process: subprocess.Popen) -> None:
-    """SIGTERM the server's own process group (the CLI and its uvicorn worker); SIGKILL it after 15 s."""
-    try:
-        os.killpg(process.pid, signal.SIGTERM)
-    except ProcessLookupError:  # every process of the group has exited already
-        return
-    try:
-        process.wait(timeout=15)
-    except subprocess.TimeoutExpired:
-        os.killpg(process.pid, signal.SIGKILL)
-        process.wait(timeout=15)
-
-
 class _ServerProcess:
     """`mlflow server` started in a process group of its own; `wait` until it answers /health."""
 
@@ -83,10 +70,7 @@ class _ServerProcess:
         # The server's background job runner (an extra process) is not needed by tracking and registry.
         env = {**os.environ, "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"}
         env.pop("MLFLOW_TRACKING_URI", None)
-        with self.server.log.open("w") as log:
-            self.process = subprocess.Popen(
-                command, cwd=root, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True
-            )
+        self.process = processes.start_group(command, self.server.log, env=env, cwd=root)
 
     def wait(self) -> MlflowServer:
         deadline = time.monotonic() + STARTUP_TIMEOUT_S
@@ -102,7 +86,8 @@ class _ServerProcess:
         return self.server.log.read_text()[-3000:]
 
     def stop(self) -> None:
-        _stop(self.process)
+        """SIGTERM the server's own process group (the CLI and its uvicorn worker); SIGKILL it after 15 s."""
+        processes.stop_group(self.process)
 
 
 @pytest.fixture(scope="module")
