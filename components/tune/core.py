@@ -27,10 +27,12 @@ from pathlib import Path
 from typing import Any
 
 from components.common import options, tracking
+from components.common import training_options as O
+from components.common.schema import MAX_SEQ_LENGTH
 from components.common.trainjob import ClusterPlacement
 from components.tune import results as R
 from components.tune import spec as S
-from components.tune import spec_loading, training_cli, trials
+from components.tune import spec_loading, trials
 
 log = logging.getLogger("components.tune")
 
@@ -48,7 +50,9 @@ class TrialData:
     base_model: str = field(
         default="", metadata={"help": "Hugging Face model id or directory; empty: the bundled MiniLM."}
     )
-    max_seq_length: int = field(default=128, metadata={"help": "Cut longer reviews to this many tokens.", "min": 3})
+    max_seq_length: int = field(
+        default=MAX_SEQ_LENGTH, metadata={"help": "Cut longer reviews to this many tokens.", "min": 3}
+    )
 
 
 #: Training options the step hands every trial from its own parameters (the data, the model and the seed).
@@ -182,21 +186,21 @@ _FITTING_TYPES = {"int": "int or discrete", "float": "double or discrete"}
 
 
 def check_training_options(spec: S.SearchSpec, data: Mapping[str, Any] | None = None) -> S.SearchSpec:
-    """The spec's parameters and trial options (and the trials' ``data`` options) against the training CLI;
+    """The spec's parameters and trial options (and the trials' ``data`` options) against the training options'
+    declaration (`components.common.training_options`: names, kinds, and each value through the CLI's parser);
     returns the spec with discrete values of the option's type (``1`` for a float option: ``1.0``).
 
     Raises:
         SpecError: A name that is no training option, an alias, one the tuner sets itself, a parameter type
             that does not fit the option's, or a value the CLI's own parser refuses.
     """
-    known = training_cli.options()
     fits = {"double": ("float",), "int": ("int", "float"), "discrete": ("int", "float")}
     for i, p in enumerate(spec.parameters):
         where = p.where(i)
         if p.name in S.RESERVED_OPTIONS:
             raise S.SpecError(f"tuning spec: {where}.name: the tuner sets {p.name} on every trial; it cannot be tuned")
         try:
-            option = training_cli.resolve(p.name, known)
+            option = O.resolve(p.name)
         except ValueError as error:
             raise S.SpecError(f"tuning spec: {where}.name: {error}") from None
         if p.type in fits and option.kind not in fits[p.type]:
@@ -205,24 +209,24 @@ def check_training_options(spec: S.SearchSpec, data: Mapping[str, Any] | None = 
                 f"{option.kind}{' ' + str(list(option.choices)) if option.choices else ''}; use "
                 f"{_FITTING_TYPES.get(option.kind, 'categorical')}"
             )
-        if option.kind in ("bool", "flag") and not {str(c).lower() for c in p.choices} <= {"true", "false"}:
+        if option.kind == "bool" and not {str(c).lower() for c in p.choices} <= {"true", "false"}:
             raise S.SpecError(f"tuning spec: {where}.feasibleSpace.list: {option.flag} is a switch: true or false")
     for name in spec.trial_options:
         if name in S.RESERVED_OPTIONS:
             raise S.SpecError(f"tuning spec: trialOptions.{name}: the tuner sets it on every trial")
         try:
-            training_cli.resolve(name, known)
+            O.resolve(name)
         except ValueError as error:
             raise S.SpecError(f"tuning spec: trialOptions.{name}: {error}") from None
     pairs = [(p.name, v) for p in spec.parameters for v in p.extremes()]
     pairs += list(spec.trial_options.items()) + list((data or {}).items())
     try:
-        training_cli.check_values(pairs)
+        O.check_values(pairs)
     except ValueError as error:
         raise S.SpecError(f"tuning spec: a value the training CLI refuses: {error}") from None
     typed = []
     for p in spec.parameters:
-        kind = known[p.name].kind
+        kind = O.resolve(p.name).kind
         if p.type == "discrete" and kind in ("int", "float"):
             p = replace(p, choices=tuple(int(v) if kind == "int" else float(v) for v in p.choices))
         typed.append(p)
@@ -258,7 +262,7 @@ class _Trials:
             values.update(mlflow_tracking_uri=self.tracking_uri, mlflow_child_run=key)
             if self.pipeline_run_id:
                 values["pipeline_run_id"] = self.pipeline_run_id
-        argv = training_cli.to_argv(values)
+        argv = O.to_argv(values)
         if not self.tracking_uri:
             argv.append("--no-mlflow")
         return argv

@@ -3,8 +3,8 @@
 This module holds the spec itself: `SearchSpec` with its `Parameter` (a search dimension and its feasible
 space), `Objective` and `EarlyStopping`, the values each field may take (`ALGORITHMS`, `ALGORITHM_SETTINGS`,
 `PARAMETER_TYPES`, …) and the checks.  `SearchSpec.validate` checks everything that needs no training CLI;
-`components.tune.core.check_training_options` checks the names and values against the training CLI's own
-options (see `components.tune.training_cli`).  Every error is a `SpecError` (a `ValueError`) whose message
+`components.tune.core.check_training_options` checks the names and values against the training options'
+declaration (`components.common.training_options`).  Every error is a `SpecError` (a `ValueError`) whose message
 starts with the field it is about (`field_error`).  `SearchSpec.to_dict` writes the spec in Katib's field
 names; `components.tune.spec_loading` reads it (YAML, the format is described there) and holds the default
 spec.

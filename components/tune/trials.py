@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from components.common import trial_metrics
-from components.tune import training_cli
+from components.common.training_options import MODULE
 
 log = logging.getLogger("components.tune")
 
@@ -75,11 +75,11 @@ def run_training(
     path = Path(log_path)
     path.parent.mkdir(parents=True, exist_ok=True)
     started = time.monotonic()
-    command = [sys.executable, "-c", _WRAPPER, str(os.getpid()), training_cli.MODULE, *argv]
+    command = [sys.executable, "-c", _WRAPPER, str(os.getpid()), MODULE, *argv]
     evaluations: list[trial_metrics.MetricLine] = []
     pruned = False
     with path.open("a", buffering=1) as sink:
-        sink.write(f"$ python -m {training_cli.MODULE} {' '.join(argv)}\n")
+        sink.write(f"$ python -m {MODULE} {' '.join(argv)}\n")
         sink.flush()
         process = subprocess.Popen(
             command, stdout=subprocess.PIPE, stderr=sink, text=True, bufsize=1, env=dict(env or os.environ)

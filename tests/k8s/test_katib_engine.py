@@ -12,7 +12,6 @@ from kubernetes.client.exceptions import ApiException
 
 from components.tune import spec as S
 from components.tune.engines import katib_experiment as K
-from components.tune.training_cli import TrainingOption
 
 from .controllers import (
     EXPERIMENT,
@@ -27,11 +26,6 @@ from .controllers import (
 Json = dict[str, Any]
 pytestmark = pytest.mark.usefixtures("k8s_crds")
 
-KNOWN = {
-    "learning_rate": TrainingOption("learning_rate", ("--learning-rate",), "float"),
-    "per_device_train_batch_size": TrainingOption("per_device_train_batch_size", ("--batch-size",), "int"),
-    "max_steps": TrainingOption("max_steps", ("--max-steps",), "int"),
-}
 SPEC = S.SearchSpec(
     parameters=(
         S.Parameter("learning_rate", "double", 1e-5, 5e-5, log=True),
@@ -59,7 +53,6 @@ def _experiment(name: str, namespace: str) -> Json:
         image="registry.example/bert-train:1.2.0",
         training_args={},
         gpu=GPU,
-        training_options=KNOWN,
     )
 
 
@@ -160,9 +153,7 @@ def test_what_the_engine_renders_passes_katibs_suggestion_checks(
         "t-1", {"learning_rate": 2e-05, "per_device_train_batch_size": 16}, {"validation-accuracy": 0.7}
     )
     for name, edit in (("accepted", {}), ("refused", refused)):
-        experiment = K.render_experiment(
-            spec, name=name, namespace=ns, image="i:1", training_args={}, gpu=None, training_options=KNOWN
-        )
+        experiment = K.render_experiment(spec, name=name, namespace=ns, image="i:1", training_args={}, gpu=None)
         if "parameters" in edit:
             experiment["spec"]["parameters"] = [
                 p for p in experiment["spec"]["parameters"] if p["name"] == "learning_rate"
@@ -186,7 +177,6 @@ def test_what_the_engine_renders_passes_katibs_suggestion_checks(
             image="i:1",
             training_args={},
             gpu=None,
-            training_options=KNOWN,
         )
 
 

@@ -17,7 +17,6 @@ from components.common import trainjob as T
 from components.tune import spec as S
 from components.tune.engines import katib_engine as E
 from components.tune.engines import katib_experiment as K
-from components.tune.training_cli import TrainingOption
 
 from .controllers import (
     EXPERIMENT,
@@ -34,14 +33,6 @@ Json = dict[str, Any]
 pytestmark = pytest.mark.usefixtures("k8s_crds")
 TRIAL = Resource("kubeflow.org", "v1beta1", "trials", "Trial")
 TRAINJOB = Resource(T.GROUP, T.VERSION, T.PLURAL, T.KIND)
-KNOWN = {
-    "learning_rate": TrainingOption("learning_rate", ("--learning-rate",), "float"),
-    "max_steps": TrainingOption("max_steps", ("--max-steps",), "int"),
-    "feature_store": TrainingOption("feature_store", ("--feature-store",), "str"),
-    "output_dir": TrainingOption("output_dir", ("--output-dir",), "str"),
-    "mlflow": TrainingOption("mlflow", ("--mlflow", "--no-mlflow"), "bool"),
-    "metric_for_best_model": TrainingOption("metric_for_best_model", ("--metric-for-best-model",), "str"),
-}
 SPEC = S.SearchSpec(
     parameters=(S.Parameter("learning_rate", "double", 1e-5, 5e-5, log=True),),
     algorithm="random",
@@ -69,7 +60,6 @@ def _experiment(name: str, namespace: str) -> Json:
         image=PLACEMENT.image,
         training_args=args,
         gpu=PLACEMENT.gpu,
-        training_options=KNOWN,
         placement=PLACEMENT,
     )
 

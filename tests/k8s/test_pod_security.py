@@ -124,9 +124,7 @@ def _trainjob_node(job: Json) -> Json:
 
 
 def _trial_pods() -> dict[str, Json]:
-    experiment = K.render_experiment(
-        SPEC, name="e", namespace="ns", image=TRAIN_IMAGE, training_args={}, gpu=None, training_options=None
-    )
+    experiment = K.render_experiment(SPEC, name="e", namespace="ns", image=TRAIN_IMAGE, training_args={}, gpu=None)
     job = experiment["spec"]["trialTemplate"]["trialSpec"]
     pods = {"katib-trial-job": job["spec"]["template"]["spec"]}
     multi = K.render_experiment(
@@ -136,7 +134,6 @@ def _trial_pods() -> dict[str, Json]:
         image=TRAIN_IMAGE,
         training_args={},
         gpu=None,
-        training_options=None,
         placement=_placement(2),
     )
     pods["katib-trial-trainjob-node"] = _trainjob_node(multi["spec"]["trialTemplate"]["trialSpec"])

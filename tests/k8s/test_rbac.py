@@ -30,7 +30,6 @@ from components.common import trainjob as TJ
 from components.train import trainjob as J
 from components.tune import spec as S
 from components.tune.engines import katib_experiment as K
-from components.tune.training_cli import TrainingOption
 from tests.manifests.kustomize import PIPELINE_SERVICE_ACCOUNT, Json, build, one
 
 from .cluster import Cluster
@@ -48,7 +47,6 @@ TRAINJOB_API = (TJ.GROUP, TJ.VERSION, TJ.PLURAL)
 TRAINJOB = Resource(TJ.GROUP, TJ.VERSION, TJ.PLURAL, TJ.KIND)
 TRIALS = ("kubeflow.org", "v1beta1", "trials")
 ISVC = (INFERENCE_SERVICE.group, INFERENCE_SERVICE.version, INFERENCE_SERVICE.plural)
-KNOWN = {"learning_rate": TrainingOption("learning_rate", ("--learning-rate",), "float")}
 SPEC = S.SearchSpec(
     parameters=(S.Parameter("learning_rate", "double", 1e-5, 5e-5, log=True),),
     algorithm="random",
@@ -140,7 +138,6 @@ def test_katib_engine_runs_as_the_service_account(k8s_api: ApiClient, as_sa: Api
         image="registry.example/bert-train:1.2.0",
         training_args={},
         gpu=None,
-        training_options=KNOWN,
     )
     best = OptimalTrial("rbac-tune-1", {"learning_rate": 2e-05}, {"validation-accuracy": 0.7})
 

@@ -13,14 +13,13 @@ from pathlib import Path
 import pytest
 import yaml
 
-from components.common import options
+from components.common import options, training_options
 from components.deploy.component import deploy_model
 from components.deploy.config import DeployConfig
 from components.evaluate.component import evaluate_classifier
 from components.feast_ingest.component import ingest_features
 from components.featurize.component import featurize_reviews
 from components.prepare_data.component import prepare_reviews
-from components.train import cli as train_cli
 from components.train.component import train_classifier
 from components.tune.core import TrialData
 from pipelines import parameters
@@ -126,7 +125,7 @@ def test_run_help_shows_the_cores_defaults(help_entries: dict[str, str]) -> None
 
 
 def test_shared_option_names_have_one_default() -> None:
-    classes = {cls for cls, _ in parameters.DECLARED_IN.values()} | set(train_cli.ARGUMENT_CLASSES) | {TrialData}
+    classes = {cls for cls, _ in parameters.DECLARED_IN.values()} | set(training_options.ARGUMENT_CLASSES) | {TrialData}
     seen: dict[str, tuple[type, object]] = {}
     for cls in classes:
         for name, value in options.defaults(cls).items():
@@ -161,7 +160,7 @@ def test_component_parameters_have_their_options_types(component) -> None:
     scalars = {n: p for n, p in inspect.signature(component.python_func).parameters.items() if p.annotation in _SCALARS}
     typed = 0
     for name, param in scalars.items():
-        for cls in {cls for cls, _ in parameters.DECLARED_IN.values()} | set(train_cli.ARGUMENT_CLASSES):
+        for cls in {cls for cls, _ in parameters.DECLARED_IN.values()} | set(training_options.ARGUMENT_CLASSES):
             if name in {f.name for f in dataclasses.fields(cls)}:
                 assert param.annotation is options.value_type(cls, name)[0], (component.name, name, cls)
                 typed += 1
@@ -170,6 +169,6 @@ def test_component_parameters_have_their_options_types(component) -> None:
 
 def test_training_options_by_name_reject_unknown_names_with_the_valid_ones() -> None:
     with pytest.raises(ValueError, match=r"Unknown training option\(s\) \['warmup'\]; valid: .*warmup_ratio"):
-        train_cli.split_options({"warmup": 0.1})
-    io, _, _, args, _ = train_cli.split_options({"learning_rate": 1e-4, "pipeline_run_id": "r"})
+        training_options.split_options({"warmup": 0.1})
+    io, _, _, args, _ = training_options.split_options({"learning_rate": 1e-4, "pipeline_run_id": "r"})
     assert args.learning_rate == 1e-4 and io.pipeline_run_id == "r"

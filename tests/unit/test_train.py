@@ -20,8 +20,10 @@ import pandas as pd
 import pytest
 
 from components.common import batching as D
+from components.common.training_options import IOArguments
 from components.train import cli, core, testing
 from components.train.health import HealthArguments, HealthMonitor
+from components.train.step import run as run_step
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -155,9 +157,9 @@ def test_unreachable_mlflow_fails_before_training(tmp_path: Path, tiny: Path, sy
 
 
 def test_unreachable_mlflow_message(tmp_path: Path, tiny: Path, synthetic, capsys: pytest.CaptureFixture) -> None:
-    io = cli.IOArguments(features="unused", mlflow_tracking_uri="http://127.0.0.1:9")
+    io = IOArguments(features="unused", mlflow_tracking_uri="http://127.0.0.1:9")
     with pytest.raises(ValueError, match=r"MLflow tracking server http://127\.0\.0\.1:9 is unreachable"):
-        cli.run(io, core.ModelArguments(str(tiny)), core.DataArguments(), _args(tmp_path), HealthArguments())
+        run_step(io, core.ModelArguments(str(tiny)), core.DataArguments(), _args(tmp_path), HealthArguments())
 
 
 @pytest.mark.parametrize(
@@ -190,7 +192,7 @@ def test_other_trainer_arguments_pass_through(tmp_path: Path) -> None:
     assert hf.output_dir == str(tmp_path / "out" / "checkpoints") and hf.logging_steps == 1
     for bad in ("learning_rate=1", "eval_strategy=no", "no_such_field=1", "torch_compile=maybe", "optim"):
         with pytest.raises(ValueError, match=r"--training-args .*none of our flags sets"):
-            _args(tmp_path, training_args=bad).validate()
+            core.extra_training_args(bad)
     with pytest.raises(ValueError, match=r"the train step sets bf16, report_to itself .*none of our flags sets"):
         core.hf_arguments(_args(tmp_path, training_args="report_to=none bf16=true"), "fp32", cuda=False)
 

@@ -11,19 +11,7 @@ from components.common import trial_metrics
 from components.tune import spec as S
 from components.tune.engines import katib
 from components.tune.engines import katib_experiment as K
-from components.tune.training_cli import TrainingOption
 
-KNOWN = {
-    "learning_rate": TrainingOption("learning_rate", ("--learning-rate", "--learning_rate"), "float"),
-    "per_device_train_batch_size": TrainingOption(
-        "per_device_train_batch_size", ("--batch-size", "--per-device-train-batch-size"), "int"
-    ),
-    "num_train_epochs": TrainingOption("num_train_epochs", ("--epochs", "--num-train-epochs"), "int"),
-    "warmup_ratio": TrainingOption("warmup_ratio", ("--warmup-ratio",), "float"),
-    "lr_scheduler_type": TrainingOption("lr_scheduler_type", ("--lr-scheduler-type",), "choice", ("linear", "cosine")),
-    "max_steps": TrainingOption("max_steps", ("--max-steps",), "int"),
-    "use_cpu": TrainingOption("use_cpu", ("--use-cpu", "--no-use-cpu"), "bool"),
-}
 GPU = {
     "accelerator_type": "nvidia.com/gpu",
     "accelerator_count": 2,
@@ -67,7 +55,6 @@ def _render(spec: S.SearchSpec | None = None, gpu: dict[str, Any] | None = None,
         image="registry.example/bert-train:1.2.0",
         training_args=args,
         gpu=gpu,
-        training_options=KNOWN,
     )
 
 
@@ -225,7 +212,6 @@ def test_bad_input_is_a_value_error_naming_the_field(change: dict[str, Any], mat
         "image": "registry.example/bert-train:1.2.0",
         "training_args": {},
         "gpu": None,
-        "training_options": KNOWN,
     }
     spec = change.pop("spec", _spec())
     with pytest.raises(ValueError, match=match):

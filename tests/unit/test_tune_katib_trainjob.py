@@ -15,16 +15,7 @@ from components.tune import spec as S
 from components.tune.engines import katib_engine as E
 from components.tune.engines import katib_experiment as K
 from components.tune.engines import katib_trial
-from components.tune.training_cli import TrainingOption
 
-KNOWN = {
-    "learning_rate": TrainingOption("learning_rate", ("--learning-rate",), "float"),
-    "per_device_train_batch_size": TrainingOption("per_device_train_batch_size", ("--batch-size",), "int"),
-    "max_steps": TrainingOption("max_steps", ("--max-steps",), "int"),
-    "output_dir": TrainingOption("output_dir", ("--output-dir",), "str"),
-    "mlflow_child_run": TrainingOption("mlflow_child_run", ("--mlflow-child-run",), "str"),
-    "feature_store": TrainingOption("feature_store", ("--feature-store",), "str"),
-}
 SPEC = S.SearchSpec(
     parameters=(
         S.Parameter("learning_rate", "double", 1e-5, 5e-5, log=True),
@@ -71,7 +62,6 @@ def render(nodes: int) -> dict[str, Any]:
         image=p.image,
         training_args=args,
         gpu=p.gpu,
-        training_options=KNOWN,
         placement=p,
     )
 

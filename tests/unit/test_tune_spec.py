@@ -9,9 +9,10 @@ from typing import Any
 import pytest
 import yaml
 
+from components.common import training_options as O
 from components.common import trial_metrics
 from components.train import cli as train_cli
-from components.tune import core, training_cli
+from components.tune import core
 from components.tune import spec as S
 from components.tune import spec_loading as L
 
@@ -179,17 +180,32 @@ def test_trial_options_are_checked_and_discrete_values_typed() -> None:
     assert typed.parameters[0].choices == (0.0, 0.01) and all(isinstance(v, float) for v in typed.parameters[0].choices)
 
 
-def test_the_tuner_reads_every_training_option_from_the_cli_help() -> None:
-    known = training_cli.options()
-    assert set(known) == train_cli.option_names()
+def test_the_tuner_reads_every_training_option_from_the_declaration() -> None:
+    known = O.declared()
+    assert set(known) == O.option_names()
     assert known["learning_rate"].kind == "float" and known["num_train_epochs"].kind == "int"
     assert known["lr_scheduler_type"].choices == ("linear", "cosine", "constant_with_warmup")
     assert known["use_cpu"].kind == "bool"
-    assert training_cli.to_argv({"use_cpu": "true", "deterministic": False, "learning_rate": 1e-4}, known) == [
+    assert O.to_argv({"use_cpu": "true", "deterministic": False, "learning_rate": 1e-4}) == [
         "--use-cpu", "--no-deterministic", "--learning-rate", "0.0001",
     ]  # fmt: skip
-    parsed = train_cli.parse(training_cli.to_argv({"learning_rate": 3e-5, "per_device_train_batch_size": 8}))
+    parsed = O.parse(O.to_argv({"learning_rate": 3e-5, "per_device_train_batch_size": 8}))
     assert (parsed[3].learning_rate, parsed[3].per_device_train_batch_size) == (3e-5, 8)
+
+
+def test_the_tuner_checks_values_without_running_the_training_cli(monkeypatch: pytest.MonkeyPatch) -> None:
+    """No process is started (the check used to run ``python -m components.train --help``)."""
+    import subprocess
+
+    def refuse(*args: Any, **kwargs: Any) -> None:
+        raise AssertionError(f"a process was started: {args}")
+
+    monkeypatch.setattr(subprocess, "run", refuse)
+    monkeypatch.setattr(subprocess, "Popen", refuse)
+    raw = _spec(trialOptions={"warmup_ratio": 0.06, "use_cpu": True})
+    assert core.check_training_options(L.parse_spec(raw), {"max_seq_length": 64}).trial_options["use_cpu"] is True
+    with pytest.raises(S.SpecError, match=r"refuses: argument --max-seq-length.*must be at least 3, got 2"):
+        core.check_training_options(L.parse_spec(_spec()), {"max_seq_length": 2})
 
 
 def test_bad_tune_options() -> None:

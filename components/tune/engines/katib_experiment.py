@@ -25,7 +25,6 @@ from components.common import kube
 from components.common import trainjob as T
 from components.common.trainjob import ClusterPlacement
 from components.tune import spec as S
-from components.tune import training_cli
 from components.tune.engines import katib, katib_trial
 
 GROUP, VERSION, PLURAL, KIND = "kubeflow.org", "v1beta1", "experiments", "Experiment"
@@ -81,13 +80,6 @@ def parameter_spec(parameter: S.Parameter) -> Json:
     return {"name": parameter.name, "parameterType": parameter.type, "feasibleSpace": space}
 
 
-def trial_command(
-    spec: S.SearchSpec, training_args: Mapping[str, Any], known: Mapping[str, training_cli.TrainingOption]
-) -> list[str]:
-    """The trial Job container's command: the training CLI, the fixed options, one placeholder per parameter."""
-    return ["python", "-m", training_cli.MODULE, *katib_trial.trial_argv(spec, training_args, known)]
-
-
 def render_experiment(
     spec: S.SearchSpec,
     *,
@@ -96,7 +88,6 @@ def render_experiment(
     image: str,
     training_args: Mapping[str, Any],
     gpu: Mapping[str, Any] | None,
-    training_options: Mapping[str, training_cli.TrainingOption] | None = None,
     placement: ClusterPlacement | None = None,
 ) -> Json:
     """The Experiment that runs ``spec`` with Katib, validated with ``kubeflow-katib-api``.
@@ -109,7 +100,6 @@ def render_experiment(
         training_args: Training options every trial gets as they are (the spec's ``trialOptions`` too).
         gpu: A GPU placement (a cluster profile's ``gpu`` entry: ``accelerator_type``, ``accelerator_count``,
             ``node_selector``, ``tolerations``, …), or None for none.
-        training_options: The training CLI's options (default: asked from the CLI itself).
         placement: The profile's cluster placement (the pod's `components.common.trainjob.ENV`): the trials get
             its feature store and MLflow environment and volumes; with more than one node each trial is a
             Kubeflow Trainer TrainJob (`katib_trial`). None: a Job with ``gpu`` only.
@@ -120,10 +110,7 @@ def render_experiment(
     spec.validate()
     if not image or image.endswith(":latest"):
         raise ValueError(f"image: a pinned training image is needed, got {image!r}")
-    known = training_cli.options() if training_options is None else training_options
-    template = katib_trial.trial_template(
-        spec, image=image, training_args=training_args, gpu=gpu, placement=placement, known=known
-    )
+    template = katib_trial.trial_template(spec, image=image, training_args=training_args, gpu=gpu, placement=placement)
     body: Json = {
         "objective": katib.objective_spec(spec),
         "algorithm": katib.algorithm_spec(spec),

@@ -14,9 +14,9 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
+from components.common import training_options as O
 from components.common import trainjob as T
 from components.tune import spec as S
-from components.tune import training_cli
 
 Json = dict[str, Any]
 #: The Job trial's container.
@@ -29,26 +29,20 @@ TRIAL_NAME = "trialName"
 TRIAL_NAME_REF = "${trialParameters." + TRIAL_NAME + "}"
 
 
-def _option(name: str, known: Mapping[str, training_cli.TrainingOption]) -> training_cli.TrainingOption:
-    try:
-        return training_cli.resolve(name, known)
-    except ValueError as error:
-        raise ValueError(f"Katib trial template: {error}") from None
-
-
-def trial_argv(
-    spec: S.SearchSpec, training_args: Mapping[str, Any], known: Mapping[str, training_cli.TrainingOption]
-) -> list[str]:
+def trial_argv(spec: S.SearchSpec, training_args: Mapping[str, Any]) -> list[str]:
     """The training CLI's options of a trial: the fixed ones, one placeholder per searched parameter."""
     fixed = {**spec.trial_options, **training_args}
     searched = {p.name for p in spec.parameters}
     both = sorted(searched & set(fixed))
     if both:
         raise ValueError(f"Katib trial template: {', '.join(both)} both searched and fixed; keep one")
-    argv = training_cli.to_argv(fixed, known)
-    for parameter in spec.parameters:
-        option = _option(parameter.name, known)
-        if option.kind in ("bool", "flag"):
+    try:
+        argv = O.to_argv(fixed)
+        searched_options = [O.resolve(parameter.name) for parameter in spec.parameters]
+    except ValueError as error:
+        raise ValueError(f"Katib trial template: {error}") from None
+    for parameter, option in zip(spec.parameters, searched_options, strict=True):
+        if option.kind == "bool":
             raise ValueError(
                 f"Katib trial template: parameters ({parameter.name}) is a switch; Katib substitutes values "
                 "into `--option value` pairs only"
@@ -59,7 +53,7 @@ def trial_argv(
 
 def _job(image: str, argv: list[str], gpu: Mapping[str, Any] | None, placement: T.ClusterPlacement | None) -> Json:
     resources, pod = T.container_fields(gpu)
-    command = ["python", "-m", training_cli.MODULE, *argv]
+    command = ["python", "-m", O.MODULE, *argv]
     container: Json = {"name": CONTAINER, "image": image, "command": command, "securityContext": T.CONTAINER_SECURITY}
     pod["securityContext"] = T.POD_SECURITY
     if resources:
@@ -95,7 +89,6 @@ def trial_template(
     training_args: Mapping[str, Any],
     gpu: Mapping[str, Any] | None,
     placement: T.ClusterPlacement | None,
-    known: Mapping[str, training_cli.TrainingOption],
 ) -> Json:
     """The Experiment's ``trialTemplate``: a Job, or a TrainJob when ``placement`` asks for several nodes.
 
@@ -107,7 +100,7 @@ def trial_template(
     if multi:
         assert placement is not None
         args["output_dir"] = f"{placement.shared_mount_path.rstrip('/')}/katib/{TRIAL_NAME_REF}"
-    argv = trial_argv(spec, args, known)
+    argv = trial_argv(spec, args)
     parameters = [
         {"name": p.name, "reference": p.name, "description": f"training option {p.name}"} for p in spec.parameters
     ]
