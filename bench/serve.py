@@ -36,6 +36,7 @@ from typing import Any
 import numpy as np
 
 from bench._util import result
+from components.common import schema
 
 
 def reviews(count: int, seed: int = 0) -> list[str]:
@@ -94,7 +95,7 @@ def load(port: int, path: str, bodies: list[bytes], concurrency: int, total: int
 class BareForward:
     """One review through the tokenizer and the model in this process: batch 1, no server, no batcher."""
 
-    def __init__(self, model_dir: Path, threads: int = 0, max_seq_length: int = 128) -> None:
+    def __init__(self, model_dir: Path, threads: int = 0, max_seq_length: int = schema.MAX_SEQ_LENGTH) -> None:
         import torch
 
         from components.common import modeling

@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from components.common import batching as D
-from components.common import modeling
+from components.common import modeling, schema
 
 if TYPE_CHECKING:  # pragma: no cover - typing only
     import torch
@@ -42,7 +42,7 @@ class SentimentClassifier:
         self,
         model: PreTrainedModel,
         tokenizer: PreTrainedTokenizerBase,
-        max_seq_length: int = 128,
+        max_seq_length: int = schema.MAX_SEQ_LENGTH,
         device: torch.device | None = None,
     ) -> None:
         import torch
@@ -56,7 +56,7 @@ class SentimentClassifier:
         self.labels: tuple[str, ...] = tuple(config.id2label[i] for i in range(config.num_labels))
 
     @classmethod
-    def load(cls, model_dir: str | Path, max_seq_length: int = 128) -> SentimentClassifier:
+    def load(cls, model_dir: str | Path, max_seq_length: int = schema.MAX_SEQ_LENGTH) -> SentimentClassifier:
         """The classifier in ``model_dir`` (a directory written by train), on the GPU when there is one.
 
         Raises:

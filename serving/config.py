@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from components.common import modeling, options, tracking
+from components.common import modeling, options, schema, tracking
 
 DEFAULT_MODEL_NAME = "review-sentiment"
 
@@ -54,7 +54,8 @@ class ServeConfig:
         default=0, metadata={"help": "CPU threads of one forward pass (0: torch's default, one per core).", "min": 0}
     )
     max_seq_length: int = field(
-        default=128, metadata={"help": "Tokens per text at most (longer texts are cut, as in training).", "min": 3}
+        default=schema.MAX_SEQ_LENGTH,
+        metadata={"help": "Tokens per text at most (longer texts are cut, as in training).", "min": 3},
     )
 
     def validate(self) -> None:

@@ -29,6 +29,7 @@ from pathlib import Path
 from typing import Any
 
 from components.common import options, tracking
+from components.common.schema import MAX_SEQ_LENGTH
 from components.deploy import local
 from components.deploy.config import DeployConfig
 from components.deploy.smoke import SmokeReview, compare, smoke_set
@@ -159,7 +160,11 @@ def smoke_probe(reviews: list[SmokeReview], config: DeployConfig) -> Callable[[s
 
 
 def deploy_kserve(
-    config: DeployConfig, storage_uri: str, model_version: str, reviews: list[SmokeReview], max_seq_length: int = 128
+    config: DeployConfig,
+    storage_uri: str,
+    model_version: str,
+    reviews: list[SmokeReview],
+    max_seq_length: int = MAX_SEQ_LENGTH,
 ) -> Any:
     """Roll the version out with `components.deploy.kserve.rollout`, the smoke set as its probe; the rollout's
     result (``.action``, ``.endpoint``, ``.message``, ...).

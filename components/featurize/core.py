@@ -46,7 +46,7 @@ class FeaturizeConfig:
         },
     )
     max_seq_length: int = field(
-        default=128,
+        default=schema.MAX_SEQ_LENGTH,
         metadata={"help": "Tokens per review at most ([CLS] and [SEP] included); longer reviews are cut.", "min": 3},
     )
     validation_fraction: float = field(

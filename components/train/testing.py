@@ -46,7 +46,7 @@ def tiny_model(directory: str | Path, hidden: int = 32, layers: int = 2, dropout
 def features(
     texts: Sequence[str],
     label_ids: Sequence[int],
-    max_seq_length: int = 128,
+    max_seq_length: int = schema.MAX_SEQ_LENGTH,
     base_model: str = "",
     facets: Sequence[str] | None = None,
 ) -> pd.DataFrame:
