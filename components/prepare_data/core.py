@@ -62,7 +62,11 @@ class PrepareConfig:
     )
     max_rows: int = field(
         default=0,
-        metadata={"help": "Seeded cap on the rows passed on after the bias check (0: no cap).", "min": 0},
+        metadata={
+            "help": "Seeded cap on the rows passed on after the bias check (0: no cap); with --balance an equal "
+            "share per class (max_rows // classes each).",
+            "min": 0,
+        },
     )
     seed: int = field(default=42, metadata={"help": "Seed of every random choice (balancing, cap, split, training)."})
 
@@ -396,11 +400,29 @@ def balance_classes(frame: pd.DataFrame, seed: int) -> pd.DataFrame:
     return frame.loc[sample.index.sort_values()].reset_index(drop=True)
 
 
-def cap_rows(frame: pd.DataFrame, max_rows: int, seed: int) -> pd.DataFrame:
-    """A seeded random sample of at most ``max_rows`` rows (0: all), in their original order."""
+def cap_rows(frame: pd.DataFrame, max_rows: int, seed: int, balanced: bool = False) -> pd.DataFrame:
+    """A seeded random sample of at most ``max_rows`` rows (0: all), in their original order.
+
+    ``balanced``: ``frame``'s classes are balanced and stay so: every class gives the same number of rows,
+    ``max_rows`` // classes (so up to classes - 1 rows fewer than ``max_rows``); a plain sample of the whole would
+    leave them unbalanced.
+
+    Raises:
+        ValueError: ``balanced`` and ``max_rows`` below the number of classes.
+    """
     if not max_rows or len(frame) <= max_rows:
         return frame
-    return frame.sample(n=max_rows, random_state=seed).sort_index().reset_index(drop=True)
+    if not balanced:
+        return frame.sample(n=max_rows, random_state=seed).sort_index().reset_index(drop=True)
+    classes = int(frame[schema.LABEL].nunique())
+    per_class = max_rows // classes
+    if per_class < 1:
+        raise ValueError(
+            f"--max-rows={max_rows} is fewer than the {classes} sentiment classes balancing keeps equal; "
+            "raise --max-rows or pass --no-balance."
+        )
+    sample = frame.groupby(schema.LABEL, group_keys=False).sample(n=per_class, random_state=seed)
+    return frame.loc[sample.index.sort_values()].reset_index(drop=True)
 
 
 def prepare(
@@ -420,7 +442,7 @@ def prepare(
             f"sentiment class ({len(unique)} rows); a classifier needs at least two distinct reviews of two classes."
         )
     prepared = balance_classes(unique, config.seed) if config.balance else unique
-    prepared = cap_rows(prepared, config.max_rows, config.seed)
+    prepared = cap_rows(prepared, config.max_rows, config.seed, balanced=config.balance)
     if prepared[schema.LABEL].nunique() < 2:
         raise ValueError(f"--max-rows={config.max_rows} leaves a single sentiment class; raise --max-rows.")
     report = PrepareReport(

@@ -96,6 +96,22 @@ def test_no_balance_and_max_rows_cap() -> None:
     assert set(capped[schema.REVIEW_ID]) <= set(unbalanced[schema.REVIEW_ID])
 
 
+def test_max_rows_keeps_the_classes_balanced() -> None:
+    """--max-rows after balancing takes an equal, seeded share of every class (a plain sample of the balanced
+    rows left class_counts_out unbalanced: 31/34/35 of 100 here)."""
+    raw = make_reviews(300, seed=3)
+    _, balanced, _ = core.prepare(raw, core.PrepareConfig(min_facet_rows=1, seed=5))
+    _, capped, report = core.prepare(raw, core.PrepareConfig(min_facet_rows=1, seed=5, max_rows=100))
+    classes = balanced[schema.LABEL].nunique()
+    assert set(report.class_counts_out.values()) == {100 // classes}
+    assert report.rows_out == len(capped) == classes * (100 // classes)
+    assert set(capped[schema.REVIEW_ID]) <= set(balanced[schema.REVIEW_ID])
+    again = core.prepare(raw, core.PrepareConfig(min_facet_rows=1, seed=5, max_rows=100))[1]
+    pd.testing.assert_frame_equal(capped, again)
+    with pytest.raises(ValueError, match="--max-rows=2 is fewer than the 3 sentiment classes"):
+        core.prepare(raw, core.PrepareConfig(min_facet_rows=1, max_rows=2))
+
+
 def test_duplicate_texts_are_passed_on_once_and_conflicting_ones_not_at_all() -> None:
     """Issue 19: 100k rows made of 300 distinct reviews leaked test reviews into training.  Whitespace does not
     make a text new; a text with two labels is dropped (both rows), one with one label is kept once."""
