@@ -100,20 +100,6 @@ def resolve_namespace(
         )
     except ValueError as error:
         raise KServeError(f"no namespace for the InferenceService: {error}") from None
-    from kubernetes import config
-    from kubernetes.config.config_exception import ConfigException
-
-    try:
-        _, current = config.list_kube_config_contexts(config_file=kubeconfig)
-        namespace = (current.get("context") or {}).get("namespace") or ""
-    except (ConfigException, OSError):
-        namespace = ""
-    if not namespace:
-        raise KServeError(
-            f"no namespace for the InferenceService: kserve_namespace is empty, {service_account_namespace} is "
-            "missing (not in a pod) and the kubeconfig's current context names none; set kserve_namespace"
-        )
-    return namespace
 
 
 class InferenceServiceClient:
