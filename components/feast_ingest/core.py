@@ -174,30 +174,52 @@ def describe_online_store(config: RepoConfig) -> dict[str, str]:
     return {"type": kind, "location": location} if location else {"type": kind}
 
 
-def check_online_store(store: FeatureStore, view: Any) -> None:
+def check_online_store(store: FeatureStore, objects: list[Any]) -> None:
     """Fail early (before any write) when the online store cannot be reached or written.
 
-    SQLite: its directory must be writable.  Other stores: one read of an unknown key through the online
-    store (a network round trip; the Redis client raises on a refused connection).
+    SQLite: its directory must be writable.  Other stores: one read of an unknown key with
+    `FeatureStore.get_online_features` (a network round trip; the Redis client raises on a refused connection).
+    The store's registry may not hold the feature view yet (a first ingest) and must not change before the
+    checks pass, so the read goes through a throwaway `FeatureStore`: the same online store, a file registry
+    in a temporary directory holding only ``objects`` (the entity and the feature view), registered with the
+    registry's own ``apply_*`` methods (no infrastructure change).
     """
     config = store.config
     if _transactional(config):
         _check_writable(Path(describe_online_store(config)["path"]).parent, "the SQLite online store")
         return
-    from feast.infra.provider import get_provider
-    from feast.protos.feast.types.EntityKey_pb2 import EntityKey
-    from feast.protos.feast.types.Value_pb2 import Value
+    from feast import Entity, FeatureStore, FeatureView
+    from feast.repo_config import RepoConfig
 
     where = describe_online_store(config)
-    probe = EntityKey(join_keys=[schema.REVIEW_ID], entity_values=[Value(string_val="__connectivity_check__")])
-    try:
-        get_provider(config).online_store.online_read(config, view, [probe], None)
-    except Exception as error:  # client libraries raise their own connection errors
-        raise ValueError(
-            f"The online store ({where.get('type')} at {where.get('location', '?')}) is unreachable: "
-            f"{type(error).__name__}: {error}. Check FEAST_REDIS_CONNECTION_STRING and that the service runs; "
-            "nothing was written (registry and stores are unchanged)."
-        ) from error
+    entities = [o for o in objects if isinstance(o, Entity)]
+    view = next(o for o in objects if isinstance(o, FeatureView))
+    with tempfile.TemporaryDirectory(prefix="feast-probe-") as tmp:
+        probe = FeatureStore(
+            repo_path=tmp,
+            config=RepoConfig(
+                project=config.project,
+                provider=config.provider,
+                registry=str(Path(tmp) / "registry.db"),
+                online_store=config.online_store,
+                offline_store=config.offline_store,
+                entity_key_serialization_version=config.entity_key_serialization_version,
+            ),
+        )
+        for entity in entities:
+            probe.registry.apply_entity(entity, config.project, commit=False)
+        probe.registry.apply_feature_view(view, config.project, commit=True)
+        try:
+            probe.get_online_features(
+                features=[f"{view.name}:{view.features[0].name}"],
+                entity_rows=[{schema.REVIEW_ID: "__connectivity_check__"}],
+            )
+        except Exception as error:  # client libraries raise their own connection errors
+            raise ValueError(
+                f"The online store ({where.get('type')} at {where.get('location', '?')}) is unreachable: "
+                f"{type(error).__name__}: {error}. Check FEAST_REDIS_CONNECTION_STRING and that the service runs; "
+                "nothing was written (registry and stores are unchanged)."
+            ) from error
 
 
 @contextlib.contextmanager
@@ -350,7 +372,7 @@ def ingest(features_path: str | Path, config: IngestConfig) -> IngestReport:
     registry_file = _registry_file(store.config)
     if registry_file is not None:
         _check_writable(registry_file.parent, "the feature store registry")
-    check_online_store(store, objects[1])
+    check_online_store(store, objects)
     seconds["validate"] = time.perf_counter() - started
 
     started = time.perf_counter()
