@@ -52,6 +52,8 @@ class DeploymentReport:
     model_version: str
     registered_model: str
     backend: str
+    #: Where the deployed model answers: kserve: the InferenceService's URL; local: None, since the local server
+    #: is stopped once its smoke test passed (the URL it was tested on is ``smoke["served_at"]``).
     endpoint: str | None = None
     #: local: promoted; kserve: the rollout's action (created, promoted, no_op).
     outcome: str | None = None
@@ -131,7 +133,7 @@ def deploy_local(
     message = (
         f"smoke test passed on {endpoint}: {result.describe()}; the server was stopped (make serve serves the champion)"
     )
-    return endpoint, result.to_dict(), message
+    return endpoint, {**result.to_dict(), "served_at": endpoint, "server": "stopped"}, message
 
 
 def smoke_probe(reviews: list[SmokeReview], config: DeployConfig) -> Callable[[str], None]:
@@ -243,9 +245,7 @@ def deploy(
         if config.deploy_backend == "local":
             with tempfile.TemporaryDirectory(prefix="deploy-") as tmp:
                 server_log = log or Path(tmp) / "model-server.log"
-                report.endpoint, report.smoke, report.message = deploy_local(
-                    config, model_dir, reviews, max_seq_length, server_log
-                )
+                _, report.smoke, report.message = deploy_local(config, model_dir, reviews, max_seq_length, server_log)
             report.outcome = "promoted"
         else:
             result = deploy_kserve(config, storage_uri, model_version, reviews, max_seq_length)

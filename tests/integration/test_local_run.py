@@ -64,8 +64,9 @@ def test_default_run_on_the_synthetic_sample(tmp_path: Path, capsys: pytest.Capt
     deployment = summary["deployment"]
     assert deployment["decision"] == "deployed" and deployment["reason"] == evaluation["decision"]["reason"]
     assert (deployment["model_version"], deployment["backend"], deployment["outcome"]) == ("1", "local", "promoted")
-    assert deployment["endpoint"].startswith("http://127.0.0.1:") and deployment["canary"] is None
+    assert deployment["endpoint"] is None and deployment["canary"] is None  # the local server is stopped by now
     smoke = deployment["smoke"]  # the served model answered the held-out reviews as evaluate did
+    assert smoke["server"] == "stopped" and smoke["served_at"].startswith("http://127.0.0.1:")
     assert smoke["passed"] and smoke["reviews"] == min(32, evaluation["rows"])
     assert smoke["matched"] + smoke["ties"] == smoke["reviews"]
     uri, name = _registry(tmp_path)

@@ -117,12 +117,15 @@ def test_local_deploy_serves_smoke_tests_and_promotes(
     assert report.smoke["reviews"] == 12 and report.smoke["passed"] is True
     assert report.smoke["matched"] + report.smoke["ties"] == 12 and report.smoke["matched"] >= 10
     assert report.smoke["max_probability_difference"] < 1e-4  # the same model, the same numbers
-    assert report.endpoint.startswith("http://127.0.0.1:") and report.endpoint.endswith("/review-sentiment:predict")
+    # No endpoint is recorded: the server is stopped once the smoke test passed; the smoke result says where it ran.
+    served_at = report.smoke["served_at"]
+    assert report.endpoint is None and report.smoke["server"] == "stopped"
+    assert served_at.startswith("http://127.0.0.1:") and served_at.endswith("/review-sentiment:predict")
     assert _champion(handoff) == version == report.champion
     assert json.loads((tmp_path / "report.json").read_text()) == report.to_dict()
     assert "Serving model" in capsys.readouterr().out  # the server's log went into the step's log
     with pytest.raises(OSError):  # the server was stopped
-        socket.create_connection(("127.0.0.1", int(report.endpoint.split(":")[2].split("/")[0])), timeout=2)
+        socket.create_connection(("127.0.0.1", int(served_at.split(":")[2].split("/")[0])), timeout=2)
     run = tracking.PipelineRun(handoff.uri, tracking.DEFAULT_EXPERIMENT, "run-2")
     tags = run.client.get_run(run.run_id).data.tags
     assert tags["deploy.decision"] == "deployed" and tags["deploy.model_version"] == version
