@@ -30,6 +30,7 @@ from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
+from bench._course import course_csv, course_features
 from bench._util import result
 
 #: Test accuracy of the course's RoBERTa pipeline on this protocol (before tuning).
@@ -39,33 +40,6 @@ COURSE_TUNED_ACCURACY = 0.7346
 #: Our untuned test accuracy (`python -m bench quality` with its defaults, recorded 2026-11-23).
 UNTUNED_ACCURACY = 0.692
 GOAL = 0.74
-
-
-def course_features(csv: str, max_seq_length: int, seed: int = 42) -> tuple[Any, dict[str, Any]]:
-    """The course's balanced data, featurized and split 90/5/5 by the project's own steps.
-
-    Returns:
-        (features DataFrame with `split`, token-length statistics)
-    """
-    import pyarrow as pa
-
-    from components.featurize import core as featurize
-    from components.prepare_data import core as prepare
-
-    _, prepared, _ = prepare.prepare(prepare.read_reviews(csv), prepare.PrepareConfig(seed=seed), source=csv)
-    table = featurize.validate_reviews(pa.Table.from_pandas(prepared, preserve_index=False))
-    config = featurize.FeaturizeConfig(max_seq_length=max_seq_length, seed=seed)
-    features, stats = featurize.featurize(table, featurize.load_tokenizer(""), config)
-    return features.to_pandas(), stats
-
-
-def course_csv(value: str) -> str:
-    path = value or os.environ.get("REVIEWS_CSV", "")
-    if not path or not Path(path).is_file():
-        raise SystemExit(
-            "error: pass --csv or set REVIEWS_CSV to the course CSV (womens_clothing_ecommerce_reviews.csv)"
-        )
-    return path
 
 
 def main(argv: list[str]) -> dict:

@@ -29,8 +29,8 @@ from typing import Any
 
 import numpy as np
 
+from bench._course import course_csv, course_features
 from bench._util import result
-from bench.quality import course_csv, course_features
 
 
 def _fine_tune(

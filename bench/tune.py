@@ -1,7 +1,7 @@
 """TPE against random search at the same small trial budget, with the median rule on and off, on real reviews.
 
 The course's balanced data (``$REVIEWS_CSV`` or ``--csv``) is cleaned, balanced, tokenized and split by the
-project's own steps (`bench.quality.course_features`); a stratified, seeded subset of the train split
+project's own steps (`bench._course.course_features`); a stratified, seeded subset of the train split
 (``--train-rows``) and the whole validation split (357 reviews) go into a features Parquet.  Four studies
 then run through the tune step itself (`components.tune.core.tune`: the Optuna engine, every trial the real
 ``python -m components.train`` in a process of its own, the study in SQLite): ``random`` and ``tpe``, each
@@ -182,7 +182,7 @@ def subset(frame: Any, train_rows: int, seed: int, validation_rows: int = 0) -> 
 
 
 def main(argv: list[str]) -> dict:
-    from bench.quality import course_csv, course_features
+    from bench._course import course_csv, course_features
 
     parser = argparse.ArgumentParser(prog="python -m bench tune")
     parser.add_argument("--csv", default="")
