@@ -72,6 +72,7 @@ def _one_line(error: BaseException) -> str:
 
 def _run(args: argparse.Namespace) -> int:
     from pipelines import local, parameters
+    from pipelines.summary import print_ending
 
     values = {name: getattr(args, name) for name in parameters.DECLARED_IN if hasattr(args, name)}
     options = local.RunOptions(
@@ -100,7 +101,7 @@ def _run(args: argparse.Namespace) -> int:
         status, _, said = local.STOPPED.get(signum, local.STOPPED[signal.SIGINT])
         print(f"{said} (summary with status {status!r}: {options.output / 'summary.json'})", file=sys.stderr)
         return 128 + signum
-    local.print_ending(summary)
+    print_ending(summary)
     return 0
 
 

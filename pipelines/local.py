@@ -1,18 +1,16 @@
-"""Run the pipeline on this machine with `kfp.local` and write `summary.json`.
+"""Run the pipeline on this machine with `kfp.local`: check every input, hold the run directory, run the steps
+(stopping every process of theirs on Ctrl-C or SIGTERM), and end with `summary.json`.
 
 The very same components as on a cluster run, each in a subprocess of this virtualenv
-(`SubprocessRunner(use_venv=False)`); their artifacts land under ``<output>/artifacts``.
+(`SubprocessRunner(use_venv=False)`); their artifacts land under ``<output>/artifacts``.  What the steps print
+is read by `pipelines.run_log`; `summary.json` is built and written by `pipelines.summary`.
 """
 
 from __future__ import annotations
 
-import ast
 import contextlib
 import errno
-import io
-import json
 import os
-import re
 import shutil
 import signal
 import sys
@@ -20,16 +18,16 @@ import tempfile
 import time
 import warnings
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from components.common import schema, tracking
+from components.common import tracking
 from components.featurize.core import load_tokenizer
 from components.prepare_data import core as prepare_core
 from components.prepare_data.core import PrepareConfig
 from components.tune import core as tune_core
-from pipelines import container_runner, parameters, reaper, run_dir, steps
+from pipelines import container_runner, parameters, reaper, run_dir, summary
+from pipelines.run_log import RunLog
 
 #: `python -m pipelines run --runner`: how the steps run (`RunOptions.runner`).
 RUNNERS = ("subprocess", "container")
@@ -40,16 +38,6 @@ STOPPED = {
     signal.SIGINT: ("interrupted", "interrupted by the user (Ctrl-C)", "interrupted"),
     signal.SIGTERM: ("terminated", "terminated by SIGTERM", "terminated (SIGTERM)"),
 }
-_ERROR_LINE = re.compile(r"^(?:[\w.]+\.)?(\w*(?:Error|Exception)): (.+)$")
-_ANSI = re.compile(r"\x1b\[[0-9;]*m")
-_TASK_START = re.compile(r"Executing task '([\w-]+)'")
-_TASK_END = re.compile(r"Task '([\w-]+)' finished with status (\w+)")
-_METRICS = re.compile(r"^\s*metrics: Metrics\(")
-_METADATA = re.compile(r"metadata=(\{.*\}) \)$")
-#: Training progress lines (components.train's log format: a time, then the message).
-_PROGRESS = re.compile(r"^\s*\d\d:\d\d:\d\d ")
-#: The figures each step's one-line report shows: component name → (metric, label) (`pipelines.steps`).
-HEADLINES = steps.headlines()
 
 
 @dataclass
@@ -90,167 +78,6 @@ class RunOptions:
 
 class PipelineFailed(RuntimeError):
     """A step of the local run failed; the message is the step's own error."""
-
-
-class RunLog(io.TextIOBase):
-    """What the steps print: every line to ``logs/run.log`` and the step's own ``logs/<step>.log``; to the
-    terminal one line when a step starts and one when it ends (seconds and its headline figures), the
-    training progress lines, and — with ``verbose`` — everything."""
-
-    def __init__(self, terminal: io.TextIOBase, log_dir: Path, verbose: bool = False) -> None:
-        self.terminal, self.log_dir, self.verbose = terminal, log_dir, verbose
-        log_dir.mkdir(parents=True, exist_ok=True)
-        self.everything = (log_dir / "run.log").open("a")
-        self.step: tuple[str, float, Any] | None = None
-        self.finished: tuple[str, str, float] | None = None
-        self.last_error: str | None = None
-        self._partial = ""
-        self._metrics_next = False  # the finished step's Metrics output is being listed
-        #: The first error writing the log files (a full disk): they are not written to after it.
-        self.write_error: OSError | None = None
-
-    def _to_file(self, file: Any, text: str) -> None:
-        """Write to a log file, unless writing failed before. An error here must not leave this object: the
-        writers are kfp.local's loggers and threads, which would print a traceback for every line."""
-        if self.write_error is not None:
-            return
-        try:
-            file.write(text)
-        except OSError as err:
-            self.write_error = err
-
-    def write(self, text: str) -> int:
-        if self.everything.closed:
-            return len(text)
-        if self.verbose:
-            self.terminal.write(text)
-        plain = _ANSI.sub("", text)  # the log files without kfp's colours
-        self._to_file(self.everything, plain)
-        lines = (self._partial + plain).split("\n")
-        self._partial = lines.pop()
-        for line in lines:
-            self._line(line)
-        return len(text)
-
-    def _say(self, text: str) -> None:
-        if not self.verbose:
-            self.terminal.write(text + "\n")
-            self.terminal.flush()
-
-    def _line(self, line: str) -> None:
-        if start := _TASK_START.search(line):
-            self._end_step()
-            name = start.group(1)
-            try:
-                step_log: Any = (self.log_dir / f"{name}.log").open("w")
-            except OSError as err:
-                self.write_error, step_log = self.write_error or err, io.StringIO()
-            self.step = (name, time.monotonic(), step_log)
-            self._say(f"▶ {name}")
-            return
-        if self.step is not None:
-            self._to_file(self.step[2], line + "\n")
-        if end := _TASK_END.search(line):
-            if self.step is not None:
-                self.finished = (end.group(1), end.group(2), time.monotonic() - self.step[1])
-            if end.group(2) != "SUCCESS":
-                self._report(None)
-            return
-        if self.finished and _METRICS.match(line):
-            self._metrics_next = True
-        if self.finished and self._metrics_next and (found := _METADATA.search(line)):
-            self._metrics_next = False
-            self._report(ast.literal_eval(found.group(1)))
-            return
-        if match := _ERROR_LINE.match(line.strip()):
-            self.last_error = f"{match.group(1)}: {match.group(2)}"
-        if _PROGRESS.match(line):
-            self._say("    " + line.strip())
-
-    def _report(self, metrics: dict[str, Any] | None) -> None:
-        if self.finished is None:
-            return
-        name, state, seconds = self.finished
-        figures = ""
-        if metrics:
-            shown = [(label, metrics[key]) for key, label in HEADLINES.get(name, ()) if key in metrics]
-            figures = "  " + ", ".join(f"{label} {value:.4g}" for label, value in shown)
-        mark = "✓" if state == "SUCCESS" else "✗"
-        self._say(f"{mark} {name}  {seconds:.1f} s{figures}")
-        self.finished = None
-
-    def _end_step(self) -> None:
-        self._report(None)
-        if self.step is not None:
-            with contextlib.suppress(OSError):
-                self.step[2].close()
-            self.step = None
-
-    def flush(self) -> None:
-        if self.write_error is None and not self.everything.closed:
-            try:
-                self.everything.flush()
-            except OSError as err:
-                self.write_error = err
-        self.terminal.flush()
-
-    def finish(self) -> None:
-        """Close the log files (later writes, e.g. from loggers kfp leaves behind, are dropped)."""
-        self._end_step()
-        with contextlib.suppress(OSError):  # what a full disk did not take is lost
-            self.everything.close()
-        if not self.everything.closed:  # (close flushed, failed, and left it open)
-            with contextlib.suppress(OSError):
-                self.everything.close()
-
-
-def _read_json(artifact: Any) -> dict:
-    return json.loads(Path(artifact.path).read_text())
-
-
-def build_summary(options: RunOptions, outputs: Any, started: float) -> dict[str, Any]:
-    """`summary.json` (DESIGN §4) from the pipeline's output artifacts."""
-    arguments = options.pipeline_arguments()
-    data = _read_json(outputs["data_report"])
-    bias = _read_json(outputs["bias_report"])
-    return {
-        "status": "succeeded",
-        "finished_at": datetime.now(UTC).isoformat(timespec="seconds"),
-        "duration_s": round(time.time() - started, 1),
-        "output_dir": str(options.output.resolve()),
-        "parameters": arguments,
-        "data": data,
-        "bias": {
-            "facet": arguments["facet_column"],
-            "label": bias["label"],
-            "positive_label": schema.SENTIMENTS[schema.POSITIVE_LABEL],
-            "positive_label_value": schema.POSITIVE_LABEL,
-            "group": bias["group"] and arguments["group_column"],
-            "rows": bias["rows"],
-            "facet_rows": bias["facet_rows"],
-            "metrics": bias["metrics"],
-            "report_html": str(Path(outputs["bias_report"].path).with_name("report_html")),
-        },
-        "features": _read_json(outputs["features_report"]),
-        "feature_store": _read_json(outputs["feature_store_report"]),
-        "tuning": _read_json(outputs["tuning_report"]),
-        "training": _read_json(outputs["training_report"]),
-        "evaluation": _read_json(outputs["evaluation_report"]),
-        "deployment": json.loads(outputs["deployment"]),
-    }
-
-
-def write_summary(output: Path, summary: dict[str, Any]) -> Path:
-    """Write ``summary.json`` atomically, so a reader never sees half of it."""
-    path = output / "summary.json"
-    tmp = path.with_suffix(".json.tmp")
-    try:
-        tmp.write_text(json.dumps(summary, indent=2, default=str))
-        tmp.replace(path)
-    except OSError:
-        _remove_partial(tmp)  # (a full disk leaves it empty or cut short)
-        raise
-    return path
 
 
 def check_output(output: Path, overwrite: bool) -> None:
@@ -468,19 +295,14 @@ def _run_locked(options: RunOptions, local: Any, build_pipeline: Any, started: f
         print(f"Running the pipeline; each step's full log goes to {log.log_dir}/")
 
         def ended(status: str, error: str) -> dict[str, Any]:
-            return {
-                "status": status,
-                "error": error,
-                "output_dir": str(options.output.resolve()),
-                "parameters": options.pipeline_arguments(),
-            }
+            return summary.ended(status, error, options.pipeline_arguments(), options.output)
 
         def stopped(signum: int) -> Stopped:
             for other in STOPPED:  # a second signal must not cut this short
                 signal.signal(other, signal.SIG_IGN)
             reaper.stop_wrappers(os.getpid())  # every process of the steps, before the summary says so
             status, error, _ = STOPPED.get(signum, STOPPED[signal.SIGINT])
-            write_summary(options.output, ended(status, error))
+            summary.write_summary(options.output, ended(status, error))
             return Stopped(signum)
 
         try:
@@ -497,14 +319,15 @@ def _run_locked(options: RunOptions, local: Any, build_pipeline: Any, started: f
             message = log.last_error or str(err)
             if log.write_error is not None:  # (a full disk: the summary below may not fit either)
                 message += f" (logs/ is incomplete: {log.write_error.strerror or log.write_error})"
-            write_summary(options.output, ended("failed", message))
+            summary.write_summary(options.output, ended("failed", message))
             raise PipelineFailed(message) from err
         except KeyboardInterrupt as err:
             signum = err.signum if isinstance(err, Stopped) else (ctrl_c[0] if ctrl_c else signal.SIGINT)
             raise stopped(signum) from None
         finally:
             log.finish()
-    return write_summary(options.output, build_summary(options, task.outputs, started))
+    built = summary.build_summary(options.pipeline_arguments(), options.output, task.outputs, started)
+    return summary.write_summary(options.output, built)
 
 
 #: The errors of a run directory that cannot take more (full disk, quota, read-only, file too large).
@@ -516,19 +339,3 @@ def _unwritable(output: Path, err: OSError) -> OutputUnwritable:
         f"cannot write in --output {str(output)!r} ({err.strerror or err}); the run stopped (see its logs/ for "
         "how far it got), partial files removed"
     )
-
-
-def deployment_line(deployment: dict[str, Any]) -> str:
-    """One line on the deployment: what was deployed where and how it went, or why nothing was."""
-    version = f"version {deployment.get('model_version')} of {deployment.get('registered_model')}"
-    if deployment.get("decision") != "deployed":
-        return f"Deployment: skipped ({version} stays challenger) — {deployment.get('reason', 'no reason given')}"
-    outcome = f", {deployment['outcome']}" if deployment.get("outcome") else ""
-    return f"Deployment: deployed {version} ({deployment.get('backend')}{outcome}) — {deployment.get('message', '')}"
-
-
-def print_ending(summary_path: Path) -> None:
-    """The run's last lines: the deployment, and where the summary is."""
-    summary = json.loads(summary_path.read_text())
-    print(deployment_line(summary.get("deployment") or {}))
-    print(f"Pipeline succeeded. Summary: {summary_path.resolve()}")

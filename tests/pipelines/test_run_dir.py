@@ -20,7 +20,7 @@ from pathlib import Path
 
 import pytest
 
-from pipelines import local, reaper, run_dir
+from pipelines import local, reaper, run_dir, run_log, summary
 from pipelines.__main__ import main
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -198,7 +198,7 @@ def test_an_output_on_a_full_disk_is_one_error_and_nothing_is_written(
 def test_a_summary_that_does_not_fit_leaves_no_partial_file(small_tmpfs: Path) -> None:
     _fill(small_tmpfs)
     with pytest.raises(OSError, match="No space left"):
-        local.write_summary(small_tmpfs, {"status": "failed", "error": "x" * 100_000})
+        summary.write_summary(small_tmpfs, {"status": "failed", "error": "x" * 100_000})
     assert not (small_tmpfs / "summary.json.tmp").exists() and not (small_tmpfs / "summary.json").exists()
 
 
@@ -209,7 +209,7 @@ def test_log_lines_on_a_full_disk_raise_nothing(tmp_path: Path, capfd: pytest.Ca
     logs.mkdir()
     (logs / "run.log").symlink_to("/dev/full")
     terminal = io.StringIO()
-    log = local.RunLog(terminal, logs)
+    log = run_log.RunLog(terminal, logs)
     handler = logging.StreamHandler(log)
     logger = logging.getLogger("test-full-disk")
     logger.addHandler(handler)

@@ -90,7 +90,7 @@ def test_compiled_pipeline_outputs_are_the_descriptors(tmp_path: Path) -> None:
 
 
 def test_headlines_and_launchers_come_from_the_descriptors() -> None:
-    from pipelines.local import HEADLINES
+    from pipelines.run_log import HEADLINES
 
     assert HEADLINES["train-classifier"] == (
         ("eval_accuracy", "validation accuracy"),

@@ -1,0 +1,90 @@
+"""``summary.json`` (DESIGN §4): what a local run ends with, built from the steps' reports, and the run's last lines.
+
+A succeeded run's summary holds the run's facts (status, when, how long, where, every parameter) and, under each
+step's key, that step's report as its descriptor in `pipelines.steps` says (``summary``, ``output``, ``report``,
+``summarise``).  A run that failed or was stopped gets `ended`.  The file is written atomically.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import time
+from collections.abc import Mapping
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from pipelines import steps
+
+FILE = "summary.json"
+
+
+def read_report(step: steps.Step, outputs: Mapping[str, Any]) -> tuple[Any, Path | None]:
+    """A step's report from the pipeline's outputs: the JSON in its artifact (and the artifact's path), or the
+    JSON text its component returned (and None)."""
+    value = outputs[step.output]
+    if step.report == steps.RETURNED:
+        return json.loads(value), None
+    path = Path(value.path)
+    return json.loads(path.read_text()), path
+
+
+def build_summary(
+    arguments: Mapping[str, Any], output: Path, outputs: Mapping[str, Any], started: float
+) -> dict[str, Any]:
+    """The summary of a succeeded run from the pipeline's outputs (`pipelines.pipeline.PipelineOutputs`).
+
+    Args:
+        arguments: Every pipeline parameter's value.
+        output: The run directory.
+        outputs: The pipeline task's outputs, by name.
+        started: When the run started (`time.time`).
+    """
+    summary: dict[str, Any] = {
+        "status": "succeeded",
+        "finished_at": datetime.now(UTC).isoformat(timespec="seconds"),
+        "duration_s": round(time.time() - started, 1),
+        "output_dir": str(output.resolve()),
+        "parameters": dict(arguments),
+    }
+    for step in steps.STEPS:
+        if step.summary:
+            report, path = read_report(step, outputs)
+            summary[step.summary] = step.summarise(report, arguments, path)
+    return summary
+
+
+def ended(status: str, error: str, arguments: Mapping[str, Any], output: Path) -> dict[str, Any]:
+    """The summary of a run that did not succeed: ``failed``, ``interrupted`` or ``terminated``, and why."""
+    return {"status": status, "error": error, "output_dir": str(output.resolve()), "parameters": dict(arguments)}
+
+
+def write_summary(output: Path, summary: dict[str, Any]) -> Path:
+    """Write ``summary.json`` atomically, so a reader never sees half of it."""
+    path = output / FILE
+    tmp = path.with_suffix(".json.tmp")
+    try:
+        tmp.write_text(json.dumps(summary, indent=2, default=str))
+        tmp.replace(path)
+    except OSError:
+        with contextlib.suppress(OSError):  # (a full disk leaves it empty or cut short)
+            tmp.unlink(missing_ok=True)
+        raise
+    return path
+
+
+def deployment_line(deployment: dict[str, Any]) -> str:
+    """One line on the deployment: what was deployed where and how it went, or why nothing was."""
+    version = f"version {deployment.get('model_version')} of {deployment.get('registered_model')}"
+    if deployment.get("decision") != "deployed":
+        return f"Deployment: skipped ({version} stays challenger) — {deployment.get('reason', 'no reason given')}"
+    outcome = f", {deployment['outcome']}" if deployment.get("outcome") else ""
+    return f"Deployment: deployed {version} ({deployment.get('backend')}{outcome}) — {deployment.get('message', '')}"
+
+
+def print_ending(summary_path: Path) -> None:
+    """The run's last lines: the deployment, and where the summary is."""
+    summary = json.loads(summary_path.read_text())
+    print(deployment_line(summary.get("deployment") or {}))
+    print(f"Pipeline succeeded. Summary: {summary_path.resolve()}")
