@@ -11,14 +11,19 @@
 - The history of evaluations, the loss sums, the health monitor's counters, the stop reason and the settings'
   fingerprint: `state` puts them into each checkpoint's ``trainer_state.json`` (Trainer's ``ExportableState``),
   and a resumed run takes them back at ``on_train_begin``, with EarlyStoppingCallback's patience counter.
+- SIGTERM (`SignalStop`: a pod deleted, SageMaker's StopTrainingJob or spot interruption): a checkpoint at the end
+  of the current optimizer step, then `Interrupted`; a re-run on the same output directory resumes there.
 """
 
 from __future__ import annotations
 
 import logging
 import math
+import signal
+import threading
 import time
 from contextlib import suppress
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from transformers import EarlyStoppingCallback, EvalPrediction, Trainer, TrainerCallback
@@ -121,6 +126,67 @@ class CountingTrainer(Trainer):
         return super().training_step(model, inputs, num_items_in_batch)
 
 
+class Interrupted(RuntimeError):
+    """Training stopped on a signal once a checkpoint was saved (`SignalStop`); a re-run on the same output
+    directory resumes from that checkpoint."""
+
+    def __init__(self, signal_name: str, step: int, checkpoint: str) -> None:
+        self.signal_name, self.step, self.checkpoint = signal_name, step, checkpoint
+        super().__init__(
+            f"Training stopped by {signal_name} at step {step}: checkpoint saved in {checkpoint}; a run on the same "
+            "output directory resumes there."
+        )
+
+
+class SignalStop:
+    """Stop on SIGTERM with a checkpoint: a pod being deleted, SageMaker's StopTrainingJob or a spot interruption
+    (120 s before the end), or torchrun passing the signal on to its processes (30 s before SIGKILL).
+
+    The handler only sets a flag (`install`: from the start of training to its end, in the main thread, where
+    Python runs signal handlers).  At the end of the optimizer step under way `TrainingMonitor` asks Trainer for a
+    checkpoint and the end of training, and once the checkpoint is saved raises `Interrupted`: nothing after it
+    runs (no final evaluation, no model exported from a half-trained run).  Under DDP the processes agree at each
+    step's end (the flag all-reduced with MAX), so that all of them stop after the same step.
+    """
+
+    signals = (signal.SIGTERM,)
+
+    def __init__(self) -> None:
+        self.received: int | None = None
+        self.stopping = False
+        self._previous: dict[int, Any] = {}
+
+    def install(self) -> None:
+        if threading.current_thread() is not threading.main_thread() or self._previous:
+            return
+        for number in self.signals:
+            self._previous[number] = signal.signal(number, self._handle)
+
+    def uninstall(self) -> None:
+        for number, handler in self._previous.items():
+            signal.signal(number, handler)
+        self._previous.clear()
+
+    def _handle(self, number: int, frame: Any) -> None:
+        self.received = number
+
+    def agreed(self, args: Any) -> bool:
+        """Whether to stop after this step: the flag, or under DDP any process's flag (``args``: Trainer's)."""
+        stop = self.received is not None
+        if args.world_size > 1:
+            import torch
+
+            if torch.distributed.is_available() and torch.distributed.is_initialized():
+                flag = torch.tensor([int(stop)], device=args.device)
+                torch.distributed.all_reduce(flag, op=torch.distributed.ReduceOp.MAX)
+                stop = bool(flag.item())
+        self.stopping = self.stopping or stop
+        return self.stopping
+
+    def name(self) -> str:
+        return signal.Signals(self.received).name if self.received is not None else "another process's signal"
+
+
 class TrainingMonitor(TrainerCallback, ExportableState):
     """Health rules, progress and metric lines, evaluations and checkpoints at epoch ends, history, stop reason.
 
@@ -156,6 +222,7 @@ class TrainingMonitor(TrainerCallback, ExportableState):
         self.main = True
         self.fp16 = False
         self.device: Any = None
+        self.signal_stop = SignalStop()
         self._mark = time.perf_counter()
 
     def state(self) -> dict[str, Any]:
@@ -185,7 +252,11 @@ class TrainingMonitor(TrainerCallback, ExportableState):
         self.main, self.fp16, self.device = state.is_world_process_zero, bool(args.fp16), args.device
         self.restore((state.stateful_callbacks or {}) if state.global_step else {}, state.max_steps)
         self.last_save_step = state.global_step
+        self.signal_stop.install()
         self._mark = time.perf_counter()
+
+    def on_train_end(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
+        self.signal_stop.uninstall()
 
     def on_step_end(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
         step = state.global_step
@@ -193,6 +264,8 @@ class TrainingMonitor(TrainerCallback, ExportableState):
             control.should_save = True
         if step >= state.max_steps:  # the last step: evaluated and saved like an epoch's end
             control.should_evaluate = control.should_save = True
+        if self.signal_stop.agreed(args):  # SIGTERM: a checkpoint now, then `on_save` ends the run
+            control.should_save = control.should_training_stop = True
 
     def on_epoch_end(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
         control.should_evaluate = self.last_eval_step != state.global_step
@@ -201,6 +274,13 @@ class TrainingMonitor(TrainerCallback, ExportableState):
     def on_save(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
         self.last_save_step = state.global_step
         self._mark = time.perf_counter()
+        if self.signal_stop.stopping:
+            self.signal_stop.uninstall()
+            step, name = state.global_step, self.signal_stop.name()
+            checkpoint = str(Path(args.output_dir) / f"checkpoint-{step}")
+            if self.main:
+                log.warning("%s: checkpoint saved at step %d in %s; stopping", name, step, checkpoint)
+            raise Interrupted(name, step, checkpoint)
 
     def on_log(self, args: Any, state: Any, control: Any, logs: dict[str, float] | None = None, **kwargs: Any) -> None:
         """One optimizer step's numbers (Trainer logs every step; its other logs carry no ``loss``)."""
