@@ -1,15 +1,18 @@
 """SageMaker's hosting contract, on the real model server: the serve image's own `serve` program
 (images/serve, `python -m serving serve`) started in a subprocess on a free loopback port with a tiny
 classifier, its options from the environment as CreateModel's ``Environment`` gives them. ``GET /ping`` is 200
-once ready (503 for a model that is not loaded, on KServe's data plane in this process); ``POST /invocations``
+once ready (503 for a model that is not loaded, in this process); ``POST /invocations``
 with SageMaker's extra headers answers exactly as ``:predict`` does, and with evaluate's labels (evaluate's core
 on the same model and test reviews)."""
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import sys
+import urllib.error
+import urllib.request
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -122,22 +125,26 @@ def test_invocations_refuses_what_predict_refuses(server: ServerProcess, body: o
     assert invoked.status == request(server.v1, body).status == status
 
 
+def test_invocations_answers_other_methods_405_as_predict_does(server: ServerProcess) -> None:
+    for url in (f"{server.url}/invocations", server.v1):
+        with pytest.raises(urllib.error.HTTPError) as reply:
+            urllib.request.urlopen(urllib.request.Request(url, method="GET"), timeout=30)
+        assert reply.value.code == 405 and reply.value.headers["Allow"] == "POST"
+        assert "send the texts with POST" in json.loads(reply.value.read())["error"]
+
+
 def test_ping_is_503_while_the_model_is_not_ready(model_dir: Path) -> None:
-    """The route on KServe's own data plane, in this process, with the model registered but not loaded."""
+    """The route in this process, on the model before and after it loads."""
     from fastapi import FastAPI
     from fastapi.testclient import TestClient
-    from kserve.model_repository import ModelRepository
-    from kserve.protocol.dataplane import DataPlane
 
     from serving.config import ServeConfig
     from serving.model import ReviewSentimentModel
     from serving.server import add_sagemaker_routes
 
     model = ReviewSentimentModel(ServeConfig(model_dir=str(model_dir)))
-    repository = ModelRepository()
-    repository.update(model)
     app = FastAPI()
-    add_sagemaker_routes(app, DataPlane(model_registry=repository), model.name)
+    add_sagemaker_routes(app, model)
     client = TestClient(app)
     assert client.get("/ping").status_code == 503
     model.load()
