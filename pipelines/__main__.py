@@ -11,7 +11,7 @@ from pathlib import Path
 
 def _parser() -> argparse.ArgumentParser:
     from components.common.options import DefaultsHelpFormatter, OneLineParser
-    from pipelines import parameters, submit
+    from pipelines import parameters, profiles, submit
     from pipelines.container_runner import DEFAULT_PROFILE
     from pipelines.local import RUNNERS
 
@@ -57,7 +57,9 @@ def _parser() -> argparse.ArgumentParser:
         "sagemaker section; docs/sagemaker.md)",
     )
     comp.add_argument(
-        "--profile", default="onprem", help="cluster profile: onprem, eks, cpu, or one of --profiles-file"
+        "--profile",
+        default=profiles.DEFAULT_PROFILE,
+        help="cluster profile: onprem, eks, cpu, or one of --profiles-file",
     )
     comp.add_argument("--profiles-file", type=Path, help="profiles YAML (default: pipelines/profiles.yaml)")
     comp.add_argument("--output", type=Path, help="YAML file (default: build/pipeline-<target>-<profile>.yaml)")

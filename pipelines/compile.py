@@ -6,11 +6,9 @@ from __future__ import annotations
 import dataclasses
 from pathlib import Path
 
-from pipelines.profiles import DEFAULT_FILE, FeastAccess, Profile, load_profiles
+from pipelines.profiles import DEFAULT_FILE, DEFAULT_PROFILE, FeastAccess, Profile, load_profiles
 from pipelines.targets import TARGETS
 from pipelines.targets import target as choose_target
-
-PROFILES = ("onprem", "eks", "cpu")
 
 
 def cluster_defaults(profile: Profile) -> dict[str, str]:
@@ -42,7 +40,10 @@ def _check_writable(output: Path) -> None:
 
 
 def compile_pipeline(
-    output: str | Path, target: str = "kfp", profile: str = "onprem", profiles_file: str | Path = DEFAULT_FILE
+    output: str | Path,
+    target: str = "kfp",
+    profile: str = DEFAULT_PROFILE,
+    profiles_file: str | Path = DEFAULT_FILE,
 ) -> Path:
     """Write the compiled pipeline to ``output`` and return its path.
 

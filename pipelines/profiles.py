@@ -14,6 +14,9 @@ from typing import TYPE_CHECKING, Any
 from pipelines.steps import launchers
 
 DEFAULT_FILE = Path(__file__).with_name("profiles.yaml")
+#: The profile `compile` and `submit` use unless told otherwise (a container run's is
+#: `pipelines.container_runner.DEFAULT_PROFILE`).
+DEFAULT_PROFILE = "onprem"
 
 if TYPE_CHECKING:  # pragma: no cover - typing only
     from components.sagemaker.settings import SageMakerSettings

@@ -26,6 +26,8 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+from pipelines.profiles import DEFAULT_PROFILE
+
 HEALTHZ = "/apis/v2beta1/healthz"
 ENV_HOST, ENV_NAMESPACE, ENV_SERVICE_ACCOUNT = "KFP_HOST", "KFP_NAMESPACE", "KFP_SERVICE_ACCOUNT"
 ENV_TOKEN, ENV_TOKEN_PATH, ENV_COOKIE = "KFP_TOKEN", "KF_PIPELINES_SA_TOKEN_PATH", "KFP_COOKIE"
@@ -42,7 +44,7 @@ class SubmitConfig:
     """Where and how `python -m pipelines submit` starts a run (the pipeline's own parameters come apart)."""
 
     profile: str = field(
-        default="onprem",
+        default=DEFAULT_PROFILE,
         metadata={"help": "Cluster profile to compile for: onprem, eks, cpu, or one of --profiles-file."},
     )
     profiles_file: str = field(default="", metadata={"help": "Profiles YAML; empty: pipelines/profiles.yaml."})

@@ -25,7 +25,14 @@ from typing import Any
 
 from components.common import options
 from components.common.logs import configure_logging
-from components.common.training_options import IOArguments, TrainingArguments, option_names, parse, split_options
+from components.common.training_options import (
+    MODULE,
+    IOArguments,
+    TrainingArguments,
+    option_names,
+    parse,
+    split_options,
+)
 from components.common.trainjob import ClusterPlacement
 from components.train.step import finite, run
 
@@ -50,7 +57,7 @@ def launch(nproc: int, argv: Sequence[str]) -> int:
         "--standalone",
         f"--nproc_per_node={nproc}",
         "-m",
-        "components.train",
+        MODULE,
         *argv,
     ]
     log.info("Launching %d training processes: %s", nproc, " ".join(command))

@@ -10,9 +10,11 @@ from google.protobuf import json_format
 from kfp.pipeline_spec import pipeline_spec_pb2
 
 from pipelines.__main__ import main
-from pipelines.compile import PROFILES, compile_pipeline
+from pipelines.compile import compile_pipeline
 
 ROOT = Path(__file__).resolve().parents[2]
+#: The profiles of pipelines/profiles.yaml that run every step on Kubeflow.
+PROFILES = ("onprem", "eks", "cpu")
 
 
 def _spec(path: Path) -> pipeline_spec_pb2.PipelineSpec:

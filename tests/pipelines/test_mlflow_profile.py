@@ -13,9 +13,11 @@ import yaml
 from kfp import compiler, dsl
 
 from components.common.tracking import ENV_TRACKING_URI
-from pipelines.compile import PROFILES, compile_pipeline
+from pipelines.compile import compile_pipeline
 from pipelines.profiles import Profile, load_profiles, use_mlflow
 
+#: The profiles of pipelines/profiles.yaml that run every step on Kubeflow.
+PROFILES = ("onprem", "eks", "cpu")
 #: Pipeline tasks that log to MLflow (tuning and deploy join them when they are built).
 MLFLOW_TASKS = ("train-classifier", "evaluate-classifier")
 #: The keys of the MLflow Secret a profile maps into those tasks' environment when it names none.
