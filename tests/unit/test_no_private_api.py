@@ -22,7 +22,7 @@ ROOT = Path(__file__).resolve().parents[2]
 PRIVATE: dict[str, tuple[str, str] | None] = {
     r"\b_storage\b": None,  # optuna.Study._storage: we create the RDBStorage ourselves and keep it
     r"\b_trial_id\b": None,  # FrozenTrial._trial_id: BaseStorage.get_trial_id_from_study_id_trial_number
-    r"\b_actions\b": None,  # argparse.ArgumentParser._actions: the default is given when the flag is added
+    r"\b_actions\b": None,  # ArgumentParser._actions: parser.set_defaults marks the flags not given
     r"\b_StoreTrueAction\b": None,  # argparse: an off switch is a flag whose default is False
     # argparse has no public hook that decides per argument whether the help shows its default.
     r"\b_get_help_string\b": ("components/common/options.py", "DefaultsHelpFormatter"),
