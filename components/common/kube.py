@@ -10,6 +10,23 @@ from typing import Any
 
 #: Where Kubernetes mounts the pod's service account: its token, CA and namespace.
 SERVICE_ACCOUNT_DIR = Path("/var/run/secrets/kubernetes.io/serviceaccount")
+#: The condition types that end a batch Job (Kubernetes batch/v1 JobComplete, JobFailed) and a Kubeflow Trainer
+#: TrainJob (kubeflow/trainer v2.3.0 trainjob_types.go TrainJobComplete, TrainJobFailed).
+COMPLETE, FAILED = "Complete", "Failed"
+
+
+def true_condition(obj: Mapping[str, Any], type_: str) -> dict[str, Any] | None:
+    """The entry of ``obj``'s ``status.conditions`` of type ``type_`` whose status is "True", else None."""
+    for condition in (obj.get("status") or {}).get("conditions") or []:
+        if condition.get("type") == type_ and condition.get("status") == "True":
+            return dict(condition)
+    return None
+
+
+def gjson_true_condition(type_: str) -> str:
+    """`true_condition` of ``type_`` in the GJSON syntax Katib reads a trial resource's status with (a trial
+    template's ``successCondition`` / ``failureCondition``)."""
+    return f'status.conditions.#(type=="{type_}")#|#(status=="True")#'
 
 
 def in_cluster_client(*, kubeconfig_fallback: bool = False) -> Any:

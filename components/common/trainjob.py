@@ -36,9 +36,6 @@ GROUP, VERSION, PLURAL, KIND = "trainer.kubeflow.org", "v1alpha1", "trainjobs", 
 NODE = "node"
 #: Who owns the TrainJob's runtimePatches entry.
 PATCH_MANAGER = "bert-kfp.github.io/train"
-#: A TrainJob's end, in the GJSON syntax Katib reads a trial resource's status with.
-SUCCESS_CONDITION = 'status.conditions.#(type=="Complete")#|#(status=="True")#'
-FAILURE_CONDITION = 'status.conditions.#(type=="Failed")#|#(status=="True")#'
 #: Labels of the node-0 pod of a TrainJob (JobSet and indexed Job labels): its logs show the training progress.
 JOBSET_NAME_LABEL = "jobset.sigs.k8s.io/jobset-name"
 REPLICATED_JOB_LABEL = "jobset.sigs.k8s.io/replicatedjob-name"

@@ -144,13 +144,6 @@ class LogFollower:
             self._stop.wait(self.retry_s)
 
 
-def _condition(obj: Json, type_: str) -> Json | None:
-    for condition in (obj.get("status") or {}).get("conditions") or []:
-        if condition.get("type") == type_ and condition.get("status") == "True":
-            return dict(condition)
-    return None
-
-
 def _not_installed(resource: kube.CustomResource) -> ValueError:
     return ValueError(
         f"Kubeflow Trainer is not installed: the CRD {resource.crd_name} is missing on this cluster; install "
@@ -200,9 +193,9 @@ def run_trainjob(
         deadline = time.monotonic() + timeout_s
         while True:
             current: Json = custom.get_namespaced_custom_object(*args, name)
-            if _condition(current, "Complete"):
+            if kube.true_condition(current, kube.COMPLETE):
                 return current
-            failed = _condition(current, "Failed")
+            failed = kube.true_condition(current, kube.FAILED)
             if failed:
                 tail = "\n".join(follower.tail) if follower is not None else ""
                 why = f"{failed.get('reason', '')} {failed.get('message', '')}".rstrip()

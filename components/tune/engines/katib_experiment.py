@@ -29,7 +29,6 @@ from components.tune.engines import katib, katib_trial
 
 GROUP, VERSION, PLURAL, KIND = "kubeflow.org", "v1beta1", "experiments", "Experiment"
 #: The trial Job's container, and its end in Katib's GJSON syntax (`katib_trial` builds the trial template).
-CONTAINER, JOB_SUCCESS, JOB_FAILURE = katib_trial.CONTAINER, katib_trial.JOB_SUCCESS, katib_trial.JOB_FAILURE
 
 #: The label Katib puts on an Experiment's Trials.
 TRIAL_EXPERIMENT_LABEL = "katib.kubeflow.org/experiment"
@@ -161,13 +160,6 @@ def validate_experiment(experiment: Mapping[str, Any]) -> None:
 # --- running it -----------------------------------------------------------------------------------------------
 
 
-def _condition(obj: Json, type_: str) -> Json | None:
-    for condition in (obj.get("status") or {}).get("conditions") or []:
-        if condition.get("type") == type_ and condition.get("status") == "True":
-            return dict(condition)
-    return None
-
-
 def typed_value(parameter: Json, text: str) -> Any:
     """A parameter assignment (Katib writes strings) as the parameter's type."""
     kind = parameter.get("parameterType")
@@ -251,7 +243,7 @@ def _ended_trainjobs(api_client: Any, namespace: str, trials: tuple[Json, ...]) 
     custom, ended = CustomObjectsApi(api_client), {}
     for trial in trials:
         name = trial["metadata"]["name"]
-        if any(_condition(trial, done) for done in _TRIAL_DONE):
+        if any(kube.true_condition(trial, done) for done in _TRIAL_DONE):
             continue
         try:
             job = custom.get_namespaced_custom_object(T.GROUP, T.VERSION, namespace, T.PLURAL, name)
@@ -259,7 +251,7 @@ def _ended_trainjobs(api_client: Any, namespace: str, trials: tuple[Json, ...]) 
             if error.status in (403, 404):
                 continue
             raise
-        final = _condition(job, "Complete") or _condition(job, "Failed")
+        final = kube.true_condition(job, kube.COMPLETE) or kube.true_condition(job, kube.FAILED)
         if final:
             ended[name] = str(final["type"])
     return ended
@@ -319,11 +311,11 @@ def run_katib(
                         "(Katib's standalone and cert-manager installs list it, the others do not), or tune on one node"
                     )
             current = custom.get_namespaced_custom_object(*args, name)
-            succeeded = _condition(current, "Succeeded")
+            succeeded = kube.true_condition(current, "Succeeded")
             if succeeded:
                 trials = list_trials(api_client, namespace, name, resource)
                 return replace(optimal_trial(current), trials=trials, reason=str(succeeded.get("reason", "")))
-            failed = _condition(current, "Failed")
+            failed = kube.true_condition(current, "Failed")
             if failed:
                 raise KatibError(
                     f"Katib Experiment {namespace}/{name} failed: {failed.get('reason', '')} "

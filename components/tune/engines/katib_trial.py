@@ -14,6 +14,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
+from components.common import kube
 from components.common import training_options as O
 from components.common import trainjob as T
 from components.tune import spec as S
@@ -21,9 +22,12 @@ from components.tune import spec as S
 Json = dict[str, Any]
 #: The Job trial's container.
 CONTAINER = "training"
+#: How Katib tells a trial's end: a batch Job and a TrainJob both end with a Complete or a Failed condition.
+ENDS = {
+    "successCondition": kube.gjson_true_condition(kube.COMPLETE),
+    "failureCondition": kube.gjson_true_condition(kube.FAILED),
+}
 #: A batch Job's end, in the GJSON syntax Katib reads a trial resource's status with.
-JOB_SUCCESS = 'status.conditions.#(type=="Complete")#|#(status=="True")#'
-JOB_FAILURE = 'status.conditions.#(type=="Failed")#|#(status=="True")#'
 #: A trial parameter that Katib fills with the trial's own name (``${trialSpec.Name}``).
 TRIAL_NAME = "trialName"
 TRIAL_NAME_REF = "${trialParameters." + TRIAL_NAME + "}"
@@ -112,15 +116,13 @@ def trial_template(
         return {
             "primaryContainerName": T.NODE,
             "primaryPodLabels": {T.REPLICATED_JOB_LABEL: T.NODE, T.JOB_INDEX_LABEL: "0"},
-            "successCondition": T.SUCCESS_CONDITION,
-            "failureCondition": T.FAILURE_CONDITION,
+            **ENDS,
             "trialParameters": parameters,
             "trialSpec": job,
         }
     return {
         "primaryContainerName": CONTAINER,
-        "successCondition": JOB_SUCCESS,
-        "failureCondition": JOB_FAILURE,
+        **ENDS,
         "trialParameters": parameters,
         "trialSpec": _job(image, argv, gpu, placement),
     }
