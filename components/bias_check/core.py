@@ -20,7 +20,6 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import numpy as np
-import pandas as pd
 import pyarrow as pa
 import pyarrow.compute as pc
 
@@ -182,18 +181,6 @@ def count_labels(
     totals: dict[tuple[str, str, bool], int] = {}
     for batch in _batches(path, columns, batch_rows):
         _count_table(pa.Table.from_batches([batch]), facet, label, positive_label, group, totals)
-    return _to_counts(totals, facet, group)
-
-
-def counts_from_frame(
-    frame: pd.DataFrame, facet: str, label: str, positive_label: object = 1, group: str | None = None
-) -> LabelCounts:
-    """`count_labels` for a frame already in memory (tests, small data)."""
-    columns = [facet, label] + ([group] if group else [])
-    totals: dict[tuple[str, str, bool], int] = {}
-    _count_table(
-        pa.Table.from_pandas(frame[columns], preserve_index=False), facet, label, positive_label, group, totals
-    )
     return _to_counts(totals, facet, group)
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import tempfile
 from pathlib import Path
 
 import numpy as np
@@ -19,7 +20,7 @@ ALL = [*core.METRICS, "CDDL"]
 def test_course_data_matches_real_clarify_output(reviews_csv: Path, clarify_unbalanced: Path) -> None:
     """All 7 metrics for all 18 facet values equal the course's Clarify job within 1e-12."""
     cleaned, _, _ = prepare_core.prepare(prepare_core.read_reviews(str(reviews_csv)), prepare_core.PrepareConfig())
-    metrics = core.bias_metrics(core.counts_from_frame(cleaned, schema.FACET, schema.LABEL, 1))
+    metrics = core.bias_metrics(_counts(cleaned, schema.FACET, schema.LABEL, 1))
     expected = json.loads(clarify_unbalanced.read_text())["pre_training_bias_metrics"]["facets"]["product_category"]
     assert sorted(metrics) == sorted(f["value_or_threshold"] for f in expected)
     assert len(expected) == 18
@@ -29,6 +30,16 @@ def test_course_data_matches_real_clarify_output(reviews_csv: Path, clarify_unba
             assert metrics[facet["value_or_threshold"]][metric["name"]] == pytest.approx(metric["value"], abs=1e-12)
             compared += 1
     assert compared == 18 * 7
+
+
+def _counts(
+    frame: pd.DataFrame, facet: str, label: str, positive_label: object = 1, group: str | None = None
+) -> core.LabelCounts:
+    """`core.count_labels` of ``frame`` written to Parquet (the step reads a file)."""
+    with tempfile.TemporaryDirectory() as tmp:
+        path = Path(tmp) / "reviews.parquet"
+        frame.to_parquet(path, index=False)
+        return core.count_labels(str(path), facet, label, positive_label, group=group)
 
 
 def _random_frame(seed: int) -> pd.DataFrame:
@@ -67,7 +78,7 @@ def _smclarify(frame: pd.DataFrame) -> dict[str, dict[str, float | None]]:
 @pytest.mark.parametrize("seed", range(30))
 def test_equals_smclarify_on_random_data(seed: int) -> None:
     frame = _random_frame(seed)
-    ours = core.bias_metrics(core.counts_from_frame(frame, "facet", "sentiment", 1, group="group"))
+    ours = core.bias_metrics(_counts(frame, "facet", "sentiment", 1, group="group"))
     theirs = _smclarify(frame)
     assert sorted(ours) == sorted(theirs)
     for value, metrics in theirs.items():
@@ -90,7 +101,7 @@ def test_random_data_covers_a_facet_value_without_positive_label() -> None:
 
 def test_facet_without_positive_label_follows_clarify() -> None:
     frame = pd.DataFrame({"f": ["a"] * 4 + ["b"] * 6, "y": [0, -1, 0, -1, 1, 1, 1, 0, -1, 1]})
-    metrics = core.bias_metrics(core.counts_from_frame(frame, "f", "y", 1))["a"]
+    metrics = core.bias_metrics(_counts(frame, "f", "y", 1))["a"]
     q_a = 4 / 6  # positive rate of the rest
     assert metrics["DPL"] == pytest.approx(q_a)
     # only the "not positive" outcome is non-zero in both groups: [1 - q_a] vs [1]
@@ -100,26 +111,35 @@ def test_facet_without_positive_label_follows_clarify() -> None:
 
 
 def test_streaming_counts_equal_in_memory_counts(tmp_path: Path) -> None:
+    """Counted in batches of 17 rows, from Parquet and CSV: the rows per facet value and group that pandas counts."""
     frame = _random_frame(3)
     frame.to_parquet(tmp_path / "reviews.parquet")
     frame.to_csv(tmp_path / "reviews.csv", index=False)
-    expected = core.counts_from_frame(frame, "facet", "sentiment", 1, group="group")
+    positive = frame["sentiment"] == 1
+    expected = {
+        "positive": frame[positive].groupby(["facet", "group"]).size(),
+        "negative": frame[~positive].groupby(["facet", "group"]).size(),
+    }
     for name in ("reviews.parquet", "reviews.csv"):
         streamed = core.count_labels(str(tmp_path / name), "facet", "sentiment", 1, group="group", batch_rows=17)
-        assert streamed.facet_values == expected.facet_values
-        np.testing.assert_array_equal(streamed.positive, expected.positive)
-        np.testing.assert_array_equal(streamed.negative, expected.negative)
+        assert streamed.facet_values == sorted(frame["facet"].unique())
+        assert streamed.groups == sorted(frame["group"].unique())
+        for kind, counts in expected.items():
+            table = counts.unstack(fill_value=0).reindex(
+                index=streamed.facet_values, columns=streamed.groups, fill_value=0
+            )
+            np.testing.assert_array_equal(getattr(streamed, kind), table.to_numpy(), err_msg=f"{name} {kind}")
 
 
 def test_single_facet_value_is_rejected() -> None:
     frame = pd.DataFrame({"f": ["a"] * 5, "y": [1, 0, 1, -1, 1]})
     with pytest.raises(ValueError, match=r"single value \('a'\)"):
-        core.bias_metrics(core.counts_from_frame(frame, "f", "y", 1))
+        core.bias_metrics(_counts(frame, "f", "y", 1))
 
 
 def _report() -> core.BiasReport:
     frame = pd.DataFrame({"f": ["a"] * 10 + ["b"] * 90, "y": [1] * 2 + [0] * 8 + [1] * 80 + [0] * 10})
-    return core.bias_report(core.counts_from_frame(frame, "f", "y", 1), "y", 1)
+    return core.bias_report(_counts(frame, "f", "y", 1), "y", 1)
 
 
 def test_gates_are_off_by_default_and_fail_with_the_values_named() -> None:
@@ -144,7 +164,7 @@ def test_outputs_json_and_html(tmp_path: Path) -> None:
 
 def test_html_escapes_facet_values_and_names(tmp_path: Path) -> None:
     frame = pd.DataFrame({"<f>": ["<script>x</script>"] * 10 + ["A & B"] * 10, "y": [1, 0] * 10})
-    page = core.render_html(core.bias_report(core.counts_from_frame(frame, "<f>", "y", 1), "y", 1))
+    page = core.render_html(core.bias_report(_counts(frame, "<f>", "y", 1), "y", 1))
     assert "<script>" not in page and "&lt;script&gt;x&lt;/script&gt;" in page and "A &amp; B" in page
     assert "<title>Pre-training bias: &lt;f&gt;</title>" in page
     assert page.count("&lt;script&gt;x&lt;/script&gt;") == 2  # the chart's label and the table's row
