@@ -15,7 +15,11 @@ def cluster_defaults(profile: Profile) -> dict[str, str]:
     """The parameter defaults a cluster differs in from a local run: where the feature store lives, and that a
     model that passes the gate rolls out as a KServe canary (a pod has no laptop to start a server on)."""
     mount = profile.feast.mount_path if profile.feast else FeastAccess.mount_path
-    return {"feature_store_dir": mount, "feast_config": "cluster", "deploy_backend": "kserve"}
+    defaults = {"feature_store_dir": mount, "feast_config": "cluster", "deploy_backend": "kserve"}
+    if profile.serving is not None:  # the InferenceService's ServiceAccount and resources (docs/kserve.md)
+        defaults["kserve_service_account"] = profile.serving.service_account
+        defaults["kserve_resources"] = profile.serving.resources_json()
+    return defaults
 
 
 def _check_writable(output: Path) -> None:

@@ -129,6 +129,30 @@ class MlflowAccess:
 
 
 @dataclass(frozen=True)
+class ServingSettings:
+    """The KServe predictor of a model that passes the gate (``deploy_backend`` kserve): the compiled pipeline's
+    defaults of ``kserve_service_account`` and ``kserve_resources`` (`components.deploy.config.DeployConfig`)."""
+
+    #: The ServiceAccount of the predictor's pods, with the model storage's credentials (manifests/: bert-kserve).
+    service_account: str = ""
+    #: The model server container's resources: ``{requests: {cpu: …, memory: …}, limits: {…}}``.
+    resources: dict[str, dict[str, str]] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        from components.deploy.config import DeployConfig
+
+        DeployConfig(kserve_service_account=self.service_account, kserve_resources=self.resources_json()).validate()
+
+    def resources_json(self) -> str:
+        """``resources`` as the one-line JSON of the ``kserve_resources`` parameter ('' when none)."""
+        import json
+
+        if not isinstance(self.resources, dict):
+            raise ValueError(f"resources must be a mapping (requests, limits), got {self.resources!r}")
+        return json.dumps(self.resources, separators=(",", ":")) if self.resources else ""
+
+
+@dataclass(frozen=True)
 class Profile:
     name: str
     description: str = ""
@@ -143,6 +167,8 @@ class Profile:
     #: The SageMaker target's settings (``sagemaker:``: region, role, S3 prefix, images, instances, canary, …);
     #: None: the profile compiles for the kfp target only.
     sagemaker: SageMakerSettings | None = None
+    #: The KServe predictor's ServiceAccount and resources (``serving:``); None: neither is set.
+    serving: ServingSettings | None = None
 
     @property
     def nodes(self) -> int:
@@ -211,7 +237,7 @@ def load_profiles(path: str | Path = DEFAULT_FILE) -> dict[str, Profile]:
         if body is not None and not isinstance(body, dict):
             raise ValueError(
                 f"Profile {name!r} in {str(path)!r} is a {type(body).__name__}; it must be a mapping "
-                "(description, gpu, feast, mlflow, trainjob, tuning, service_account)."
+                "(description, gpu, feast, mlflow, trainjob, tuning, service_account, serving)."
             )
         body = body or {}
         gpu = (body or {}).get("gpu")
@@ -253,6 +279,7 @@ def load_profiles(path: str | Path = DEFAULT_FILE) -> dict[str, Profile]:
             raise ValueError(f"Profile {name!r} in {str(path)!r} has a bad 'mlflow' entry: {err}") from err
         trainjob = _section(name, path, "trainjob", TrainJobSettings, (body or {}).get("trainjob"))
         tuning = _section(name, path, "tuning", TuningSettings, (body or {}).get("tuning")) or TuningSettings()
+        serving = _section(name, path, "serving", ServingSettings, (body or {}).get("serving"))
         if placement is not None and placement.nodes > 1 and trainjob is None:
             raise ValueError(
                 f"Profile {name!r} in {str(path)!r} asks for gpu.nodes {placement.nodes} but has no 'trainjob' entry: "
@@ -269,6 +296,7 @@ def load_profiles(path: str | Path = DEFAULT_FILE) -> dict[str, Profile]:
             tuning=tuning,
             service_account=str((body or {}).get("service_account") or ""),
             sagemaker=sagemaker,
+            serving=serving,
         )
     return profiles
 

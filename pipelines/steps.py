@@ -190,6 +190,8 @@ STEPS: tuple[Step, ...] = (
             "kserve_namespace",
             "kserve_mode",
             "serving_runtime",
+            "kserve_service_account",
+            "kserve_resources",
             "rollout_timeout_seconds",
             "smoke_reviews",
             "local_port",

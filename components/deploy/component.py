@@ -28,6 +28,8 @@ def deploy_model(
     pipeline_run_id: str,
     report: Output[Artifact],
     metrics: Output[Metrics],
+    kserve_service_account: str = "",
+    kserve_resources: str = "",
 ) -> str:
     """Roll out the registered model version, smoke-test it against evaluate's answers, and make it the champion.
 
@@ -44,6 +46,9 @@ def deploy_model(
         kserve_namespace: KServe: namespace; empty: the pod's.
         kserve_mode: KServe deployment mode of a new InferenceService (Knative, Standard; empty: the cluster's).
         serving_runtime: KServe predictor: project (serve image) or huggingface.
+        kserve_service_account: KServe: the predictor pods' ServiceAccount (model storage credentials); empty: the
+            namespace's default.
+        kserve_resources: KServe: the model server container's resources as JSON (requests, limits); empty: none.
         rollout_timeout_seconds: Wait at most this long for the server or the canary to become ready.
         smoke_reviews: Held-out reviews the served model must answer as evaluate did.
         local_port: local: the server's port on 127.0.0.1; 0: a free one.
@@ -71,6 +76,8 @@ def deploy_model(
             "kserve_namespace": kserve_namespace,
             "kserve_mode": kserve_mode,
             "serving_runtime": serving_runtime,
+            "kserve_service_account": kserve_service_account,
+            "kserve_resources": kserve_resources,
             "rollout_timeout_seconds": rollout_timeout_seconds,
             "smoke_reviews": smoke_reviews,
             "local_port": local_port,

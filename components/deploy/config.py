@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import json
 import re
 from dataclasses import dataclass, field
-from typing import Literal
+from decimal import Decimal, InvalidOperation
+from typing import Any, Literal
 
 from components.common import options
 
@@ -13,6 +15,73 @@ MODES = ("Knative", "Standard")
 MODE_ALIASES = {"Serverless": "Knative", "RawDeployment": "Standard"}
 
 _DNS_LABEL = re.compile(r"^[a-z]([-a-z0-9]{0,61}[a-z0-9])?$")
+#: A ServiceAccount's name: a DNS subdomain (RFC 1123), at most 253 characters.
+_DNS_SUBDOMAIN = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$")
+#: A Kubernetes quantity without a sign (k8s.io/apimachinery/pkg/api/resource/quantity.go: a number, then a
+#: binary-SI suffix Ki…Ei, a decimal-SI suffix m, k, M…E, or a decimal exponent e<n>/E<n>).
+_QUANTITY = re.compile(r"^(?P<number>\d+(\.\d*)?|\.\d+)(?P<suffix>Ki|Mi|Gi|Ti|Pi|Ei|m|k|M|G|T|P|E|[eE][+-]?\d+)?$")
+_SUFFIXES = {"m": Decimal("0.001"), "": Decimal(1)}
+_SUFFIXES |= {s: Decimal(1000) ** (i + 1) for i, s in enumerate("kMGTPE")}
+_SUFFIXES |= {s + "i": Decimal(1024) ** (i + 1) for i, s in enumerate("KMGTPE")}
+#: The resources the model server's container may ask for (a GPU too, for a GPU node pool).
+RESOURCE_NAMES = ("cpu", "memory", "ephemeral-storage", "nvidia.com/gpu")
+
+
+def quantity(text: str) -> Decimal:
+    """The value of a Kubernetes quantity (``500m`` → 0.5, ``2Gi`` → 2147483648).
+
+    Raises:
+        ValueError: Not a quantity (the text is named).
+    """
+    match = _QUANTITY.match(text) if isinstance(text, str) else None
+    if match is None:
+        raise ValueError(f"{text!r} is not a Kubernetes quantity (e.g. 500m, 2, 4Gi)")
+    suffix = match["suffix"] or ""
+    try:
+        number = Decimal(match["number"])
+    except InvalidOperation:  # pragma: no cover - the pattern admits only decimals
+        raise ValueError(f"{text!r} is not a Kubernetes quantity (e.g. 500m, 2, 4Gi)") from None
+    if suffix[:1] in ("e", "E"):
+        return number * Decimal(10) ** int(suffix[1:])
+    return number * _SUFFIXES[suffix]
+
+
+def parse_resources(text: str) -> dict[str, dict[str, str]]:
+    """``kserve_resources`` as the container's ``resources`` (``requests``/``limits`` of `RESOURCE_NAMES`); empty
+    text: none.
+
+    Raises:
+        ValueError: Not JSON of that shape, a quantity that is not one, or a request above its limit (named).
+    """
+    name = options.flag("kserve_resources")
+    if not text.strip():
+        return {}
+    try:
+        parsed: Any = json.loads(text)
+    except json.JSONDecodeError as error:
+        raise ValueError(
+            f'{name} is not JSON ({error.msg}); write e.g. {{"requests": {{"cpu": "1", "memory": "2Gi"}}, '
+            '"limits": {"memory": "4Gi"}}'
+        ) from None
+    if not isinstance(parsed, dict) or not parsed or set(parsed) - {"requests", "limits"}:
+        raise ValueError(f"{name} must be a mapping with 'requests' and/or 'limits', got {text!r}")
+    resources: dict[str, dict[str, str]] = {}
+    for kind, values in parsed.items():
+        if not isinstance(values, dict) or not values:
+            raise ValueError(f"{name}: {kind!r} must map resource names to quantities, got {values!r}")
+        for resource, value in values.items():
+            if resource not in RESOURCE_NAMES:
+                raise ValueError(f"{name}: {kind}.{resource} is not one of {', '.join(RESOURCE_NAMES)}")
+            try:
+                quantity(value)
+            except ValueError as error:
+                raise ValueError(f"{name}: {kind}.{resource}: {error}") from None
+        resources[kind] = dict(values)
+    for resource, request in resources.get("requests", {}).items():
+        limit = resources.get("limits", {}).get(resource)
+        if limit is not None and quantity(request) > quantity(limit):
+            raise ValueError(f"{name}: requests.{resource} {request} is above limits.{resource} {limit}")
+    return resources
 
 
 def canonical_mode(mode: str) -> str:
@@ -68,6 +137,22 @@ class DeployConfig:
             "(kserve-huggingfaceserver)."
         },
     )
+    kserve_service_account: str = field(
+        default="",
+        metadata={
+            "help": "KServe: the ServiceAccount the predictor's pods run as; KServe's storage initializer downloads "
+            "the model with the credentials of the Secret attached to it (manifests/: bert-kserve). Empty: the "
+            "namespace's default; the compiled pipeline's default is the profile's serving.service_account."
+        },
+    )
+    kserve_resources: str = field(
+        default="",
+        metadata={
+            "help": "KServe: the model server container's resources as JSON, e.g. "
+            '{"requests": {"cpu": "1", "memory": "2Gi"}, "limits": {"memory": "4Gi"}}. Empty: none; the compiled '
+            "pipeline's default is the profile's serving.resources."
+        },
+    )
     rollout_timeout_seconds: int = field(
         default=600,
         metadata={"help": "Wait at most this long for the model server or the canary to become ready.", "min": 1},
@@ -102,3 +187,10 @@ class DeployConfig:
                 f"{options.flag('kserve_namespace')} {self.kserve_namespace!r} is not a valid Kubernetes namespace name"
             )
         canonical_mode(self.kserve_mode)
+        account = self.kserve_service_account
+        if account and (len(account) > 253 or not _DNS_SUBDOMAIN.match(account)):
+            raise ValueError(
+                f"{options.flag('kserve_service_account')} {account!r} is not a ServiceAccount name: use lower-case "
+                "letters, digits, '-' and '.', at most 253 characters"
+            )
+        parse_resources(self.kserve_resources)

@@ -20,7 +20,7 @@ import re
 from typing import Any
 
 from components.common.trainjob import CONTAINER_SECURITY, POD_SECURITY
-from components.deploy.config import DeployConfig, canonical_mode
+from components.deploy.config import DeployConfig, canonical_mode, parse_resources
 
 Json = dict[str, Any]
 
@@ -38,6 +38,20 @@ CONTAINER = "kserve-container"
 STORAGE_URI_ENV = "STORAGE_URI"
 MODEL_MOUNT = "/mnt/models"
 PORT = 8080
+#: Prometheus scrapes the model server's ``/metrics`` (KServe's request latency histograms and the batch metrics of
+#: serving/) on its own port, in both modes: the common ``prometheus.io/*`` pod annotations (KServe's metrics
+#: sample, kserve/kserve docs/samples/v1beta1/torchserve/metrics/README.md, puts them on the InferenceService; a
+#: predictor's annotations reach its pods). KServe's own switch ``serving.kserve.io/enable-prometheus-scraping``
+#: is set to "false": when "true" (by this annotation or the inferenceservice-config default) KServe's pod webhook
+#: rewrites ``prometheus.io/port`` to the Knative queue-proxy's port 9091, or 9088 with metric aggregation
+#: (pkg/webhook/admission/pod/metrics_aggregate_injector.go, InjectMetricsAggregator), which a Standard-mode pod
+#: does not have. Prometheus must be configured to honour the annotations (KServe's docs say the same of theirs).
+SCRAPE_ANNOTATIONS = {
+    "prometheus.io/scrape": "true",
+    "prometheus.io/port": str(PORT),
+    "prometheus.io/path": "/metrics",
+    "serving.kserve.io/enable-prometheus-scraping": "false",
+}
 HF_RUNTIME = "kserve-huggingfaceserver"
 #: The predictor's "one of" fields: exactly one says what serves the model.
 IMPLEMENTATIONS = (
@@ -123,7 +137,14 @@ def render_predictor(
     storage_uri = kserve_storage_uri(storage_uri)
     if not model_version.strip():
         raise ValueError("model_version: the registered model version is needed")
-    annotations = {VERSION_ANNOTATION: model_version}
+    annotations = {VERSION_ANNOTATION: model_version, **SCRAPE_ANNOTATIONS}
+    pod: Json = {"annotations": annotations, "securityContext": POD_SECURITY}
+    if config.kserve_service_account:
+        # The storage initializer downloads the model with the credentials of the Secrets attached to this account
+        # (KServe docs, "Deploy InferenceService with a saved model on S3": serviceAccountName on the predictor).
+        pod["serviceAccountName"] = config.kserve_service_account
+    resources = parse_resources(config.kserve_resources)
+    container_extra: Json = {**_CONTAINER_SECURITY, **({"resources": resources} if resources else {})}
     if config.serving_runtime == "huggingface":
         model = {
             "modelFormat": {"name": "huggingface"},
@@ -136,7 +157,7 @@ def render_predictor(
                 f"--max_length={max_seq_length}",
             ],
         }
-        return {"annotations": annotations, "securityContext": POD_SECURITY, "model": model | _CONTAINER_SECURITY}
+        return pod | {"model": model | container_extra}
     if config.serving_runtime != "project":
         raise ValueError(f"serving_runtime {config.serving_runtime!r}: use project or huggingface")
     if not image.strip() or image.endswith(":latest") or ":" not in image.rsplit("/", 1)[-1]:
@@ -159,8 +180,8 @@ def render_predictor(
         ],
         "env": [{"name": STORAGE_URI_ENV, "value": storage_uri}],
         "ports": [{"containerPort": PORT, "protocol": "TCP"}],
-    } | _CONTAINER_SECURITY
-    return {"annotations": annotations, "securityContext": POD_SECURITY, "containers": [container]}
+    } | container_extra
+    return pod | {"containers": [container]}
 
 
 def render_inference_service(

@@ -181,6 +181,19 @@ def test_the_profiles_names_exist_in_the_manifests(overlay: tuple[str, list[Json
     assert (feast.secret, "REDIS_PASSWORD") in refs  # Redis and the steps share Secret feast-redis
 
 
+def test_the_profiles_serving_account_exists_with_the_storage_secret(overlay: tuple[str, list[Json]]) -> None:
+    """The InferenceService's ServiceAccount (profile serving.service_account) is in the manifests, with the Secret
+    KServe's storage initializer takes the model storage's credentials from attached (KServe's S3 docs), and
+    docs/cluster.md says how to create that Secret."""
+    name, objects = overlay
+    serving = load_profiles()[name].serving
+    assert serving is not None and serving.service_account
+    account = one(objects, "ServiceAccount", serving.service_account)
+    assert account["secrets"] == [{"name": "kserve-storage"}] and account["automountServiceAccountToken"] is False
+    docs = (REPO / "docs" / "cluster.md").read_text()
+    assert "kserve-storage" in docs and "serving.kserve.io/s3-endpoint" in docs
+
+
 def test_secrets_are_referenced_never_committed_and_documented(overlay: tuple[str, list[Json]]) -> None:
     name, objects = overlay
     assert of_kind(objects, "Secret") == {}

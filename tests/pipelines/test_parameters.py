@@ -65,12 +65,20 @@ DEFAULTS = {
     "kserve_namespace": "",
     "kserve_mode": "",
     "serving_runtime": "project",
+    "kserve_service_account": "",
+    "kserve_resources": "",
     "rollout_timeout_seconds": 600,
     "smoke_reviews": 32,
     "local_port": 0,
 }
 #: What a cluster compile sets instead (`pipelines.compile.cluster_defaults`, the onprem profile's feature store).
-CLUSTER_DEFAULTS = {"feature_store_dir": "/mnt/feast", "feast_config": "cluster", "deploy_backend": "kserve"}
+CLUSTER_DEFAULTS = {
+    "feature_store_dir": "/mnt/feast",
+    "feast_config": "cluster",
+    "deploy_backend": "kserve",
+    "kserve_service_account": "bert-kserve",  # the onprem profile's serving section
+    "kserve_resources": '{"requests":{"cpu":"1","memory":"2Gi"},"limits":{"cpu":"2","memory":"4Gi"}}',
+}
 
 
 @pytest.fixture(scope="module")

@@ -29,6 +29,16 @@ CASES = [
         ["Profile 'cpu'", "'gpu.node_selector'"],
     ),
     ("not-utf8", b"cpu: {description: \xff\xfe}\n", ["is not UTF-8"]),
+    (
+        "serving-bad-quantity",
+        "cpu: {serving: {service_account: bert-kserve, resources: {limits: {memory: lots}}}}\n",
+        ["Profile 'cpu'", "'serving' entry", "limits.memory: 'lots' is not a Kubernetes quantity"],
+    ),
+    (
+        "serving-bad-account",
+        "cpu: {serving: {service_account: Bert_KServe}}\n",
+        ["Profile 'cpu'", "'serving' entry", "'Bert_KServe' is not a ServiceAccount name"],
+    ),
 ]
 
 

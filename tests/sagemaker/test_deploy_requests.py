@@ -169,7 +169,7 @@ def test_the_component_swaps_in_for_deploy_model(tmp_path: Any) -> None:
 
     kserve_or_local = {
         "deploy_backend", "canary_traffic_percent", "inference_service", "kserve_namespace", "kserve_mode",
-        "serving_runtime", "rollout_timeout_seconds", "local_port",
+        "serving_runtime", "rollout_timeout_seconds", "local_port", "kserve_service_account", "kserve_resources",
     }  # fmt: skip
     ours, theirs = deploy_sagemaker_endpoint.component_spec, deploy_model.component_spec
     assert set(ours.inputs) == set(theirs.inputs) - kserve_or_local

@@ -123,7 +123,7 @@ def test_knative_canary_promote_and_roll_back() -> None:
     canary = D.with_canary(stable, plan, _new_predictor(), percent=10, canary_name="v2")
     predictor = canary["spec"]["predictor"]
     assert predictor["canaryTrafficPercent"] == 10
-    assert predictor["annotations"] == {V: "2", P: "1"}
+    assert predictor["annotations"] == {V: "2", P: "1"} | I.SCRAPE_ANNOTATIONS
     assert predictor["containers"][0]["env"][0]["value"] == "s3://models/2"
     assert (predictor["minReplicas"], predictor["name"]) == (1, "main")  # the stable settings are kept
     assert "canary" not in canary["spec"] and stable["spec"]["predictor"]["annotations"] == {V: "1"}
@@ -147,7 +147,8 @@ def test_standard_canary_promote_and_roll_back_never_use_canary_traffic_percent(
     assert canary["spec"]["predictor"] == stable["spec"]["predictor"]  # the stable predictor is untouched
     (entry,) = canary["spec"]["canary"]
     assert entry["trafficPercent"] == 20 and entry["predictor"]["name"] == "v2"
-    assert entry["predictor"]["annotations"] == {V: "2"} and "minReplicas" not in entry["predictor"]
+    assert entry["predictor"]["annotations"] == {V: "2"} | I.SCRAPE_ANNOTATIONS
+    assert "minReplicas" not in entry["predictor"]
     assert canary["metadata"]["annotations"][I.MODE_ANNOTATION] == "Standard"  # KServe wants it for spec.canary
     assert D.read_state(canary) == D.State("Standard", "1", "2")
 

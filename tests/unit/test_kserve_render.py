@@ -49,7 +49,7 @@ def test_project_runtime_runs_the_model_server_on_the_downloaded_model() -> None
     assert args[args.index("--model-name") + 1] == "review-sentiment"
     assert args[args.index("--max-seq-length") + 1] == "128"  # the training's cut, else answers differ
     assert container["env"] == [{"name": "STORAGE_URI", "value": "s3://models/bert/3"}]
-    assert predictor["annotations"] == {V: "3"}
+    assert predictor["annotations"] == {V: "3"} | I.SCRAPE_ANNOTATIONS
 
 
 def test_huggingface_runtime_uses_kserve_runtime_and_storage_uri() -> None:
@@ -133,3 +133,66 @@ def test_kfp_artifact_uris_become_what_kserve_downloads(uri: str, served: str) -
 def test_a_model_kserve_cannot_download_is_refused(uri: str) -> None:
     with pytest.raises(ValueError, match=r"KServe downloads models from .*--deploy-backend local"):
         I.render_predictor(DeployConfig(), storage_uri=uri, model_version="1", image=IMAGE)
+
+
+# --- ready for a cluster: service account, resources, Prometheus scraping -------------------------------------
+
+RESOURCES = '{"requests": {"cpu": "1", "memory": "2Gi"}, "limits": {"cpu": "2", "memory": "4Gi"}}'
+
+
+@pytest.mark.parametrize("runtime", ["project", "huggingface"])
+def test_service_account_and_resources_reach_the_predictor_pod_and_server_container(runtime: str) -> None:
+    rendered = _render(serving_runtime=runtime, kserve_service_account="bert-kserve", kserve_resources=RESOURCES)
+    predictor = rendered["spec"]["predictor"]
+    assert predictor["serviceAccountName"] == "bert-kserve"  # the storage initializer's credentials
+    server = predictor["containers"][0] if runtime == "project" else predictor["model"]
+    assert server["resources"] == {"requests": {"cpu": "1", "memory": "2Gi"}, "limits": {"cpu": "2", "memory": "4Gi"}}
+    sdk = I.to_sdk_model(rendered).spec.predictor
+    assert sdk.service_account_name == "bert-kserve"
+    model = sdk.containers[0] if runtime == "project" else sdk.model
+    assert model.resources.limits == {"cpu": "2", "memory": "4Gi"}
+
+
+def test_without_them_nothing_is_set() -> None:
+    predictor = _render()["spec"]["predictor"]
+    assert "serviceAccountName" not in predictor and "resources" not in predictor["containers"][0]
+
+
+def test_the_predictor_pods_are_scraped_on_the_servers_metrics_port() -> None:
+    """prometheus.io/* on the predictor (its annotations reach the pods), on the port the server listens on; KServe's
+    own switch off, so its webhook does not point prometheus.io/port at a queue-proxy a Standard pod lacks."""
+    predictor = _render(kserve_mode="Standard")["spec"]["predictor"]
+    annotations = predictor["annotations"]
+    (container,) = predictor["containers"]
+    assert annotations["prometheus.io/scrape"] == "true" and annotations["prometheus.io/path"] == "/metrics"
+    assert annotations["prometheus.io/port"] == str(container["ports"][0]["containerPort"])
+    args = container["args"]
+    assert args[args.index("--port") + 1] == annotations["prometheus.io/port"]
+    assert annotations["serving.kserve.io/enable-prometheus-scraping"] == "false"
+
+
+@pytest.mark.parametrize(
+    ("options", "match"),
+    [
+        ({"kserve_service_account": "Bert_KServe"}, "--kserve-service-account 'Bert_KServe' is not a ServiceAccount"),
+        ({"kserve_resources": "cpu=1"}, "--kserve-resources is not JSON"),
+        ({"kserve_resources": '{"requests": {"cpu": "one"}}'}, r"requests\.cpu: 'one' is not a Kubernetes quantity"),
+        ({"kserve_resources": '{"requests": {"gpu": "1"}}'}, r"requests\.gpu is not one of"),
+        ({"kserve_resources": '{"limit": {"cpu": "1"}}'}, "'requests' and/or 'limits'"),
+        ({"kserve_resources": '{"requests": {"memory": "5Gi"}, "limits": {"memory": "4Gi"}}'}, "above limits.memory"),
+    ],
+)
+def test_bad_service_account_or_resources_are_named(options: Json, match: str) -> None:
+    with pytest.raises(ValueError, match=match):
+        DeployConfig(deploy_backend="kserve", **options).validate()
+
+
+@pytest.mark.parametrize(
+    ("text", "value"), [("500m", "0.5"), ("2", "2"), ("4Gi", str(4 * 2**30)), ("1.5G", "1500000000"), ("1e3", "1000")]
+)
+def test_quantities_read_as_kubernetes_reads_them(text: str, value: str) -> None:
+    from decimal import Decimal
+
+    from components.deploy.config import quantity
+
+    assert quantity(text) == Decimal(value)
