@@ -115,14 +115,6 @@ class Quality:
     #: Rows: true class id, columns: predicted class id (`components.common.metrics`).
     confusion_matrix: list[list[int]]
 
-    @classmethod
-    def from_confusion(cls, matrix: list[list[int]]) -> Quality:
-        """Accuracy and macro-F1 (every class counted, an undefined F1 is 0) of a confusion matrix."""
-        counts = np.asarray(matrix, dtype=np.float64)
-        hits, true, predicted = np.diag(counts), counts.sum(axis=1), counts.sum(axis=0)
-        f1 = np.divide(2 * hits, true + predicted, out=np.zeros_like(hits), where=(true + predicted) > 0)
-        return cls(float(hits.sum() / counts.sum()), float(f1.mean()), [list(map(int, row)) for row in matrix])
-
     @property
     def rows(self) -> int:
         return int(np.asarray(self.confusion_matrix).sum())

@@ -87,6 +87,14 @@ def _champion(tags: dict[str, str], version: str = "3") -> tracking.RegisteredVe
     return tracking.RegisteredVersion("m", version, "file:///nowhere", "run", tags, ["champion"])
 
 
+def _quality(matrix: list[list[int]]) -> champion.Quality:
+    """The quality of a confusion matrix: accuracy and macro-F1 (every class counted, an undefined F1 is 0)."""
+    counts = np.asarray(matrix, dtype=np.float64)
+    hits, true, predicted = np.diag(counts), counts.sum(axis=1), counts.sum(axis=0)
+    f1 = np.divide(2 * hits, true + predicted, out=np.zeros_like(hits), where=(true + predicted) > 0)
+    return champion.Quality(float(hits.sum() / counts.sum()), float(f1.mean()), matrix)
+
+
 def _balanced(correct: int, per_class: int = 100) -> champion.Quality:
     """A balanced 3-class test split of ``3 * per_class`` reviews, ``correct`` right in each class (the errors
     split between the two other classes)."""
@@ -96,7 +104,7 @@ def _balanced(correct: int, per_class: int = 100) -> champion.Quality:
         matrix[i][i] = correct
         matrix[i][(i + 1) % 3] += wrong // 2
         matrix[i][(i + 2) % 3] += wrong - wrong // 2
-    return champion.Quality.from_confusion(matrix)
+    return _quality(matrix)
 
 
 @pytest.mark.parametrize(
@@ -128,14 +136,14 @@ def test_no_skill_baseline_of_a_balanced_and_a_skewed_split() -> None:
     assert skewed.majority_classes == ["positive"] and skewed.majority_rate == pytest.approx(0.8)
     assert skewed.constant_f1_macro == pytest.approx(2 * 0.8 / 1.8 / 3)
     assert skewed.margin == pytest.approx(1.645 * np.sqrt(0.8 * 0.2 / 100))
-    # The constant predictor's scores are what `Quality.from_confusion` gives it.
-    constant = champion.Quality.from_confusion([[0, 0, 10], [0, 0, 10], [0, 0, 80]])
+    # The constant predictor's scores are what `_quality` gives it.
+    constant = _quality([[0, 0, 10], [0, 0, 10], [0, 0, 80]])
     assert (constant.accuracy, constant.f1_macro) == pytest.approx((0.8, skewed.constant_f1_macro))
 
 
 def test_a_model_that_predicts_one_class_is_skipped_whatever_min_accuracy_says() -> None:
     """Issue 19: on a balanced test split a one-class model scores exactly 1/3 ≥ the old gate's 0.33."""
-    quality = champion.Quality.from_confusion([[0, 0, 5], [0, 0, 5], [0, 0, 5]])
+    quality = _quality([[0, 0, 5], [0, 0, 5], [0, 0, 5]])
     assert quality.accuracy == pytest.approx(1 / 3) and quality.f1_macro == pytest.approx(1 / 6)
     for min_accuracy in (0.33, 0.0):
         decision = champion.decide(quality, min_accuracy, None)
@@ -145,16 +153,16 @@ def test_a_model_that_predicts_one_class_is_skipped_whatever_min_accuracy_says()
         assert "must reach 0.5336 and 0.3669" in decision.reason and "margin 0.2002" in decision.reason
     assert decision.no_skill["majority_rate"] == pytest.approx(1 / 3) and decision.test_rows == 15
     # The same on a skewed split: always "positive" scores 0.8 there, far above --min-accuracy.
-    skewed = champion.decide(champion.Quality.from_confusion([[0, 0, 10], [0, 0, 10], [0, 0, 80]]), 0.33, None)
+    skewed = champion.decide(_quality([[0, 0, 10], [0, 0, 10], [0, 0, 80]]), 0.33, None)
     assert not skewed.deploy and "always 'positive' scores 0.8000" in skewed.reason
 
 
 def test_a_score_within_the_margin_of_no_skill_is_skipped() -> None:
     """7 of 15 right (0.467 ≥ 0.33) is within what luck gives on 15 reviews; 9 of 15 is not."""
-    lucky = champion.decide(champion.Quality.from_confusion([[3, 1, 1], [1, 2, 2], [1, 2, 2]]), 0.33, None)
+    lucky = champion.decide(_quality([[3, 1, 1], [1, 2, 2], [1, 2, 2]]), 0.33, None)
     assert lucky.accuracy == pytest.approx(7 / 15) and not lucky.deploy
     assert "no better than no skill" in lucky.reason and "predicts" not in lucky.reason
-    skilled = champion.decide(champion.Quality.from_confusion([[3, 1, 1], [1, 3, 1], [0, 1, 4]]), 0.33, None)
+    skilled = champion.decide(_quality([[3, 1, 1], [1, 3, 1], [0, 1, 4]]), 0.33, None)
     assert skilled.accuracy == pytest.approx(10 / 15) and skilled.deploy, skilled.reason
     assert "beat no skill (0.3333 and 0.1667) by at least the margin 0.2002" in skilled.reason
 
@@ -171,7 +179,7 @@ def test_macro_f1_is_judged_on_its_own() -> None:
 
 def test_too_few_test_reviews_are_not_judged() -> None:
     """6 test reviews, all right: a facet column mostly empty can leave that few; the gate says so."""
-    decision = champion.decide(champion.Quality.from_confusion([[2, 0, 0], [0, 2, 0], [0, 0, 2]]), 0.33, None)
+    decision = champion.decide(_quality([[2, 0, 0], [0, 2, 0], [0, 0, 2]]), 0.33, None)
     assert not decision.deploy
     assert "only 6 test reviews: the gate needs at least 10 to judge a model" in decision.reason
 
