@@ -282,6 +282,7 @@ def run_pipeline(options: RunOptions) -> Path:
 def _run_locked(options: RunOptions, local: Any, build_pipeline: Any, started: float) -> Path:
     with contextlib.ExitStack() as stack:  # closed last: the container runner's MLflow server; signal handlers
         ctrl_c = stack.enter_context(_remembered_ctrl_c())
+        stack.enter_context(tracking.named_runs(options.output.resolve().name))  # the MLflow run's name
         if options.runner == "container":
             session = stack.enter_context(
                 container_runner.session(options.output, options.pipeline_arguments(), options.profile)

@@ -84,7 +84,14 @@ def deployment_line(deployment: dict[str, Any]) -> str:
 
 
 def print_ending(summary_path: Path) -> None:
-    """The run's last lines: the deployment, and where the summary is."""
+    """The run's last lines: evaluate's warnings, the MLflow run, the deployment, and where the summary is."""
     summary = json.loads(summary_path.read_text())
+    evaluation = summary.get("evaluation") or {}
+    for warning in evaluation.get("warnings") or []:
+        print(f"warning: {warning}")
+    run = evaluation.get("mlflow_run") or {}
+    if run.get("url"):
+        hint = f" (open the UI with: {run['ui_command']})" if run.get("ui_command") else ""
+        print(f"MLflow run {run.get('run_name') or run.get('run_id')}: {run['url']}{hint}")
     print(deployment_line(summary.get("deployment") or {}))
     print(f"Pipeline succeeded. Summary: {summary_path.resolve()}")

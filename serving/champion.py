@@ -10,7 +10,8 @@ from components.common import tracking
 
 def champion_dir(uri: str, registered_model: str, destination: Path) -> tuple[Path, str]:
     """Download the files of ``registered_model``'s version behind alias ``champion`` into ``destination``;
-    (their directory, a one-line description of the version).
+    (the classifier's folder as train saved it, a one-line description of the version).  A version evaluate
+    logged as an MLflow model is turned back into that folder (`tracking.download_classifier`).
 
     Raises:
         ValueError: The store cannot be used, or it has no champion (with what to do instead).
@@ -28,7 +29,7 @@ def champion_dir(uri: str, registered_model: str, destination: Path) -> tuple[Pa
     if version is None:
         raise ValueError(no_champion)
     try:
-        path = tracking.download(resolved, version.source, destination)
+        path = tracking.download_classifier(resolved, version.source, destination)
     except Exception as error:  # mlflow raises MlflowException, OSError...
         reason = " ".join(str(error).split())[:300].rstrip(".")
         raise ValueError(

@@ -11,6 +11,15 @@
 - **Runs**: every step of one pipeline run logs into the same MLflow run, found by its
   ``pipeline_run_id`` tag (created by the first step that logs).  Tuning trials log into child runs.
   Metrics carry a step prefix (``train/``, ``eval/``); params too (``train.learning_rate``).
+- **Run name**: ``$KFP_RUN_NAME`` when set (a local run sets it to its run directory's name), else
+  ``pipeline-<pipeline_run_id>``.
+- **Model**: evaluate logs the trained classifier as an MLflow model with the ``transformers`` flavour
+  (`log_classifier`: a text-classification pipeline that cuts texts to ``max_seq_length`` tokens, as the
+  model server does), so ``mlflow.pyfunc.load_model("models:/<name>@champion")``, ``mlflow models serve``
+  and KServe's MLflow runtime can load a registered version; `download_classifier` turns a registered
+  version back into the saved Hugging Face folder that evaluate and the model server load (versions
+  registered before, whose source is that bare folder, still download as they are).
+- **Data**: evaluate logs the input data as an MLflow dataset (`log_dataset`: URI, digest, rows).
 - **Registry**: evaluate registers each candidate as a new version of the registered model with alias
   ``challenger`` and its test results as version tags; deploy moves alias ``champion`` to a version it
   has rolled out (`promote`).  Evaluate compares a challenger with the version behind ``champion``.
@@ -28,13 +37,16 @@ import subprocess
 import tempfile
 import urllib.error
 import urllib.request
-from collections.abc import Mapping
+import warnings
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 from urllib.parse import unquote, urlparse
 
 if TYPE_CHECKING:  # pragma: no cover - typing only
+    import pandas as pd
     from mlflow import MlflowClient
 
 log = logging.getLogger("components.tracking")
@@ -55,6 +67,12 @@ PIPELINE_RUN_TAG = "pipeline_run_id"
 #: Tekton compilers of kubeflow/pipelines both add them).  Not set by `kfp.local`'s runners, nor by
 #: Kubernetes in other pods (a notebook server running `kfp.local` keeps the embedded store).
 KFP_POD_ENV = ("KFP_POD_NAME", "KFP_POD_UID")
+#: The MLflow run's name when set: the local run directory's name (`pipelines.local`), or the KFP run's name.
+RUN_NAME_ENV = "KFP_RUN_NAME"
+#: The name of the MLflow model that evaluate logs into the pipeline's run (`log_classifier`).
+MODEL_NAME = "classifier"
+#: MLflow stores a dataset digest in at most 36 characters; the SHA-256's first 32 hex digits are logged.
+DATASET_DIGEST_LENGTH = 32
 _MAX_PARAM_LENGTH = 6000
 
 
@@ -216,6 +234,41 @@ def lineage_tags(pipeline_run_id: str = "", data_hash: str = "", feature_view: s
     return {k: v for k, v in tags.items() if v}
 
 
+def run_name(pipeline_run_id: str = "") -> str | None:
+    """The pipeline's MLflow run name: ``$KFP_RUN_NAME``, else ``pipeline-<id>``; None: MLflow picks one."""
+    chosen = os.environ.get(RUN_NAME_ENV, "").strip()
+    if chosen:
+        return chosen
+    return f"pipeline-{pipeline_run_id}" if pipeline_run_id else None
+
+
+@contextmanager
+def named_runs(name: str) -> Iterator[None]:
+    """``$KFP_RUN_NAME`` set to ``name`` for a while (the steps this process starts inherit it: the pipeline's
+    MLflow run is named so), then as it was."""
+    before = os.environ.get(RUN_NAME_ENV)
+    os.environ[RUN_NAME_ENV] = name
+    try:
+        yield
+    finally:
+        if before is None:
+            os.environ.pop(RUN_NAME_ENV, None)
+        else:
+            os.environ[RUN_NAME_ENV] = before
+
+
+def run_link(uri: str, experiment_id: str, run_id: str) -> dict[str, str]:
+    """Where to see a run: its URL in the MLflow UI, and for a local store the command that starts that UI.
+
+    A server (``http(s)://``) serves its UI at the tracking URI itself.  A SQLite or file store has no UI
+    running: ``mlflow ui --backend-store-uri <uri>`` serves one at http://127.0.0.1:5000.
+    """
+    path = f"#/experiments/{experiment_id}/runs/{run_id}"
+    if urlparse(uri).scheme in ("http", "https"):
+        return {"url": f"{uri.rstrip('/')}/{path}"}
+    return {"url": f"http://127.0.0.1:5000/{path}", "ui_command": f"mlflow ui --backend-store-uri {uri}"}
+
+
 def _client(uri: str) -> MlflowClient:
     from mlflow import MlflowClient
 
@@ -288,7 +341,7 @@ class PipelineRun:
         tags = {**self.tags, **({PIPELINE_RUN_TAG: self.pipeline_run_id} if self.pipeline_run_id else {})}
         parent = self._find(client, experiment_id)
         if parent is None:
-            name = f"pipeline-{self.pipeline_run_id}" if self.pipeline_run_id else None
+            name = run_name(self.pipeline_run_id)
             parent = client.create_run(experiment_id, tags=tags, run_name=name).info.run_id
         if not self.child:
             run_id = parent
@@ -350,10 +403,126 @@ class PipelineRun:
     def artifact_uri(self, artifact_path: str) -> str:
         return f"{self.client.get_run(self.run_id).info.artifact_uri.rstrip('/')}/{artifact_path}"
 
+    def link(self) -> dict[str, str]:
+        """The run's ids and where to see it (`run_link`): summary.json's ``mlflow_run``."""
+        run = self.client.get_run(self.run_id)
+        return {
+            "run_id": self.run_id,
+            "run_name": run.info.run_name or "",
+            "experiment_id": str(run.info.experiment_id),
+            "tracking_uri": self.uri,
+            **run_link(self.uri, str(run.info.experiment_id), self.run_id),
+        }
+
+    def log_classifier(self, model_dir: str | Path, max_seq_length: int) -> LoggedClassifier:
+        """Log the classifier that train saved in ``model_dir`` as an MLflow model of this run (see
+        `log_classifier`)."""
+        return log_classifier(self.uri, self.run_id, model_dir, max_seq_length)
+
+    def log_dataset(
+        self, frame: pd.DataFrame, source: str, sha256: str, name: str, tags: Mapping[str, Any] | None = None
+    ) -> None:
+        """Log ``frame`` (the rows the model was trained and tested on) as this run's input dataset.
+
+        Args:
+            frame: The rows; MLflow records their schema and count (the dataset's profile).
+            source: Where they were read from (path or URI).
+            sha256: SHA-256 of the source file; its first `DATASET_DIGEST_LENGTH` hex digits are the dataset's
+                digest (MLflow's limit), all of it a tag ``data_hash``.
+            name: The dataset's name in the MLflow UI.
+            tags: More input tags (row counts, options).
+        """
+        import mlflow
+        from mlflow.exceptions import MlflowException
+
+        digest = sha256[:DATASET_DIGEST_LENGTH] or None
+        with warnings.catch_warnings():  # "can be interpreted in multiple ways", "integer columns": as meant
+            warnings.simplefilter("ignore", UserWarning)
+            try:
+                dataset = mlflow.data.from_pandas(frame, source=source, name=name, digest=digest)
+            except MlflowException:  # a URI scheme MLflow has no dataset source for: the URI stays a tag
+                dataset = mlflow.data.from_pandas(frame, name=name, digest=digest)
+        extra = {"source": source, "data_hash": sha256, **{k: str(v) for k, v in (tags or {}).items()}}
+        with _active_run(self.uri, self.run_id):
+            mlflow.log_input(dataset, context="training", tags=extra)
+
     def end(self, status: str = "FINISHED") -> None:
         """Mark the run FINISHED or FAILED (a later step of the pipeline re-opens it)."""
         if self._run_id is not None:
             self.client.set_terminated(self._run_id, status)
+
+
+@contextmanager
+def _active_run(uri: str, run_id: str) -> Iterator[None]:
+    """Run ``run_id`` of store ``uri`` as MLflow's active run (what its fluent API logs into), for a moment;
+    the global tracking URI is restored afterwards."""
+    import mlflow
+
+    before = mlflow.get_tracking_uri()
+    mlflow.set_tracking_uri(uri)
+    try:
+        with mlflow.start_run(run_id=run_id):
+            yield
+    finally:
+        mlflow.set_tracking_uri(before)
+
+
+def _requirement(package: str) -> str:
+    """``package==<installed version>``, without a local version label (``2.13.0+cpu`` → ``2.13.0``)."""
+    from importlib.metadata import version
+
+    return f"{package}=={version(package).split('+')[0]}"
+
+
+#: What loading the logged model needs (pinned to the versions that logged it); given, so that MLflow does not
+#: infer them by loading the model once more in a subprocess.
+MODEL_REQUIREMENTS = ("mlflow", "transformers", "tokenizers", "torch")
+
+
+@dataclass(frozen=True)
+class LoggedClassifier:
+    """The MLflow model `log_classifier` logged: its URI (``models:/m-...``), its id, and where its files are
+    (a registered version's source: the registry would resolve a ``models:/`` source through MLflow's global
+    tracking URI, not the store it registers in)."""
+
+    model_uri: str
+    model_id: str
+    artifact_location: str
+
+
+def log_classifier(uri: str, run_id: str, model_dir: str | Path, max_seq_length: int) -> LoggedClassifier:
+    """Log the classifier that train saved in ``model_dir`` into run ``run_id`` as an MLflow model
+    (`MODEL_NAME`) with the ``transformers`` flavour: a text-classification pipeline of its weights and
+    tokenizer that cuts each text to ``max_seq_length`` tokens (the pyfunc's ``model_config``), as featurize
+    and the model server do.  Its pyfunc answers ``label`` (the model's id2label: negative, neutral,
+    positive) and ``score`` per text; it loads from the files alone (no network).
+
+    Raises:
+        ValueError: ``model_dir`` is not a classifier train wrote (`modeling.load_trained_classifier`).
+    """
+    import mlflow
+    import transformers
+
+    from components.common import modeling
+
+    model, tokenizer = modeling.load_trained_classifier(model_dir)
+    pipeline = transformers.pipeline("text-classification", model=model, tokenizer=tokenizer)
+    flavour_log = logging.getLogger("mlflow.transformers")
+    level = flavour_log.level
+    flavour_log.setLevel(logging.ERROR)  # "no model card on the Hub", "no license": a local model has neither
+    try:
+        with _active_run(uri, run_id), modeling.quiet_transformers():
+            info = mlflow.transformers.log_model(
+                pipeline,
+                name=MODEL_NAME,
+                task="text-classification",
+                model_config={"truncation": True, "max_length": int(max_seq_length)},
+                pip_requirements=[_requirement(p) for p in MODEL_REQUIREMENTS],
+            )
+    finally:
+        flavour_log.setLevel(level)
+    location = _client(uri).get_logged_model(info.model_id).artifact_location
+    return LoggedClassifier(info.model_uri, info.model_id, location)
 
 
 # --- the model registry ------------------------------------------------------------------------------
@@ -394,10 +563,32 @@ def get_alias(uri: str, name: str, alias: str = CHAMPION) -> RegisteredVersion |
         raise
 
 
+def version_data_hash(uri: str, version: RegisteredVersion) -> str:
+    """The ``data_hash`` of the data ``version`` was trained on: its version tag (evaluate sets it), else its
+    run's lineage tag (train sets it); "" when neither is known (or the run is gone)."""
+    from mlflow.exceptions import MlflowException
+
+    if version.tags.get("data_hash"):
+        return version.tags["data_hash"]
+    if not version.run_id:
+        return ""
+    try:
+        return _client(uri).get_run(version.run_id).data.tags.get("data_hash", "")
+    except MlflowException:
+        return ""
+
+
 def register_version(
-    uri: str, name: str, source: str, run_id: str, tags: Mapping[str, Any], alias: str | None = CHALLENGER
+    uri: str,
+    name: str,
+    source: str,
+    run_id: str,
+    tags: Mapping[str, Any],
+    alias: str | None = CHALLENGER,
+    model_id: str | None = None,
 ) -> RegisteredVersion:
-    """Register ``source`` (an artifact URI of a saved model) as a new version, tag it, point ``alias`` at it."""
+    """Register ``source`` (where a logged MLflow model's files are, `LoggedClassifier.artifact_location`, with
+    its ``model_id``) as a new version, tag it, point ``alias`` at it."""
     from mlflow.exceptions import MlflowException
 
     client = _client(uri)
@@ -406,7 +597,9 @@ def register_version(
     except MlflowException as error:
         if error.error_code != "RESOURCE_ALREADY_EXISTS":
             raise
-    mv = client.create_model_version(name, source, run_id=run_id, tags={k: str(v) for k, v in tags.items()})
+    mv = client.create_model_version(
+        name, source, run_id=run_id, tags={k: str(v) for k, v in tags.items()}, model_id=model_id
+    )
     if alias:
         client.set_registered_model_alias(name, alias, mv.version)
     return _version(client.get_model_version(name, mv.version))
@@ -425,3 +618,27 @@ def download(uri: str, artifact_uri: str, destination: str | Path | None = None)
         artifact_uri=artifact_uri, dst_path=str(destination) if destination else None, tracking_uri=uri
     )
     return Path(path)
+
+
+def download_classifier(uri: str, source: str, destination: str | Path) -> Path:
+    """A registered version's classifier as the folder train saved (config, weights, tokenizer), which
+    evaluate and the model server load, under ``destination``.
+
+    A version logged by `log_classifier` (an MLflow model, ``MLmodel`` at its root) is downloaded and its
+    weights and tokenizer saved together with ``save_pretrained`` into ``destination/huggingface``; a version
+    registered before, whose source is that folder itself, is downloaded as it is.
+    """
+    import mlflow.transformers
+
+    from components.common import modeling
+
+    target = Path(destination)
+    local = download(uri, source, target / "mlflow-model")
+    if not (local / "MLmodel").is_file():
+        return local
+    with modeling.quiet_transformers():
+        parts = mlflow.transformers.load_model(str(local), return_type="components")
+        folder = target / "huggingface"
+        parts["model"].save_pretrained(folder)
+        parts["tokenizer"].save_pretrained(folder)
+    return folder

@@ -104,6 +104,9 @@ SKILL_Z = 1.645
 RECORDED_PRECISION = 5e-7
 #: Fewer test reviews than this cannot be judged: one review moves the accuracy by more than 10 points.
 MIN_TEST_REVIEWS = 10
+#: Fewer test reviews than this decide the gate with a warning: one review moves the accuracy by more than a
+#: point, and the no-skill margin is wide (0.08 for 100 balanced reviews).
+FEW_TEST_REVIEWS = 100
 
 
 @dataclass(frozen=True)
@@ -222,6 +225,33 @@ class Decision:
     champion_version: str | None = None
     champion_accuracy: float | None = None
     champion_method: str | None = None
+
+
+def warnings(
+    test_rows: int, data_hash: str = "", champion: RegisteredVersion | None = None, champion_data_hash: str = ""
+) -> list[str]:
+    """What the user should know about how far the gate's decision can be trusted (it decides all the same):
+
+    - fewer than `FEW_TEST_REVIEWS` test reviews decided it;
+    - the champion it was compared with was trained on other data: its ``data_hash`` (SHA-256 of the input
+      file, `components.common.tracking.lineage_tags`) differs from this run's.  The registry is shared by
+      every run and checkout, so the champion may come from another data set; its accuracy was measured on,
+      or re-scored on, this run's test split (`champion_accuracy`), but it learnt from other reviews.
+    """
+    found = []
+    if test_rows < FEW_TEST_REVIEWS:
+        found.append(
+            f"only {test_rows} test reviews decide the deploy gate (fewer than {FEW_TEST_REVIEWS}): one review moves "
+            f"the accuracy by {100 / max(test_rows, 1):.1f} points; more data, --max-rows or a larger "
+            "--test-fraction give a decision to trust"
+        )
+    if champion is not None and data_hash and champion_data_hash and champion_data_hash != data_hash:
+        found.append(
+            f"the champion (version {champion.version} of {champion.name}) was trained on other data: its "
+            f"data_hash {champion_data_hash[:12]} differs from this run's {data_hash[:12]}, so the comparison "
+            "is between models of different data sets"
+        )
+    return found
 
 
 def _refusals(quality: Quality, min_accuracy: float, baseline: NoSkill, training: TrainingOutcome | None) -> list[str]:

@@ -13,6 +13,9 @@ def evaluate_classifier(
     feature_store: str,
     feast_config: str,
     model: Input[Model],
+    data_report: Input[Artifact],
+    reviews: Input[Dataset],
+    max_seq_length: int,
     min_accuracy: float,
     mlflow_tracking_uri: str,
     registered_model_name: str,
@@ -29,6 +32,10 @@ def evaluate_classifier(
         feature_store: Feast store directory: ingest_features' `store` output (test split).
         feast_config: Feast configuration: local, cluster, or a feature_store.yaml path.
         model: The trained model directory from train_classifier.
+        data_report: prepare_reviews' report (input URI, data hash, row counts, balance, max_rows): logged to
+            MLflow with the rows as the run's dataset; its hash is compared with the champion's.
+        reviews: prepare_reviews' rows (what featurize split into train/validation/test): the MLflow dataset.
+        max_seq_length: Tokens per review in training; the MLflow model logged for the registry cuts texts to it.
         min_accuracy: The gate's floor: deploy only at or above this test accuracy (and only when the model also
             beats the no-skill baseline of the test split, trained healthy and is not below the champion).
         mlflow_tracking_uri: MLflow tracking URI; empty: $MLFLOW_TRACKING_URI (a KFP pod gets it from the
@@ -56,6 +63,8 @@ def evaluate_classifier(
         registered_model_name=registered_model_name,
         pipeline_run_id=pipeline_run_id,
         predictions_path=predictions.path,
+        max_seq_length=max_seq_length,
+        data=core.read_input_data(data_report.path, reviews.path),
     )
     classification.log_confusion_matrix(report.categories, report.confusion_matrix)
     for name, value in report.headline().items():

@@ -18,6 +18,9 @@ from __future__ import annotations
 
 import hashlib
 import json
+import sys
+import tempfile
+from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -25,9 +28,10 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from components.common import batching as D
-from components.common import report_html
+from components.common import report_html, schema
 from components.common.metrics import classification_scores
 from components.common.modeling import predict_classes as predict  # noqa: F401 (bench train calls it from here)
+from components.evaluate import champion as gate
 from components.evaluate.champion import Quality, TrainingOutcome, champion_accuracy, decide, tokenizer_fingerprint
 from components.evaluate.config import EvaluateConfig
 from components.evaluate.predictions import predict_probabilities, prediction_table, write_predictions
@@ -41,6 +45,8 @@ if TYPE_CHECKING:  # pragma: no cover - typing only
 DEFAULT_MIN_ACCURACY = EvaluateConfig().min_accuracy
 #: Facet values with fewer test rows are shown but left out of the gap (their accuracy is noise).
 DEFAULT_MIN_FACET_ROWS = EvaluateConfig().min_facet_test_rows
+#: Tokens per review when the caller does not say (featurize's and the model server's default).
+DEFAULT_MAX_SEQ_LENGTH = schema.MAX_SEQ_LENGTH
 
 
 # --- metrics ----------------------------------------------------------------------------------------
@@ -112,6 +118,15 @@ class EvaluationReport:
     model: str
     decision: dict[str, Any] = field(default_factory=dict)
     registered_version: str | None = None
+    #: SHA-256 of the input file the model learnt from (prepare's ``data_sha256``), and the champion's.
+    data_hash: str = ""
+    champion_data_hash: str | None = None
+    #: What to know about the decision (`champion.warnings`): few test reviews, a champion of other data.
+    warnings: list[str] = field(default_factory=list)
+    #: The logged MLflow model (``models:/m-...``) and the pipeline's MLflow run (ids, UI link; summary.json's
+    #: ``mlflow_run``).
+    model_uri: str | None = None
+    mlflow_run: dict[str, str] | None = None
     #: Each test review's prediction (`components.evaluate.predictions`); not part of the JSON report.
     predictions: pd.DataFrame | None = field(default=None, repr=False, compare=False)
 
@@ -143,6 +158,7 @@ class EvaluationReport:
             "test_split_hash": self.test_split_hash,
             "tokenizer_fingerprint": self.tokenizer_fingerprint,
             "deploy_decision": "deploy" if self.decision.get("deploy") else "skip",
+            **({"data_hash": self.data_hash} if self.data_hash else {}),
         }
 
 
@@ -171,11 +187,13 @@ def build_report(
 #: The evaluation page (see `components.common.report_html`; every string is escaped).
 _PAGE = """{% extends "page.html" %}
 {% block title %}Evaluation: {{ "%.3f"|format(r.accuracy) }} accuracy{% endblock %}
-{% block style %}.decision{border-left:6px solid {{ colour }};padding:.4em .8em;background:#fafafa}{% endblock %}
+{% block style %}.decision{border-left:6px solid {{ colour }};padding:.4em .8em;background:#fafafa}
+.warning{border-left:6px solid #ef6c00;padding:.4em .8em;background:#fff8e1}{% endblock %}
 {% block body %}
 <h2>Test-split evaluation</h2>
 <p class="decision"><b>{{ verdict }}</b>: {{ reason }}</p>
-<p>{{ r.rows }} test reviews · accuracy <b>{{ "%.4f"|format(r.accuracy) }}</b> ·
+{% for w in r.warnings %}<p class="warning">⚠ {{ w }}</p>
+{% endfor %}<p>{{ r.rows }} test reviews · accuracy <b>{{ "%.4f"|format(r.accuracy) }}</b> ·
 macro-F1 <b>{{ "%.4f"|format(r.f1_macro) }}</b> · model <code>{{ r.model }}</code> ·
 test split <code>{{ r.test_split_hash[:12] }}</code></p>
 <h3>Confusion matrix</h3>
@@ -251,6 +269,8 @@ def evaluate(
     fetch_champion: Any = None,
     min_facet_rows: int = DEFAULT_MIN_FACET_ROWS,
     batch_size: int = 64,
+    data_hash: str = "",
+    champion_data_hash: str = "",
 ) -> EvaluationReport:
     """Score ``model_dir`` on the test split, compare with ``champion`` and decide.
 
@@ -262,13 +282,14 @@ def evaluate(
         fetch_champion: Callable(RegisteredVersion) → local directory of its files (needed only to re-evaluate).
         min_facet_rows: Facet values with fewer test rows are left out of the gap.
         batch_size: Reviews per inference batch.
+        data_hash: SHA-256 of the input file this model learnt from; ``champion_data_hash``: the champion's
+            (either empty: unknown).  They differ: a warning (`champion.warnings`).
 
     Raises:
         ValueError: Bad split, bad model directory, or a min_accuracy outside [0, 1].
     """
     if not 0.0 <= min_accuracy <= 1.0:
         raise ValueError(f"--min-accuracy must be between 0 and 1, got {min_accuracy}.")
-    from components.common import schema
 
     examples = D.to_examples(test_rows, "test", require=(schema.REVIEW_ID, D.INPUT_IDS, D.LABEL_ID, schema.FACET))
     probabilities = predict_probabilities(model_dir, examples, batch_size)
@@ -278,7 +299,66 @@ def evaluate(
     found = champion_accuracy(champion, report.test_split_hash, fingerprint, examples, fetch_champion)
     quality = Quality(report.accuracy, report.f1_macro, report.confusion_matrix)
     report.decision = asdict(decide(quality, min_accuracy, found, TrainingOutcome.read(model_dir)))
+    report.data_hash = data_hash
+    report.champion_data_hash = champion_data_hash or None
+    report.warnings = gate.warnings(report.rows, data_hash, champion, champion_data_hash)
     return report
+
+
+@dataclass(frozen=True)
+class InputData:
+    """The data the model learnt from, as prepare reported it (its `report`): logged to MLflow as the run's
+    dataset, its hash compared with the champion's."""
+
+    #: prepare's report (``source``, ``data_sha256``, row and class counts, ``balanced``, ``max_rows``).
+    report: Mapping[str, Any]
+    #: The rows prepare passed on (its ``reviews`` output); None: not at hand (nothing logged as a dataset).
+    reviews: pd.DataFrame | None = None
+
+    @property
+    def data_hash(self) -> str:
+        return str(self.report.get("data_sha256") or "")
+
+    def params(self) -> dict[str, Any]:
+        """The data's MLflow params (``data.`` prefix)."""
+        keys = ("source", "balanced", "max_rows", "data_sha256")
+        return {("balance" if k == "balanced" else k): self.report[k] for k in keys if k in self.report}
+
+    def counts(self) -> dict[str, float]:
+        """Row counts as MLflow metrics (``data/`` prefix): rows in, clean, out, dropped, per class."""
+        out = {k: float(v) for k, v in self.report.items() if k.startswith(("rows_", "dropped_")) and _number(v)}
+        for name, n in (self.report.get("class_counts_out") or {}).items():
+            out[f"class_{name}"] = float(n)
+        return out
+
+
+def _number(value: Any) -> bool:
+    return isinstance(value, int | float) and not isinstance(value, bool)
+
+
+def read_input_data(report_path: str | Path, reviews_path: str | Path | None = None) -> InputData:
+    """prepare's report JSON and its ``reviews`` Parquet (when given)."""
+    import pandas as pd
+
+    reviews = pd.read_parquet(reviews_path) if reviews_path else None
+    return InputData(json.loads(Path(report_path).read_text()), reviews)
+
+
+def log_input_data(mlflow_run: Any, data: InputData) -> None:
+    """The data as the run's MLflow dataset (source URI, digest, rows), its params and row counts."""
+    mlflow_run.log_params(data.params(), prefix="data.")
+    mlflow_run.log_metrics(data.counts(), prefix="data/")
+    if data.reviews is not None:
+        tags = {k: v for k, v in data.params().items() if k in ("balance", "max_rows")}
+        tags |= {k: int(v) for k, v in data.counts().items() if k.startswith("rows_")}
+        source = str(data.report.get("source") or "")
+        mlflow_run.log_dataset(data.reviews, source, data.data_hash, Path(source).name or "reviews", tags)
+
+
+def _warn(report: EvaluationReport) -> None:
+    """Each of the report's warnings as one line on stderr (the step's log)."""
+    for line in report.warnings:
+        print(f"warning: {line}", file=sys.stderr, flush=True)
 
 
 def read_test_split(feature_store: str, feast_config: str = "local") -> Any:
@@ -300,6 +380,8 @@ def run(
     experiment: str = "",
     min_facet_rows: int = DEFAULT_MIN_FACET_ROWS,
     predictions_path: str | Path | None = None,
+    max_seq_length: int = DEFAULT_MAX_SEQ_LENGTH,
+    data: InputData | None = None,
 ) -> EvaluationReport:
     """The step: check MLflow, evaluate, compare with the champion, log, register the challenger, write outputs.
 
@@ -310,31 +392,59 @@ def run(
         pipeline_run_id: Logs go to this pipeline run's MLflow run.
         experiment: MLflow experiment (default `tracking.DEFAULT_EXPERIMENT`).
         predictions_path: Where the test reviews' predictions go (Parquet, for deploy's smoke test); None: nowhere.
+        max_seq_length: Tokens per review in training (the logged MLflow model cuts texts to it).
+        data: The data the model learnt from (prepare's report and rows): logged as the run's MLflow dataset,
+            its hash compared with the champion's; None: neither.
 
     Raises:
         ValueError: Unreachable MLflow (checked first), bad split, bad model.
     """
     from components.common import tracking
 
+    data_hash = data.data_hash if data is not None else ""
     if tracking_uri is None:
-        report = evaluate(test_rows, model_dir, min_accuracy, None, None, min_facet_rows)
+        report = evaluate(test_rows, model_dir, min_accuracy, None, None, min_facet_rows, data_hash=data_hash)
+        _warn(report)
         write_outputs(report, json_path, html_path, predictions_path)
         return report
     uri = tracking.resolve_tracking_uri(tracking_uri)
     tracking.check_tracking_uri(uri)
     name = registered_model_name or tracking.DEFAULT_REGISTERED_MODEL
     champion = tracking.get_alias(uri, name, tracking.CHAMPION)
-    report = evaluate(
-        test_rows, model_dir, min_accuracy, champion, lambda v: tracking.download(uri, v.source), min_facet_rows
-    )
     mlflow_run = tracking.PipelineRun(
         uri, experiment or tracking.DEFAULT_EXPERIMENT, pipeline_run_id, tracking.lineage_tags(pipeline_run_id)
     )
+    if not data_hash and pipeline_run_id:  # (train tags the run with it)
+        data_hash = mlflow_run.client.get_run(mlflow_run.run_id).data.tags.get("data_hash", "")
+    champion_hash = tracking.version_data_hash(uri, champion) if champion is not None else ""
+    with tempfile.TemporaryDirectory(prefix="champion-") as tmp:
+        report = evaluate(
+            test_rows,
+            model_dir,
+            min_accuracy,
+            champion,
+            lambda v: tracking.download_classifier(uri, v.source, tmp),
+            min_facet_rows,
+            data_hash=data_hash,
+            champion_data_hash=champion_hash,
+        )
+    _warn(report)
     mlflow_run.log_metrics(report.headline(), prefix="eval/")
-    logged = mlflow_run.client.list_artifacts(mlflow_run.run_id, "model")
-    source = mlflow_run.artifact_uri("model") if logged else mlflow_run.log_artifacts(model_dir, "model")
+    mlflow_run.log_params(
+        {"min_accuracy": min_accuracy, "max_seq_length": max_seq_length, "registered_model_name": name},
+        prefix="eval.",
+    )
+    if data is not None:
+        log_input_data(mlflow_run, data)
+    logged = mlflow_run.log_classifier(model_dir, max_seq_length)
+    report.model_uri = logged.model_uri
     version = tracking.register_version(
-        uri, name, source, mlflow_run.run_id, {**report.registry_tags(), "pipeline_run_id": pipeline_run_id}
+        uri,
+        name,
+        logged.artifact_location,
+        mlflow_run.run_id,
+        {**report.registry_tags(), "pipeline_run_id": pipeline_run_id},
+        model_id=logged.model_id,
     )
     report.registered_version = version.version
     mlflow_run.set_tags(
@@ -343,8 +453,10 @@ def run(
             "eval.reason": report.decision["reason"][:5000],
             "eval.registered_version": version.version,
             "eval.test_split_hash": report.test_split_hash,
+            **({"eval.warnings": " | ".join(report.warnings)[:5000]} if report.warnings else {}),
         }
     )
+    report.mlflow_run = mlflow_run.link()
     write_outputs(report, json_path, html_path, predictions_path)
     mlflow_run.log_text(json.dumps(report.to_dict(), indent=1), "eval/evaluation_report.json")
     mlflow_run.log_text(render_html(report), "eval/evaluation_report.html")

@@ -94,6 +94,8 @@ class PrepareReport:
     class_counts_clean: dict[str, int]
     class_counts_out: dict[str, int]
     balanced: bool
+    #: --max-rows: the seeded cap on rows_out (0: none).
+    max_rows: int = 0
     columns: dict[str, str | None] = field(default_factory=dict)
     #: SHA-256 of the input file's bytes: the data's lineage tag in MLflow.
     data_sha256: str = ""
@@ -454,6 +456,7 @@ def prepare(
         class_counts_clean=_class_counts(cleaned[schema.LABEL]),
         class_counts_out=_class_counts(prepared[schema.LABEL]),
         balanced=config.balance,
+        max_rows=config.max_rows,
         columns={
             "text": config.text_column,
             "rating": None if config.label_column else config.rating_column,

@@ -90,10 +90,15 @@ def test_train_then_evaluate_components(tmp_path: Path, store: Path) -> None:
     html = _artifact(dsl.HTML, tmp_path, "report.html")
     eval_json = _artifact(dsl.Artifact, tmp_path, "eval.json")
     predictions = _artifact(dsl.Dataset, tmp_path, "predictions")
+    data_report = _artifact(dsl.Artifact, tmp_path, "data-report")
+    Path(data_report.path).write_text(json.dumps({"source": "reviews.csv", "data_sha256": "abc123", "rows_out": 150}))
     outputs = evaluate_classifier.python_func(
         feature_store=str(store),
         feast_config="local",
         model=model,
+        data_report=data_report,
+        reviews=dsl.Dataset(uri=str(store.parent / "reviews.parquet")),
+        max_seq_length=32,
         min_accuracy=0.0,
         mlflow_tracking_uri=uri,
         registered_model_name="clf",
@@ -133,6 +138,9 @@ def test_train_then_evaluate_components(tmp_path: Path, store: Path) -> None:
         data.tags.items()
     )
     assert "train/loss" in data.metrics and "eval/accuracy" in data.metrics and "train.learning_rate" in data.params
+    assert data.params["data.source"] == "reviews.csv" and data.metrics["data/rows_out"] == 150
+    challenger = tracking.get_alias(uri, "clf", tracking.CHALLENGER)
+    assert challenger.tags["data_hash"] == "abc123" and challenger.source.endswith("/artifacts")  # an MLflow model
     assert tracking.get_alias(uri, "clf", "challenger").run_id == run.run_id
     assert [a.path for a in run.client.list_artifacts(run.run_id)] >= ["eval", "model", "train"]
 

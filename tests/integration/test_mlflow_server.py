@@ -36,6 +36,8 @@ args = json.loads(sys.stdin.readline())
 out = args.pop("outputs")
 outputs = evaluate_classifier.python_func(
     model=dsl.Model(uri=args.pop("model")),
+    data_report=dsl.Artifact(uri=args.pop("data_report")),
+    reviews=dsl.Dataset(uri=args.pop("reviews")),
     metrics=dsl.Metrics(uri=out + "/metrics"),
     classification=dsl.ClassificationMetrics(uri=out + "/classification"),
     report_html=dsl.HTML(uri=out + "/report.html"),
@@ -52,8 +54,11 @@ def data(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     """60 synthetic reviews featurized (48/6/6) into a features Parquet and a Feast store; a tiny BERT."""
     root = tmp_path_factory.mktemp("data")
     synthetic_feature_store(root, rows=60, seed=5)
+    (root / "data-report.json").write_text(json.dumps({"source": "reviews.csv", "data_sha256": "sha-of-reviews"}))
     return {
         "features": root / "features.parquet",
+        "reviews": root / "reviews.parquet",
+        "data_report": root / "data-report.json",
         "store": root / "fs",
         "base_model": testing.tiny_model(root / "tiny", dropout=0.0),
     }
@@ -101,6 +106,9 @@ def _finish_evaluate(
         "feature_store": str(data["store"]),
         "feast_config": "local",
         "model": str(model),
+        "data_report": str(data["data_report"]),
+        "reviews": str(data["reviews"]),
+        "max_seq_length": 32,
         "min_accuracy": 0.0,
         "mlflow_tracking_uri": "",  # the pipeline parameter's default: the pod's MLFLOW_TRACKING_URI decides
         "registered_model_name": REGISTERED_MODEL,
@@ -152,8 +160,9 @@ def test_evaluate_sees_trains_run_on_the_tracking_server(
     assert logged.tags["data_hash"] == "sha-of-reviews" and logged.tags["eval.registered_version"] == "1"
     challenger = tracking.get_alias(mlflow_server.uri, REGISTERED_MODEL, tracking.CHALLENGER)
     assert challenger is not None and challenger.version == "1" and challenger.run_id == train_run
-    assert challenger.source.startswith("mlflow-artifacts:/")  # train's upload, proxied by the server
-    assert any(mlflow_server.artifacts.rglob("config.json"))  # the model's files landed in the server's store
+    assert challenger.source.startswith("mlflow-artifacts:/")  # evaluate's MLflow model, proxied by the server
+    assert any(mlflow_server.artifacts.rglob("MLmodel"))  # the model's files landed in the server's store
+    assert challenger.tags["data_hash"] == "sha-of-reviews"
     assert tracking.get_alias(mlflow_server.uri, REGISTERED_MODEL, tracking.CHAMPION) is None  # deploy moves it
 
 
@@ -184,7 +193,8 @@ def test_evaluate_in_a_kfp_pod_without_uri_stops_with_advice(
     with pytest.raises(ValueError, match="No MLflow tracking URI in Kubeflow Pipelines pod") as caught:
         evaluate_classifier.python_func(
             feature_store=str(data["store"]), feast_config="local", model=dsl.Model(uri=str(data["base_model"])),
-            min_accuracy=0.0, mlflow_tracking_uri="", registered_model_name=REGISTERED_MODEL,
+            data_report=dsl.Artifact(uri=str(data["data_report"])), reviews=dsl.Dataset(uri=str(data["reviews"])),
+            max_seq_length=32, min_accuracy=0.0, mlflow_tracking_uri="", registered_model_name=REGISTERED_MODEL,
             pipeline_run_id="pipeline-run-44", metrics=dsl.Metrics(uri=str(tmp_path / "m")),
             classification=dsl.ClassificationMetrics(uri=str(tmp_path / "c")),
             report_html=dsl.HTML(uri=str(tmp_path / "r.html")), report_json=dsl.Artifact(uri=str(tmp_path / "r.json")),
