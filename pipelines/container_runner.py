@@ -36,7 +36,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from components.common import processes
+from components.common import processes, tracking
 
 #: The profile a container run follows unless told otherwise: the cluster without GPUs.
 DEFAULT_PROFILE = "cpu"
@@ -230,7 +230,7 @@ class MlflowServer:
             "--serve-artifacts", "--artifacts-destination", str(artifacts),
             "--host", "127.0.0.1", "--port", str(port), "--workers", "1",
         ]  # fmt: skip
-        env = {k: v for k, v in os.environ.items() if k != "MLFLOW_TRACKING_URI"}
+        env = {k: v for k, v in os.environ.items() if k != tracking.ENV_TRACKING_URI}
         env["MLFLOW_SERVER_ENABLE_JOB_EXECUTION"] = "false"  # no background job runner: tracking and registry only
         self.process = processes.start_group(command, log, env=env)
 

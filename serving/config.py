@@ -7,8 +7,6 @@ from pathlib import Path
 
 from components.common import modeling, options, schema, tracking
 
-DEFAULT_MODEL_NAME = "review-sentiment"
-
 
 @dataclass
 class ServeConfig:
@@ -31,7 +29,7 @@ class ServeConfig:
         default="127.0.0.1", metadata={"help": "Address to listen on (0.0.0.0: every interface, as in a container)."}
     )
     model_name: str = field(
-        default=DEFAULT_MODEL_NAME,
+        default=schema.MODEL_NAME,
         metadata={"help": "Name in the routes: /v1/models/<name>:predict, /v2/models/<name>/infer."},
     )
     max_batch_size: int = field(

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from components.common import modeling, processes
+from components.common import modeling, processes, schema
 
 
 def untrained_classifier(base_model: str | Path, directory: str | Path) -> Path:
@@ -73,7 +73,7 @@ class ServerProcess:
         log: Path,
         *args: str,
         port: int = 0,
-        name: str = "review-sentiment",
+        name: str = schema.MODEL_NAME,
         program: Sequence[str] = (),
         env: Mapping[str, str] | None = None,
     ):

@@ -35,6 +35,9 @@ PROBABILITY_PREFIX = "probability_"
 #: deploy's ``max_seq_length``.
 MAX_SEQ_LENGTH = 128
 
+#: The served model's name (the server's V1/V2 routes, deploy's smoke test) and the InferenceService's by default.
+MODEL_NAME = "review-sentiment"
+
 #: Written by train beside the model (stop reason, policy, health rules that fired); evaluate's gate reads it.
 TRAINING_OUTCOME_FILE = "training_outcome.json"
 

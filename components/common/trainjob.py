@@ -26,6 +26,7 @@ from dataclasses import asdict, dataclass, fields
 from typing import Any
 
 from components.common import kube
+from components.common.tracking import ENV_TRACKING_URI
 
 Json = dict[str, Any]
 
@@ -212,7 +213,7 @@ def environment(placement: ClusterPlacement) -> list[Json]:
             env.append({"name": key, "valueFrom": {"secretKeyRef": {"name": feast["secret"], "key": key}}})
     mlflow = placement.mlflow or {}
     if mlflow.get("tracking_uri"):
-        env.append({"name": "MLFLOW_TRACKING_URI", "value": str(mlflow["tracking_uri"]).strip()})
+        env.append({"name": ENV_TRACKING_URI, "value": str(mlflow["tracking_uri"]).strip()})
     if mlflow.get("secret"):
         optional = bool(mlflow.get("secret_optional", True))
         for key in mlflow.get("secret_keys", ()):

@@ -8,7 +8,7 @@ from dataclasses import dataclass, field
 from decimal import Decimal, InvalidOperation
 from typing import Any, Literal
 
-from components.common import options
+from components.common import options, schema
 
 #: KServe's deployment modes; the older names are rewritten to these (as KServe itself does).
 MODES = ("Knative", "Standard")
@@ -116,7 +116,7 @@ class DeployConfig:
         metadata={"help": "KServe: share of traffic the new model gets while it is a canary.", "min": 1, "max": 99},
     )
     inference_service: str = field(
-        default="review-sentiment",
+        default=schema.MODEL_NAME,
         metadata={"help": "KServe: the InferenceService's name (a DNS label)."},
     )
     kserve_namespace: str = field(
