@@ -11,6 +11,11 @@ real Feast export (synthetic reviews through the real featurize and feast_ingest
 channel writer (`components.sagemaker.channels.upload_channels`) to a real S3-compatible server (moto on
 loopback) and copied back per channel into ``input/data/<channel>/`` as File mode does; inputdataconfig.json
 from the request's InputDataConfig.  No mock is involved: AWS itself is not called.
+
+The tests that train in a process (a run with the bundled MiniLM, SIGTERM and resumption, two processes under
+torchrun) take a minute or more each on a small CPU and are marked ``slow`` (``make test-all`` or ``-m slow``);
+the checks of the files, the bad hyperparameter's failure file, SIGTERM in `core.train` and its passing on to
+torchrun run by default.
 """
 
 from __future__ import annotations
@@ -177,12 +182,12 @@ def run_train(root: Path, timeout: float = 600) -> Finished:
 
 
 class Running:
-    """`images/train` in a process whose log lines are collected as they come."""
+    """`images/train` (or ``command``) in a process whose log lines are collected as they come."""
 
-    def __init__(self, root: Path) -> None:
+    def __init__(self, root: Path, command: list[str] | None = None) -> None:
         self.lines: list[str] = []
         self.process = subprocess.Popen(
-            [str(TRAIN)], env=environment(root), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
+            command or [str(TRAIN)], env=environment(root), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
         )
         self._reader = threading.Thread(target=self._read, daemon=True)
         self._reader.start()
@@ -330,8 +335,15 @@ def test_a_hyperparameter_out_of_bounds_is_the_failure_reason(
     small_export: Export, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     """The entry point's main in this process (the process path is the test above): learning_rate "5"."""
+    import logging
+
     root = opt_ml(tmp_path / "ml", small_export, {**request_hyperparameters(BUDGET), "learning_rate": "5"})
-    assert entry.main(["--root", str(root)]) == entry.EXIT_BAD_INPUT
+    logger = logging.getLogger("components")
+    handlers = list(logger.handlers)
+    try:
+        assert entry.main(["--root", str(root)]) == entry.EXIT_BAD_INPUT
+    finally:  # (main's log handler writes to this test's captured stderr, which closes with the test)
+        logger.handlers[:] = handlers
     first = (root / "output" / "failure").read_text().splitlines()[0]
     assert first.startswith("error: hyperparameter learning_rate must be at most 0.01, got 5.0. Fine-tuning BERT")
     assert len(first) <= entry.FAILURE_REASON_CHARS
@@ -383,6 +395,39 @@ def test_sigterm_leaves_a_checkpoint_that_a_restarted_container_resumes_from(exp
     assert not (root / "output" / "failure").exists() and not any((root / "model").iterdir())
     resumed_first = interrupt()  # the same /opt/ml again: the first step it trains is the one after the checkpoint
     assert resumed_first == step + 1
+
+
+@pytest.mark.slow
+def test_two_processes_under_torchrun_train_and_stop_together(export: Export, tmp_path: Path) -> None:
+    """The command `train` starts for several GPUs (or hosts), here two CPU processes on this host (Gloo): each runs
+    the entry point as one of torchrun's processes; SIGTERM to torchrun (as `train` passes it on) stops both after
+    the same step with one checkpoint; started again, they resume there and write the model (rank 0 only)."""
+    from components.train import testing
+
+    base = testing.tiny_model(tmp_path / "tiny")
+    budget = {"base_model": str(base), "max_steps": 8, "logging_steps": 1, "save_steps": 0, "use_cpu": True,
+              "per_device_train_batch_size": 4, "learning_rate": 1e-3, "early_stopping_patience": 0}  # fmt: skip
+    root = opt_ml(tmp_path / "ml", export, request_hyperparameters(budget))
+    command = entry.torchrun_command(entry.Resources(), 2, root)
+    running = Running(root, command)
+    running.wait_for(r"\bstep 2/8 \|")
+    running.process.send_signal(signal.SIGTERM)
+    try:
+        code = running.process.wait(timeout=120)
+    finally:
+        running.kill()
+    running._reader.join(10)
+    assert code != 0 and any("SIGTERM: checkpoint saved at step" in line for line in running.lines)
+    saved = sorted((root / "checkpoints" / "checkpoints").glob("checkpoint-*"), key=lambda p: int(p.name[11:]))
+    step = json.loads((saved[-1] / "trainer_state.json").read_text())["global_step"]
+    assert 2 <= step < 8 and not any((root / "model").iterdir())
+    resumed = Running(root, command)
+    resumed.wait_for(rf"\bstep {step + 1}/8 \|")
+    assert resumed.process.wait(timeout=300) == 0, "\n".join(resumed.lines[-40:])
+    resumed._reader.join(10)
+    report = json.loads((root / "output" / "data" / "training_report.json").read_text())
+    assert report["world_size"] == 2 and report["global_step"] == 8 and report["resumed_from_step"] == step
+    assert (root / "model" / "config.json").is_file() and (root / "model" / schema.TRAINING_OUTCOME_FILE).is_file()
 
 
 def test_sigterm_in_training_saves_a_checkpoint_and_raises_interrupted(tmp_path: Path) -> None:
@@ -518,6 +563,37 @@ def test_two_hosts_start_torchrun_with_the_hosts_of_resourceconfig(small_export:
     (paths.config / "resourceconfig.json").write_text(json.dumps({**resources, "current_host": "algo-3"}))
     with pytest.raises(entry.ContractError, match=r"current_host 'algo-3' is not among hosts \['algo-1', 'algo-2'\]"):
         entry.read_job(paths)
+
+
+def test_sigterm_to_train_is_passed_on_to_torchrun(tmp_path: Path) -> None:
+    """`train` waiting for its torchrun (here a stand-in child that exits 143 on SIGTERM): SIGTERM to `train` goes
+    to the child, and `train` reports it.  The test's own handler stays around it (it would record a SIGTERM that
+    was not passed on)."""
+    missed: list[int] = []
+    ready = tmp_path / "ready"
+
+    def record(number: int, frame: Any) -> None:
+        missed.append(number)
+
+    def terminate_when_ready() -> None:
+        deadline = time.monotonic() + 60
+        while not ready.exists() and time.monotonic() < deadline:
+            time.sleep(0.05)
+        os.kill(os.getpid(), signal.SIGTERM)
+
+    child = (
+        "import pathlib, signal, sys, time; signal.signal(signal.SIGTERM, lambda *a: sys.exit(143)); "
+        f"pathlib.Path({str(ready)!r}).touch(); time.sleep(60)"
+    )
+    previous = signal.signal(signal.SIGTERM, record)
+    try:
+        threading.Thread(target=terminate_when_ready, daemon=True).start()
+        started = time.monotonic()
+        assert entry._launch([sys.executable, "-c", child], os.environ) == (143, True)
+        assert time.monotonic() - started < 50 and not missed
+        assert signal.getsignal(signal.SIGTERM) is record
+    finally:
+        signal.signal(signal.SIGTERM, previous)
 
 
 def test_the_root_is_opt_ml_unless_overridden(monkeypatch: pytest.MonkeyPatch) -> None:
