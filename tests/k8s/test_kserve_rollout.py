@@ -133,7 +133,7 @@ def test_create_then_the_same_version_is_a_no_op(k8s_api: ApiClient, k8s_namespa
     # annotation differs from it).
     assert stored["metadata"]["annotations"][I.MODE_ANNOTATION] == D.LEGACY_MODE_NAMES[mode]
     assert stored["status"]["deploymentMode"] == mode
-    assert stored["spec"]["predictor"]["annotations"] == {I.VERSION_ANNOTATION: "1"}
+    assert stored["spec"]["predictor"]["annotations"] == {I.VERSION_ANNOTATION: "1"} | I.SCRAPE_ANNOTATIONS
     assert stored["spec"]["predictor"]["containers"][0]["env"][0]["value"] == "s3://models/bert/1"
 
     again = _rollout(k8s_api, _config(ns, mode), "1", probe=probed.append)
@@ -168,10 +168,12 @@ def test_good_canary_is_promoted(k8s_api: ApiClient, k8s_namespace: str, mode: s
     assert "canary" not in stored["spec"] and "canaryTrafficPercent" not in predictor
     if mode == "Standard":
         assert probed == [f"http://{NAME}-v2-predictor.{ns}.svc"]
-        assert predictor["name"] == "v2" and predictor["annotations"] == {I.VERSION_ANNOTATION: "2"}
+        assert predictor["name"] == "v2"
+        assert predictor["annotations"] == {I.VERSION_ANNOTATION: "2"} | I.SCRAPE_ANNOTATIONS
     else:
         assert probed == [f"http://latest-{NAME}-predictor.{ns}.svc.cluster.local"]  # the tag, in the cluster
-        assert predictor["annotations"] == {I.VERSION_ANNOTATION: "2", I.PREVIOUS_VERSION_ANNOTATION: "1"}
+        versions = {I.VERSION_ANNOTATION: "2", I.PREVIOUS_VERSION_ANNOTATION: "1"}
+        assert predictor["annotations"] == versions | I.SCRAPE_ANNOTATIONS
     assert D.read_state(stored) == D.State(mode, "2", "")
     assert _rollout(k8s_api, _config(ns, ""), "2").action == "no_op"
 
