@@ -25,10 +25,6 @@ from components.tune.engines import katib_experiment as K
 log = logging.getLogger("components.tune")
 Json = dict[str, Any]
 
-#: Trial states: Katib's condition → the study's (results.STATES).
-STATE_OF = {"Succeeded": "COMPLETE", "EarlyStopped": "PRUNED", "Failed": "FAIL", "MetricsUnavailable": "FAIL"}
-STATE_OF |= {"Killed": "FAIL", "Running": "RUNNING", "Created": "WAITING"}
-
 
 def experiment_name(pipeline_run_id: str) -> str:
     """A short Experiment name (its trials' and their pods' names start with it), unique per attempt."""
@@ -39,8 +35,8 @@ def experiment_name(pipeline_run_id: str) -> str:
 def _state(trial: Json) -> str:
     conditions = [c for c in (trial.get("status") or {}).get("conditions") or [] if c.get("status") == "True"]
     for condition in reversed(conditions):  # the newest condition that holds
-        if condition.get("type") in STATE_OF:
-            return STATE_OF[condition["type"]]
+        if condition.get("type") in K.TRIAL_STATES:
+            return K.TRIAL_STATES[condition["type"]]
     return "WAITING"
 
 

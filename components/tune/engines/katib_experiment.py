@@ -227,9 +227,19 @@ def _not_installed(resource: kube.CustomResource) -> ValueError:
     )
 
 
-#: Trial conditions after which Katib's trial controller is done with a trial (kubeflow/katib v0.19.0
-#: pkg/apis/controller/trials/v1beta1/trial_types.go).
-_TRIAL_DONE = ("Succeeded", "Failed", "EarlyStopped", "MetricsUnavailable", "Killed")
+#: Katib's trial conditions (kubeflow/katib v0.19.0 pkg/apis/controller/trials/v1beta1/trial_types.go) → the
+#: study's trial state (`components.tune.results.STATES`).
+TRIAL_STATES = {
+    "Created": "WAITING",
+    "Running": "RUNNING",
+    "Succeeded": "COMPLETE",
+    "EarlyStopped": "PRUNED",
+    "Failed": "FAIL",
+    "MetricsUnavailable": "FAIL",
+    "Killed": "FAIL",
+}
+#: Trial conditions after which Katib's trial controller is done with a trial.
+_TRIAL_DONE = tuple(condition for condition, state in TRIAL_STATES.items() if state not in ("WAITING", "RUNNING"))
 #: How long a trial's TrainJob may have ended before its Trial does, before Katib is taken not to watch TrainJobs.
 TRAINJOB_UNSEEN_S = 120.0
 
