@@ -132,18 +132,21 @@ def sagemaker_profile(profile: Profile, profiles_file: str | Path = DEFAULT_FILE
 
 
 def sagemaker_defaults(profile: Profile) -> dict[str, str]:
-    """The pipeline parameter defaults of the sagemaker target: the profile's ``sagemaker.tuning.spec`` as
-    ``tuning_spec``, as one line of JSON (the pods do not have a file of the compiling machine, and kfp's
-    compiled header breaks on a default of several lines).  The spec was checked when the profile was read."""
+    """The pipeline parameter defaults of the sagemaker target: ``deploy_backend`` sagemaker (the deploy step is the
+    SageMaker endpoint's, `components.sagemaker.endpoint_step.BACKEND`; the skip-deployment report records it), and
+    the profile's ``sagemaker.tuning.spec`` as ``tuning_spec``, as one line of JSON (the pods do not have a file of
+    the compiling machine, and kfp's compiled header breaks on a default of several lines).  The spec was checked
+    when the profile was read."""
     import json
 
     import yaml
 
     assert profile.sagemaker is not None
+    defaults = {"deploy_backend": "sagemaker"}
     source = profile.sagemaker.tuning.spec
     if not source.strip():
-        return {}
+        return defaults
     path = Path(source).expanduser()
     if "\n" not in source and not source.lstrip().startswith("{") and path.is_file():
         source = path.read_text()
-    return {"tuning_spec": json.dumps(yaml.safe_load(source), separators=(",", ":"))}
+    return {**defaults, "tuning_spec": json.dumps(yaml.safe_load(source), separators=(",", ":"))}

@@ -248,3 +248,17 @@ def test_the_profiles_tuning_spec_becomes_the_pipelines_default(tmp_path: Path) 
     from components.tune import spec_loading
 
     assert spec_loading.load_spec(default).algorithm == "bayesianoptimization"
+
+
+def test_the_sagemaker_target_defaults_deploy_backend_to_its_endpoint(tmp_path: Path) -> None:
+    """On the sagemaker target the deploy step is the SageMaker endpoint's (which has no deploy_backend input): the
+    pipeline's deploy_backend default, which the skip-deployment report records, names it, not KServe."""
+    from components.sagemaker.endpoint_step import BACKEND
+
+    def default(target: str) -> str:
+        path = compile_pipeline(tmp_path / f"{target}.yaml", target=target, profile="aws")
+        parameters = _documents(path)[0]["root"]["inputDefinitions"]["parameters"]
+        return parameters["deploy_backend"]["defaultValue"]
+
+    assert default("sagemaker") == BACKEND == "sagemaker"
+    assert default("kfp") == "kserve"
