@@ -91,7 +91,7 @@ def test_skip_deployment_records_evaluates_reason() -> None:
     deployment = json.loads(returned)
     assert deployment["decision"] == "skipped" and deployment["reason"].endswith("below --min-accuracy 0.9900")
     assert (deployment["model_version"], deployment["backend"], deployment["endpoint"]) == ("4", "kserve", None)
-    assert deployment["registered_model"] == tracking.DEFAULT_REGISTERED_MODEL
+    assert deployment["registered_model"] == "review-sentiment-classifier"  # the default registered model
 
 
 def test_deploy_component_rejects_a_bad_option_before_serving(tmp_path: Path) -> None:
