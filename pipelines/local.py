@@ -328,6 +328,7 @@ def _run_locked(options: RunOptions, local: Any, build_pipeline: Any, started: f
         finally:
             log.finish()
     built = summary.build_summary(options.pipeline_arguments(), options.output, task.outputs, started)
+    summary.log_parameters(built)
     return summary.write_summary(options.output, built)
 
 

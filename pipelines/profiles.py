@@ -404,12 +404,13 @@ def use_mlflow(task: Any, profile: Profile | None) -> Any:
     """
     from kfp import kubernetes
 
-    from components.common.tracking import ENV_TRACKING_URI
+    from components.common.tracking import ENV_TRACKING_URI, KFP_RUN_NAME_FIELD, RUN_NAME_ENV
 
     access = profile.mlflow if profile else None
     if access is None:
         return task
     task.set_env_variable(ENV_TRACKING_URI, access.tracking_uri.strip())
+    kubernetes.use_field_path_as_env(task, RUN_NAME_ENV, KFP_RUN_NAME_FIELD)  # the MLflow run's name: the KFP run's
     if access.secret:
         kubernetes.use_secret_as_env(
             task, access.secret, {k: k for k in access.secret_keys}, optional=access.secret_optional

@@ -74,6 +74,17 @@ def write_summary(output: Path, summary: dict[str, Any]) -> Path:
     return path
 
 
+def log_parameters(summary: Mapping[str, Any]) -> None:
+    """Every pipeline parameter of a succeeded run as a ``pipeline.<name>`` param of its MLflow run (the steps log
+    only their own options), found by evaluate's ``mlflow_run``; nothing when evaluate logged no run."""
+    from components.common import tracking
+
+    run = (summary.get("evaluation") or {}).get("mlflow_run") or {}
+    if run.get("run_id") and run.get("tracking_uri"):
+        mlflow_run = tracking.PipelineRun(run["tracking_uri"], _run_id=run["run_id"])
+        mlflow_run.log_params(summary.get("parameters") or {}, prefix="pipeline.")
+
+
 def deployment_line(deployment: dict[str, Any]) -> str:
     """One line on the deployment: what was deployed where and how it went, or why nothing was."""
     version = f"version {deployment.get('model_version')} of {deployment.get('registered_model')}"

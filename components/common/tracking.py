@@ -69,6 +69,9 @@ PIPELINE_RUN_TAG = "pipeline_run_id"
 KFP_POD_ENV = ("KFP_POD_NAME", "KFP_POD_UID")
 #: The MLflow run's name when set: the local run directory's name (`pipelines.local`), or the KFP run's name.
 RUN_NAME_ENV = "KFP_RUN_NAME"
+#: Where a KFP step's pod finds its run's name (`pipelines.profiles.use_mlflow` maps it to `RUN_NAME_ENV`; the
+#: field path of kubeflow/pipelines' own FieldPathAsEnv example, backend/src/v2/driver/driver_test.go).
+KFP_RUN_NAME_FIELD = "metadata.annotations['pipelines.kubeflow.org/run_name']"
 #: The name of the MLflow model that evaluate logs into the pipeline's run (`log_classifier`).
 MODEL_NAME = "classifier"
 #: MLflow stores a dataset digest in at most 36 characters; the SHA-256's first 32 hex digits are logged.

@@ -253,3 +253,31 @@ def test_prepare_reports_max_rows_for_the_mlflow_params(small_reviews: pd.DataFr
         "max_rows": 30,
         "data_sha256": "",
     }
+
+
+def test_a_local_run_logs_every_pipeline_parameter_into_its_mlflow_run(champion: dict[str, Any]) -> None:
+    """The steps log their own options; the run's end adds every pipeline parameter (``pipeline.<name>``)."""
+    from pipelines import summary
+
+    built = {"parameters": {"seed": 42, "max_rows": 90, "balance": True}, "evaluation": champion["report"].to_dict()}
+    summary.log_parameters(built)
+    run_id = champion["report"].mlflow_run["run_id"]
+    params = tracking.PipelineRun(champion["uri"]).client.get_run(run_id).data.params
+    assert (params["pipeline.seed"], params["pipeline.max_rows"], params["pipeline.balance"]) == ("42", "90", "True")
+    summary.log_parameters({"parameters": {"seed": 1}, "evaluation": {}})  # no MLflow run: nothing to log into
+
+
+def test_on_a_cluster_the_mlflow_run_is_named_after_the_kfp_run(tmp_path: Path) -> None:
+    """Every step that logs to MLflow gets $KFP_RUN_NAME from its pod's run-name annotation (the field path of
+    kubeflow/pipelines' FieldPathAsEnv example, backend/src/v2/driver/driver_test.go)."""
+    import yaml
+
+    from pipelines.compile import compile_pipeline
+
+    documents = list(yaml.safe_load_all(compile_pipeline(tmp_path / "p.yaml", profile="onprem").read_text()))
+    platform = documents[1]["platforms"]["kubernetes"]["deploymentSpec"]["executors"]
+    for executor in ("exec-tune-hyperparameters", "exec-train-classifier", "exec-evaluate-classifier"):
+        assert {"name": "KFP_RUN_NAME", "fieldPath": tracking.KFP_RUN_NAME_FIELD} in platform[executor][
+            "fieldPathAsEnv"
+        ]
+    assert "fieldPathAsEnv" not in platform.get("exec-prepare-reviews", {})
