@@ -42,7 +42,8 @@ class FeaturizeConfig:
         default="",
         metadata={
             "help": "Hugging Face model id (local cache) or model directory with a fast tokenizer; "
-            "empty: the bundled MiniLM BERT (`roberta-base` on clusters)."
+            "empty: the bundled MiniLM BERT, locally and in the compiled pipeline (`roberta-base`, the course's "
+            "model, where the steps can download it)."
         },
     )
     max_seq_length: int = field(
