@@ -14,7 +14,7 @@ from pipelines.targets import target as choose_target
 def cluster_defaults(profile: Profile) -> dict[str, str]:
     """The parameter defaults a cluster differs in from a local run: where the feature store lives, and that a
     model that passes the gate rolls out as a KServe canary (a pod has no laptop to start a server on)."""
-    mount = profile.feast.mount_path if profile.feast else FeastAccess.mount_path
+    mount = (profile.feast or FeastAccess(pvc="")).mount_path
     defaults = {"feature_store_dir": mount, "feast_config": "cluster", "deploy_backend": "kserve"}
     if profile.serving is not None:  # the InferenceService's ServiceAccount and resources (docs/kserve.md)
         defaults["kserve_service_account"] = profile.serving.service_account

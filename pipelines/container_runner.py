@@ -79,7 +79,7 @@ def local_profile(profile: Any, tracking_uri: str) -> Any:
     """``profile`` as a container run follows it: MLflow at ``tracking_uri``; no GPU placement, TrainJob or Katib."""
     from pipelines.profiles import TuningSettings
 
-    mlflow = dataclasses.replace(profile.mlflow, tracking_uri=tracking_uri) if profile.mlflow else None
+    mlflow = profile.mlflow.model_copy(update={"tracking_uri": tracking_uri}) if profile.mlflow else None
     return dataclasses.replace(profile, gpu=None, trainjob=None, tuning=TuningSettings(), mlflow=mlflow)
 
 

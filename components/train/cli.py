@@ -24,6 +24,7 @@ from pathlib import Path
 from typing import Any
 
 from components.common import options
+from components.common.cluster import Cluster
 from components.common.logs import configure_logging
 from components.common.training_options import (
     MODULE,
@@ -33,7 +34,6 @@ from components.common.training_options import (
     parse,
     split_options,
 )
-from components.common.trainjob import ClusterPlacement
 from components.train.step import finite, run
 
 log = logging.getLogger("components.train")
@@ -124,7 +124,7 @@ def component_options(
 
 def run_component(values: Mapping[str, Any], keep_checkpoints: bool) -> None:
     """Train in this process, under torchrun when several GPUs are visible, or on several nodes with a Kubeflow
-    Trainer TrainJob when the profile's placement (`components.common.trainjob.ENV`) asks for more than one;
+    Trainer TrainJob when the profile (`components.common.cluster.ENV`) asks for more than one;
     remove temporary checkpoints.
 
     Raises:
@@ -134,12 +134,12 @@ def run_component(values: Mapping[str, Any], keep_checkpoints: bool) -> None:
     configure_logging()
     parsed = split_options(values)
     io, args = parsed[0], parsed[3]
-    placement = ClusterPlacement.from_env()
+    cluster = Cluster.from_env()
     try:
-        if placement is not None and placement.nodes > 1:  # the profile asks for several nodes: a TrainJob
+        if cluster is not None and cluster.nodes > 1:  # the profile asks for several nodes: a TrainJob
             from components.train import trainjob
 
-            trainjob.train_on_cluster(values, placement, keep_checkpoints=keep_checkpoints)
+            trainjob.train_on_cluster(values, cluster, keep_checkpoints=keep_checkpoints)
             return
         nproc = processes(io, args)
         if nproc > 1:

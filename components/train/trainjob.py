@@ -1,7 +1,7 @@
 """Multi-node training: the train step runs a Kubeflow Trainer ``TrainJob`` and collects its model.
 
-When the profile asks for more than one node (``gpu.nodes``; `components.common.trainjob.ClusterPlacement` in
-the pod's environment), `train_on_cluster` renders a TrainJob (`components.common.trainjob.render_trainjob`)
+When the profile asks for more than one node (``gpu.nodes``; `components.common.cluster.Cluster` in the pod's
+environment), `train_on_cluster` renders a TrainJob (`components.common.trainjob.render_trainjob`)
 running the training CLI under torchrun on every node, with checkpoints, model and report on the shared PVC;
 creates it with the ``kubernetes`` client in the pod's namespace; follows its ``Complete`` / ``Failed``
 conditions with a timeout while streaming the logs of the node-0 pod (rank 0 prints the progress and metric
@@ -25,6 +25,7 @@ from typing import Any
 
 from components.common import kube, options
 from components.common import trainjob as T
+from components.common.cluster import Cluster
 
 log = logging.getLogger("components.train")
 Json = dict[str, Any]
@@ -247,7 +248,7 @@ def collect(source: Path, model_dir: str, report: str) -> None:
 
 def train_on_cluster(
     values: Mapping[str, Any],
-    placement: T.ClusterPlacement,
+    cluster: Cluster,
     *,
     keep_checkpoints: bool,
     api_client: Any = None,
@@ -255,15 +256,15 @@ def train_on_cluster(
     poll_s: float = 10.0,
     name: str = "",
 ) -> Path:
-    """Train on ``placement.nodes`` nodes with a TrainJob; the model and report land where ``values`` say.
+    """Train on ``cluster.nodes`` nodes with a TrainJob; the model and report land where ``values`` say.
 
     Args:
         values: The training options of the step (`cli.component_options`): ``model_dir`` and ``report`` are
             the step's outputs; checkpoints, model and report are written on the shared PVC first.
-        placement: The profile's cluster placement (nodes > 1).
+        cluster: The profile's cluster entries (nodes > 1, with a trainjob entry).
         keep_checkpoints: Keep the run's directory on the shared PVC after success (a checkpoint root was given).
         api_client: Default: the pod's in-cluster client.
-        namespace: Default: the placement's, else the pod's own.
+        namespace: Default: the profile's trainjob namespace, else the pod's own.
         poll_s: Seconds between two reads of the TrainJob's status.
         name: The TrainJob's name (default: `job_name`).
 
@@ -271,13 +272,15 @@ def train_on_cluster(
         The run's directory on the shared PVC.
 
     Raises:
-        ValueError: Not in a pod, no namespace, Kubeflow Trainer not installed, a bad placement.
+        ValueError: Not in a pod, no namespace, Kubeflow Trainer not installed, a bad profile.
         TrainJobError: The TrainJob failed, timed out or left no model.
     """
     api_client = api_client if api_client is not None else kube.in_cluster_client()
-    namespace = kube.pod_namespace(namespace or placement.namespace)
+    settings = cluster.trainjob
+    assert settings is not None  # (a profile with nodes > 1 has one)
+    namespace = kube.pod_namespace(namespace or settings.namespace or "")
     name = name or job_name(str(values.get("pipeline_run_id") or ""))
-    shared = Path(placement.shared_mount_path) / run_key(str(values.get("pipeline_run_id") or ""), name)
+    shared = Path(settings.mount_path) / run_key(str(values.get("pipeline_run_id") or ""), name)
     on_nodes = {
         **values,
         "output_dir": str(shared / "train"),
@@ -286,10 +289,10 @@ def train_on_cluster(
     }
     on_nodes.pop("nproc_per_node", None)  # torchrun's PET_NPROC_PER_NODE decides
     labels = {"app.kubernetes.io/part-of": "bert-kfp"}
-    job = T.render_trainjob(placement, options.to_argv(on_nodes), name=name, namespace=namespace, labels=labels)
+    job = T.render_trainjob(cluster, options.to_argv(on_nodes), name=name, namespace=namespace, labels=labels)
     follower = LogFollower(api_client, namespace, name, lambda line: print(f"[{name} node-0] {line}", flush=True))
     run_trainjob(
-        api_client, job, namespace=namespace, timeout_s=placement.timeout_seconds, poll_s=poll_s, follower=follower
+        api_client, job, namespace=namespace, timeout_s=settings.timeout_seconds, poll_s=poll_s, follower=follower
     )
     collect(shared, str(values["model_dir"]), str(values["report"]))
     if not keep_checkpoints:

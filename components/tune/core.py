@@ -26,10 +26,10 @@ from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any
 
-from components.common import options, tracking
+from components.common import logs, options, tracking
 from components.common import training_options as O
+from components.common.cluster import Cluster
 from components.common.schema import MAX_SEQ_LENGTH
-from components.common.trainjob import ClusterPlacement
 from components.tune import results as R
 from components.tune import spec as S
 from components.tune import spec_loading, trials
@@ -270,17 +270,23 @@ class _Trials:
     def __call__(self, key: str, params: dict[str, Any], on_metrics: Any) -> trials.TrialRun:
         directory = self.root / key
         shown = ", ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in params.items())
-        log.info("%s: %s", key, shown)
-        run = trials.run_training(self.argv(key, params), directory / "train.log", on_metrics, self.env)
+        # A line when the trial starts and ends, its training's progress lines between, and where it is when
+        # it is silent for long (start-up, evaluation): progress lines, which the local run's terminal shows.
+        progress = logs.Progress(key)
+        progress.say(f"{key}: started: {shown}")
+        with progress:
+            run = trials.run_training(
+                self.argv(key, params),
+                directory / "train.log",
+                on_metrics,
+                self.env,
+                on_progress=lambda line: progress.say(f"{key}: {line}"),
+            )
         state = "PRUNED" if run.pruned else "COMPLETE" if run.returncode == 0 else "FAIL"
         best = [e.metrics.get(self.spec.objective.metric) for e in run.evaluations]
-        log.info(
-            "%s: %s after %d evaluation(s), %.0f s%s",
-            key,
-            state.lower(),
-            len(run.evaluations),
-            run.seconds,
-            f", last {self.spec.objective.metric} {best[-1]:.4f}" if best and best[-1] is not None else "",
+        progress.say(
+            f"{key}: {state.lower()} after {len(run.evaluations)} evaluation(s), {run.seconds:.0f} s"
+            + (f", last {self.spec.objective.metric} {best[-1]:.4f}" if best and best[-1] is not None else "")
         )
         if run.returncode == 0 or run.pruned:  # keep report and log; a failed one keeps its checkpoints too
             for heavy in (directory / "model", directory / "checkpoints"):
@@ -317,8 +323,8 @@ def _trial_env(parallel: int) -> dict[str, str]:
 
 def tune(config: TuneConfig, data: Mapping[str, Any], output_dir: str | Path) -> TuneOutcome:
     """Run the search (nothing at all when `TuneConfig.tuning_trials` is 0) with the profile's engine: optuna
-    (trials in this process's machine) unless the cluster placement in the environment
-    (`components.common.trainjob.ENV`) says katib (a Katib Experiment, `engines.katib_engine`).
+    (trials in this process's machine) unless the profile in the environment (`components.common.cluster.ENV`)
+    says katib (a Katib Experiment, `engines.katib_engine`).
 
     Args:
         config: The step's options.
@@ -343,8 +349,8 @@ def tune(config: TuneConfig, data: Mapping[str, Any], output_dir: str | Path) ->
     if bool(data.get("feature_store")) == bool(data.get("features")):
         raise ValueError("Pass exactly one of feature_store (Feast store directory) and features (Parquet).")
     spec = load(config, data)
-    placement = ClusterPlacement.from_env()
-    engine = placement.tuning_engine if placement is not None else "optuna"
+    cluster = Cluster.from_env()
+    engine = cluster.tuning.engine if cluster is not None else "optuna"
     if engine == "optuna":
         optuna_mapping.check(spec)
     else:
@@ -356,9 +362,9 @@ def tune(config: TuneConfig, data: Mapping[str, Any], output_dir: str | Path) ->
     if engine == "katib":  # the profile's choice: an Experiment on the cluster instead of trials in this pod
         from components.tune.engines import katib_engine
 
-        assert placement is not None
+        assert cluster is not None
         result = katib_engine.run(
-            spec, data, placement, tracking_uri=tracking_uri, pipeline_run_id=config.pipeline_run_id
+            spec, data, cluster, tracking_uri=tracking_uri, pipeline_run_id=config.pipeline_run_id
         )
         if tracking_uri:  # an early-stopped trial's pod was killed before its run could end
             close_trial_runs(tracking_uri, config.pipeline_run_id, result.trials)

@@ -14,6 +14,7 @@ from kubernetes.client import ApiClient, CustomObjectsApi
 from kubernetes.client.exceptions import ApiException
 
 from components.common import trainjob as T
+from components.common.cluster import Cluster
 from components.tune import spec as S
 from components.tune.engines import katib_engine as E
 from components.tune.engines import katib_experiment as K
@@ -40,14 +41,14 @@ SPEC = S.SearchSpec(
     parallel_trial_count=1,
     trial_options={"max_steps": 40},
 )
-PLACEMENT = T.ClusterPlacement(
-    image="registry.example/bert-kfp/train:1.2.0-abc1234",
-    nodes=2,
-    gpu={"accelerator_type": "nvidia.com/gpu", "accelerator_count": 4, "shm_size": "8Gi"},
-    feast={"pvc": "feast-store", "mount_path": "/mnt/feast", "config_map": "feast-config", "config_keys": ["A"]},
-    shared_pvc="bert-shared",
-    tuning_engine="katib",
-    tuning_timeout_seconds=30,
+PLACEMENT = Cluster.model_validate(
+    {
+        "image": "registry.example/bert-kfp/train:1.2.0-abc1234",
+        "gpu": {"accelerator_type": "nvidia.com/gpu", "accelerator_count": 4, "shm_size": "8Gi", "nodes": 2},
+        "feast": {"pvc": "feast-store", "mount_path": "/mnt/feast", "config_map": "feast-config", "config_keys": ["A"]},
+        "trainjob": {"shared_pvc": "bert-shared"},
+        "tuning": {"engine": "katib", "timeout_seconds": 30},
+    }
 )
 
 
@@ -60,7 +61,7 @@ def _experiment(name: str, namespace: str) -> Json:
         image=PLACEMENT.image,
         training_args=args,
         gpu=PLACEMENT.gpu,
-        placement=PLACEMENT,
+        cluster=PLACEMENT,
     )
 
 

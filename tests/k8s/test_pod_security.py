@@ -18,6 +18,7 @@ from kubernetes.client import ApiClient, CoreV1Api
 from kubernetes.client.exceptions import ApiException
 
 from components.common import trainjob as T
+from components.common.cluster import Cluster
 from components.deploy import inference_service as I
 from components.deploy.config import DeployConfig
 from components.tune import spec as S
@@ -101,14 +102,14 @@ def _predictor_pods() -> dict[str, Json]:
 SPEC = S.SearchSpec(parameters=(S.Parameter("learning_rate", "double", 1e-5, 5e-5, log=True),), max_trial_count=2)
 
 
-def _placement(nodes: int) -> T.ClusterPlacement:
-    return T.ClusterPlacement(
-        image=TRAIN_IMAGE,
-        nodes=nodes,
-        gpu={"accelerator_type": "nvidia.com/gpu", "accelerator_count": 1, "shm_size": "2Gi"},
-        shared_pvc="bert-shared",
-        shared_mount_path="/mnt/shared",
-        feast={"pvc": "feast-store", "mount_path": "/mnt/feast", "config_map": "feast-config"},
+def _placement(nodes: int) -> Cluster:
+    return Cluster.model_validate(
+        {
+            "image": TRAIN_IMAGE,
+            "gpu": {"accelerator_type": "nvidia.com/gpu", "accelerator_count": 1, "shm_size": "2Gi", "nodes": nodes},
+            "trainjob": {"shared_pvc": "bert-shared", "mount_path": "/mnt/shared"},
+            "feast": {"pvc": "feast-store", "mount_path": "/mnt/feast", "config_map": "feast-config"},
+        }
     )
 
 
@@ -134,7 +135,7 @@ def _trial_pods() -> dict[str, Json]:
         image=TRAIN_IMAGE,
         training_args={},
         gpu=None,
-        placement=_placement(2),
+        cluster=_placement(2),
     )
     pods["katib-trial-trainjob-node"] = _trainjob_node(multi["spec"]["trialTemplate"]["trialSpec"])
     pods["trainjob-node"] = _trainjob_node(

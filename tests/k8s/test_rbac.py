@@ -26,6 +26,7 @@ from kubernetes.client import (
 )
 from kubernetes.client.exceptions import ApiException
 
+from components.common import cluster as profile
 from components.common import trainjob as TJ
 from components.train import trainjob as J
 from components.tune import spec as S
@@ -165,8 +166,8 @@ def test_train_steps_trainjob_and_log_follower_run_as_the_service_account(
     """`run_trainjob` creates, polls and deletes the TrainJob; its `LogFollower` finds node 0's pod (list), asks
     for its log and its phase (get) — all as the ServiceAccount, while the test plays Trainer (as the admin)."""
     ns, name = k8s_namespace, "rbac-train"
-    gpu = {"accelerator_type": "nvidia.com/gpu", "node_selector": {"nvidia.com/gpu.present": "true"}}
-    placement = TJ.ClusterPlacement(IMAGE, nodes=2, gpu=gpu, shared_pvc="shared")
+    gpu = {"accelerator_type": "nvidia.com/gpu", "node_selector": {"nvidia.com/gpu.present": "true"}, "nodes": 2}
+    placement = profile.Cluster.model_validate({"image": IMAGE, "gpu": gpu, "trainjob": {"shared_pvc": "shared"}})
     job = TJ.render_trainjob(placement, ["--epochs", "1"], name=name, namespace=ns)
     follower = J.LogFollower(as_sa, ns, name, lambda line: None, retry_s=0.05)
     node0 = f"{name}-node-0-0-abcde"

@@ -22,6 +22,7 @@ from kubernetes.client import ApiClient, CoreV1Api, CustomObjectsApi
 from kubernetes.client.exceptions import ApiException
 
 from components.common import trainjob as T
+from components.common.cluster import Cluster
 from components.train import trainjob as J
 
 from .controllers import Resource, get, patch_status, pruned_paths
@@ -40,18 +41,15 @@ GPU = {
 }
 
 
-def _placement(shared: Path, **overrides: Any) -> T.ClusterPlacement:
+def _placement(shared: Path, **overrides: Any) -> Cluster:
     settings: dict[str, Any] = {
         "image": "registry.example/bert-kfp/train:1.2.0-abc1234",
-        "nodes": 2,
-        "gpu": GPU,
+        "gpu": {**GPU, "nodes": 2},
         "feast": {"pvc": "feast-store", "mount_path": "/mnt/feast", "config_map": "feast-config"},
         "mlflow": {"tracking_uri": "http://mlflow:5000", "secret": "mlflow-credentials", "secret_keys": ["A"]},
-        "shared_pvc": "bert-shared",
-        "shared_mount_path": str(shared),
-        "timeout_seconds": 30,
+        "trainjob": {"shared_pvc": "bert-shared", "mount_path": str(shared), "timeout_seconds": 30},
     }
-    return T.ClusterPlacement(**(settings | overrides))
+    return Cluster.model_validate(settings | overrides)
 
 
 def _now() -> str:

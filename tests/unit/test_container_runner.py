@@ -25,7 +25,7 @@ def test_local_profile_keeps_what_pods_get_and_drops_what_needs_a_cluster(name: 
     profile = load_profiles()[name]
     local = C.local_profile(profile, LOCAL_URI)
     assert local.feast == profile.feast
-    assert local.mlflow == dataclasses.replace(profile.mlflow, tracking_uri=LOCAL_URI)
+    assert local.mlflow == profile.mlflow.model_copy(update={"tracking_uri": LOCAL_URI})
     assert local.gpu is None and local.trainjob is None and local.tuning.engine == "optuna"
 
 

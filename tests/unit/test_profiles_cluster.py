@@ -10,7 +10,7 @@ from typing import Any
 import pytest
 import yaml
 
-from components.common import trainjob as T
+from components.common.cluster import ENV, Cluster
 from pipelines.compile import compile_pipeline
 from pipelines.profiles import DEFAULT_FILE, load_profiles
 
@@ -50,9 +50,9 @@ def _executors(path: Path) -> tuple[dict[str, Any], dict[str, Any]]:
     return docs[0]["deploymentSpec"]["executors"], docs[1]["platforms"]["kubernetes"]["deploymentSpec"]["executors"]
 
 
-def _placement(container: dict[str, Any]) -> T.ClusterPlacement:
-    (value,) = [e["value"] for e in container.get("env", []) if e["name"] == T.ENV]
-    placement = T.ClusterPlacement.from_json(value)
+def _placement(container: dict[str, Any]) -> Cluster:
+    (value,) = [e["value"] for e in container.get("env", []) if e["name"] == ENV]
+    placement = Cluster.from_env({ENV: value})
     assert placement is not None
     return placement
 
@@ -78,13 +78,14 @@ def test_multi_node_profile_is_read_whole(tmp_path: Path) -> None:
             lambda t: t.replace("  trainjob:\n    shared_pvc: bert-shared\n    timeout_seconds: 7200\n", ""),
             r"asks for gpu.nodes 2 but has no 'trainjob' entry",
         ),
-        (lambda t: t.replace("nodes: 2", "nodes: 0"), r"bad 'gpu' entry: nodes must be a positive integer, got 0"),
-        (lambda t: t.replace("engine: katib", "engine: hyperopt"), r"bad 'tuning' entry: engine 'hyperopt'; valid"),
+        (lambda t: t.replace("nodes: 2", "nodes: 0"), r"bad 'gpu.nodes' entry: must be a positive integer, got 0"),
+        (lambda t: t.replace("engine: katib", "engine: hyperopt"), r"bad 'tuning.engine' entry: 'hyperopt'; valid"),
         (lambda t: t.replace("shared_pvc: bert-shared", "pvc: bert-shared"), r"bad 'trainjob' entry: .*'pvc'"),
         (
             lambda t: t.replace("accelerator_type: nvidia.com/gpu", "accelerator_type: ''"),
-            r"accelerator_type is needed",
+            r"bad 'gpu.accelerator_type' entry: the GPU resource name is needed",
         ),
+        (lambda t: t.replace("timeout_seconds: 7200", "timeout_seconds: 2h"), r"'trainjob.timeout_seconds' entry"),
     ],
 )
 def test_bad_cluster_entries_name_profile_and_key(tmp_path: Path, edit: Any, message: str) -> None:
@@ -102,17 +103,18 @@ def test_multi_node_train_task_launches_a_trainjob_without_a_gpu_of_its_own(tmp_
     assert mounts == {"feast-store": "/mnt/feast", "bert-shared": "/mnt/shared"}
     placement = _placement(train)
     assert placement.image == train["image"]  # the TrainJob runs the image the task was compiled with
-    assert (placement.nodes, placement.shared_pvc, placement.timeout_seconds) == (2, "bert-shared", 7200)
-    assert placement.gpu is not None and placement.gpu["accelerator_count"] == 4
-    assert placement.gpu["tolerations"] == [{"key": "nvidia.com/gpu", "operator": "Exists", "effect": "NoSchedule"}]
-    assert placement.feast is not None and placement.feast["config_map"] == "feast-config"
-    assert placement.mlflow is not None and placement.mlflow["tracking_uri"].startswith("http://mlflow.team")
+    assert placement.trainjob is not None and placement.nodes == 2
+    assert (placement.trainjob.shared_pvc, placement.trainjob.timeout_seconds) == ("bert-shared", 7200)
+    assert placement.gpu is not None and placement.gpu.accelerator_count == 4
+    assert placement.gpu.tolerations == ({"key": "nvidia.com/gpu", "operator": "Exists", "effect": "NoSchedule"},)
+    assert placement.feast is not None and placement.feast.config_map == "feast-config"
+    assert placement.mlflow is not None and placement.mlflow.tracking_uri.startswith("http://mlflow.team")
     # the tune task runs Katib: it only launches too, and reads the engine's settings from the same variable
     tune = executors["exec-tune-hyperparameters"]["container"]
     assert "accelerator" not in tune.get("resources", {})
     assert "bert-shared" not in {m["constant"] for m in platform["exec-tune-hyperparameters"]["pvcMount"]}
     tuning = _placement(tune)
-    assert (tuning.tuning_engine, tuning.tuning_namespace, tuning.tuning_cleanup) == ("katib", "tuning", False)
+    assert (tuning.tuning.engine, tuning.tuning.namespace, tuning.tuning.cleanup) == ("katib", "tuning", False)
 
 
 def test_one_node_profile_keeps_the_gpu_on_the_task_and_says_so_in_its_placement(tmp_path: Path) -> None:
@@ -123,5 +125,5 @@ def test_one_node_profile_keeps_the_gpu_on_the_task_and_says_so_in_its_placement
         assert container["resources"]["accelerator"]["resourceCount"] == "1"
         assert "nodeSelector" in platform[name]
         placement = _placement(container)
-        assert (placement.nodes, placement.tuning_engine) == (1, "optuna")
-    assert T.ENV not in json.dumps(executors["exec-evaluate-classifier"])
+        assert (placement.nodes, placement.tuning.engine) == (1, "optuna")
+    assert ENV not in json.dumps(executors["exec-evaluate-classifier"])

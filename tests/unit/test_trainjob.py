@@ -10,6 +10,7 @@ from typing import Any
 import pytest
 
 from components.common import trainjob as T
+from components.common.cluster import ENV, Cluster, parse
 from components.train import cli
 from components.train import trainjob as J
 
@@ -39,18 +40,15 @@ MLFLOW = {
 }
 
 
-def placement(**overrides: Any) -> T.ClusterPlacement:
+def placement(**overrides: Any) -> Cluster:
     settings: dict[str, Any] = {
         "image": "registry.example/bert-kfp/train:1.2.0-abc1234",
-        "nodes": 2,
-        "gpu": GPU,
+        "gpu": {**GPU, "nodes": 2},
         "feast": FEAST,
         "mlflow": MLFLOW,
-        "shared_pvc": "bert-shared",
-        "shared_mount_path": "/mnt/shared",
-        "timeout_seconds": 7200,
+        "trainjob": {"shared_pvc": "bert-shared", "mount_path": "/mnt/shared", "timeout_seconds": 7200},
     }
-    return T.ClusterPlacement(**(settings | overrides))
+    return parse(Cluster, settings | overrides)
 
 
 def _render(**overrides: Any) -> dict[str, Any]:
@@ -140,13 +138,13 @@ def test_the_trainer_models_refuse_wrong_fields(break_it: Any, message: str) -> 
 @pytest.mark.parametrize(
     ("overrides", "message"),
     [
-        ({"shared_pvc": ""}, r"2 training nodes need a shared PVC \(the profile's trainjob.shared_pvc\)"),
-        ({"gpu": None}, r"2 training nodes need a GPU placement"),
-        ({"nodes": 0}, r"nodes must be a positive integer, got 0"),
-        ({"image": "registry.example/train:latest"}, r"a pinned training image is needed"),
-        ({"tuning_engine": "hyperopt"}, r"tuning_engine 'hyperopt'; valid: optuna, katib"),
+        ({"trainjob": None}, r"asks for gpu.nodes 2 but has no 'trainjob' entry: add trainjob.shared_pvc"),
+        ({"gpu": {**GPU, "nodes": 0}}, r"gpu.nodes: must be a positive integer, got 0"),
+        ({"gpu": {**GPU, "accelerator_count": True}}, r"gpu.accelerator_count: Input should be a valid integer"),
+        ({"image": "registry.example/train:latest"}, r"image: a pinned training image is needed"),
+        ({"tuning": {"engine": "hyperopt"}}, r"tuning.engine: 'hyperopt'; valid: optuna, katib"),
         ({"gpu": {**GPU, "accelerator_type": ""}}, r"gpu.accelerator_type: the GPU resource name is needed"),
-        ({"gpu": {**GPU, "gpus": 2}}, r"gpu: unknown keys \['gpus'\]"),
+        ({"gpu": {**GPU, "gpus": 2}}, r"gpu: unknown keys \['gpus'\]; valid: accelerator_type, "),
     ],
 )
 def test_bad_placement_is_a_clear_error(overrides: dict[str, Any], message: str) -> None:
@@ -156,12 +154,14 @@ def test_bad_placement_is_a_clear_error(overrides: dict[str, Any], message: str)
 
 def test_placement_travels_through_the_environment() -> None:
     sent = placement()
-    assert T.ClusterPlacement.from_env({T.ENV: sent.to_env()}) == sent
-    assert T.ClusterPlacement.from_env({}) is None
+    assert Cluster.from_env({ENV: sent.to_env()}) == sent
+    assert Cluster.from_env({}) is None
     with pytest.raises(ValueError, match=r"BERT_KFP_CLUSTER is not JSON"):
-        T.ClusterPlacement.from_env({T.ENV: "{nodes: 2"})
-    with pytest.raises(ValueError, match=r"unknown keys \['node_count'\]"):
-        T.ClusterPlacement.from_json(json.dumps({"image": "r/t:1", "node_count": 2}))
+        Cluster.from_env({ENV: "{nodes: 2"})
+    with pytest.raises(ValueError, match=r"BERT_KFP_CLUSTER: unknown keys \['node_count'\]"):
+        Cluster.from_env({ENV: json.dumps({"image": "r/t:1", "node_count": 2})})
+    with pytest.raises(ValueError, match=r"BERT_KFP_CLUSTER: gpu.nodes: must be a positive integer, got 0"):
+        Cluster.from_env({ENV: json.dumps({"image": "r/t:1", "gpu": {**GPU, "nodes": 0}})})
 
 
 def test_node0_pod_selector_names_the_jobset_the_node_job_and_index_0() -> None:
@@ -200,7 +200,7 @@ def test_collect_copies_the_model_and_report_or_says_what_is_missing(tmp_path: P
 def test_multi_node_outside_a_cluster_is_a_clear_error(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """A multi-node placement in the environment sends the step to the cluster's API; without one it says so
     before anything is trained."""
-    monkeypatch.setenv(T.ENV, placement().to_env())
+    monkeypatch.setenv(ENV, placement().to_env())
     monkeypatch.delenv("KUBERNETES_SERVICE_HOST", raising=False)
     values = {
         "features": str(tmp_path / "f.parquet"),

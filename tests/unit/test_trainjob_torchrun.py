@@ -14,6 +14,7 @@ from pathlib import Path
 import pytest
 
 from components.common import trainjob as T
+from components.common.cluster import ENV, Cluster
 from components.train import testing
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -36,12 +37,10 @@ def test_two_nodes_train_as_one_world_and_rank0_alone_writes(tmp_path: Path) -> 
     argv += ["--max-steps", "4", "--per-device-train-batch-size", "8", "--max-seq-length", "32", "--save-steps", "2"]
     argv += ["--output-dir", str(shared / "train"), "--model-dir", str(shared / "model")]
     argv += ["--report", str(shared / "training_report.json")]
-    placement = T.ClusterPlacement(
+    placement = Cluster(
         image="registry.example/train:1",
-        nodes=2,
-        gpu={"accelerator_type": "nvidia.com/gpu", "accelerator_count": 1},
-        shared_pvc="shared",
-        shared_mount_path=str(shared),
+        gpu={"accelerator_type": "nvidia.com/gpu", "accelerator_count": 1, "nodes": 2},
+        trainjob={"shared_pvc": "shared", "mount_path": str(shared)},
     )
     command = T.render_trainjob(placement, argv, name="two", namespace="ns")["spec"]["trainer"]["command"]
     assert command[0] == "python"
@@ -59,7 +58,7 @@ def test_two_nodes_train_as_one_world_and_rank0_alone_writes(tmp_path: Path) -> 
             "OMP_NUM_THREADS": "1",
             "PYTHONPATH": str(ROOT),
         }
-        env.pop(T.ENV, None)
+        env.pop(ENV, None)
         log = (tmp_path / f"node{rank}.log").open("w")
         logs.append(log)
         launchers.append(

@@ -10,6 +10,7 @@ from typing import Any
 import pytest
 
 from components.common import trainjob as T
+from components.common.cluster import ENV, Cluster
 from components.tune import core
 from components.tune import spec as S
 from components.tune.engines import katib_engine as E
@@ -34,11 +35,10 @@ GPU = {
 }
 
 
-def placement(nodes: int = 2, **overrides: Any) -> T.ClusterPlacement:
+def placement(nodes: int = 2, **overrides: Any) -> Cluster:
     settings: dict[str, Any] = {
         "image": "registry.example/bert-kfp/train:1.2.0-abc1234",
-        "nodes": nodes,
-        "gpu": GPU,
+        "gpu": {**GPU, "nodes": nodes},
         "feast": {
             "pvc": "feast-store",
             "mount_path": "/mnt/feast",
@@ -46,10 +46,10 @@ def placement(nodes: int = 2, **overrides: Any) -> T.ClusterPlacement:
             "config_keys": ["FEAST_REGISTRY_PATH"],
         },
         "mlflow": {"tracking_uri": "http://mlflow:5000"},
-        "shared_pvc": "bert-shared" if nodes > 1 else "",
-        "tuning_engine": "katib",
+        "trainjob": {"shared_pvc": "bert-shared"} if nodes > 1 else None,
+        "tuning": {"engine": "katib"},
     }
-    return T.ClusterPlacement(**(settings | overrides))
+    return Cluster.model_validate(settings | overrides)
 
 
 def render(nodes: int) -> dict[str, Any]:
@@ -62,7 +62,7 @@ def render(nodes: int) -> dict[str, Any]:
         image=p.image,
         training_args=args,
         gpu=p.gpu,
-        placement=p,
+        cluster=p,
     )
 
 
@@ -177,7 +177,7 @@ def test_the_profile_chooses_katib_and_outside_a_cluster_that_is_a_clear_error(
     checking the spec; outside a pod that is one clear error before any trial."""
     features = tmp_path / "features.parquet"
     features.write_bytes(b"")
-    monkeypatch.setenv(T.ENV, placement(1).to_env())
+    monkeypatch.setenv(ENV, placement(1).to_env())
     monkeypatch.delenv("KUBERNETES_SERVICE_HOST", raising=False)
     config = core.TuneConfig(tuning_trials=2, mlflow=False)
     with pytest.raises(ValueError, match=r"needs the Kubernetes API of the cluster it runs in"):

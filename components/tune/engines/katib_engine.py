@@ -17,7 +17,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from components.common import kube
-from components.common.trainjob import ClusterPlacement
+from components.common.cluster import Cluster
 from components.tune import results as R
 from components.tune import spec as S
 from components.tune.engines import katib_experiment as K
@@ -100,7 +100,7 @@ def study_result(result: K.KatibResult, experiment: Json, namespace: str, second
 def run(
     spec: S.SearchSpec,
     data: Mapping[str, Any],
-    placement: ClusterPlacement,
+    cluster: Cluster,
     *,
     tracking_uri: str,
     pipeline_run_id: str,
@@ -114,7 +114,7 @@ def run(
     Args:
         spec: The checked search (`core.load`).
         data: The training options every trial gets (where the splits are, the model, the seed).
-        placement: The profile's cluster placement: image, GPUs, nodes, feature store, MLflow, Katib settings.
+        cluster: The profile's cluster entries: image, GPUs, nodes, feature store, MLflow, Katib settings.
         tracking_uri: MLflow tracking URI the trials log to (each trial a child run named after it); "": none.
         pipeline_run_id: The pipeline run whose MLflow run the trials' child runs belong to.
         api_client: Default: the pod's in-cluster client.
@@ -123,13 +123,13 @@ def run(
         poll_s: Seconds between two reads of the Experiment's status.
 
     Raises:
-        ValueError: Not in a pod, Katib not installed, a spec or placement Katib's models refuse.
+        ValueError: Not in a pod, Katib not installed, a spec or profile Katib's models refuse.
         KatibError: The Experiment failed, timed out, or has no optimal trial.
     """
     from components.tune.engines import katib_trial
 
     api_client = api_client if api_client is not None else kube.in_cluster_client()
-    namespace = kube.pod_namespace(namespace or placement.tuning_namespace)
+    namespace = kube.pod_namespace(namespace or cluster.tuning.namespace or "")
     name = name or experiment_name(pipeline_run_id)
     training_args: dict[str, Any] = {**data, "metric_for_best_model": spec.objective.training_metric}
     if tracking_uri:
@@ -142,10 +142,10 @@ def run(
         spec,
         name=name,
         namespace=namespace,
-        image=placement.image,
+        image=cluster.image,
         training_args=training_args,
-        gpu=placement.gpu,
-        placement=placement,
+        gpu=cluster.gpu,
+        cluster=cluster,
     )
     log.info(
         "Tuning with Katib: Experiment %s/%s, %s, %d trial(s) of %d node(s)",
@@ -153,15 +153,15 @@ def run(
         name,
         spec.algorithm,
         spec.max_trial_count,
-        placement.nodes,
+        cluster.nodes,
     )
     started = time.monotonic()
     result = K.run_katib(
         api_client,
         experiment,
         namespace=namespace,
-        timeout_s=placement.tuning_timeout_seconds,
+        timeout_s=cluster.tuning.timeout_seconds,
         poll_s=poll_s,
-        cleanup=placement.tuning_cleanup,
+        cleanup=cluster.tuning.cleanup,
     )
     return study_result(result, experiment, namespace, time.monotonic() - started)

@@ -23,7 +23,7 @@ from typing import Any
 
 from components.common import kube
 from components.common import trainjob as T
-from components.common.trainjob import ClusterPlacement
+from components.common.cluster import Cluster, GpuPlacement, parse
 from components.tune import spec as S
 from components.tune.engines import katib, katib_trial
 
@@ -86,8 +86,8 @@ def render_experiment(
     namespace: str,
     image: str,
     training_args: Mapping[str, Any],
-    gpu: Mapping[str, Any] | None,
-    placement: ClusterPlacement | None = None,
+    gpu: GpuPlacement | Mapping[str, Any] | None,
+    cluster: Cluster | None = None,
 ) -> Json:
     """The Experiment that runs ``spec`` with Katib, validated with ``kubeflow-katib-api``.
 
@@ -97,19 +97,21 @@ def render_experiment(
         namespace: Where it runs.
         image: The training image; its trials run ``python -m components.train``.
         training_args: Training options every trial gets as they are (the spec's ``trialOptions`` too).
-        gpu: A GPU placement (a cluster profile's ``gpu`` entry: ``accelerator_type``, ``accelerator_count``,
-            ``node_selector``, ``tolerations``, …), or None for none.
-        placement: The profile's cluster placement (the pod's `components.common.trainjob.ENV`): the trials get
-            its feature store and MLflow environment and volumes; with more than one node each trial is a
-            Kubeflow Trainer TrainJob (`katib_trial`). None: a Job with ``gpu`` only.
+        gpu: A GPU placement (a profile's ``gpu`` entry: ``accelerator_type``, ``accelerator_count``,
+            ``node_selector``, ``tolerations``, …, as a mapping or the model), or None for none.
+        cluster: The profile's cluster entries (the pod's `components.common.cluster.ENV`): the trials get its
+            feature store and MLflow environment and volumes; with more than one node each trial is a Kubeflow
+            Trainer TrainJob (`katib_trial`). None: a Job with ``gpu`` only.
 
     Raises:
-        ValueError: A bad spec, option or placement, or a field Katib's models refuse (named).
+        ValueError: A bad spec, option or GPU placement, or a field Katib's models refuse (named).
     """
     spec.validate()
     if not image or image.endswith(":latest"):
         raise ValueError(f"image: a pinned training image is needed, got {image!r}")
-    template = katib_trial.trial_template(spec, image=image, training_args=training_args, gpu=gpu, placement=placement)
+    if gpu is not None and not isinstance(gpu, GpuPlacement):
+        gpu = parse(Cluster, {"gpu": gpu}).gpu
+    template = katib_trial.trial_template(spec, image=image, training_args=training_args, gpu=gpu, cluster=cluster)
     body: Json = {
         "objective": katib.objective_spec(spec),
         "algorithm": katib.algorithm_spec(spec),

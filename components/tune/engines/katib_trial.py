@@ -17,6 +17,7 @@ from typing import Any
 from components.common import kube
 from components.common import training_options as O
 from components.common import trainjob as T
+from components.common.cluster import Cluster, GpuPlacement
 from components.tune import spec as S
 
 Json = dict[str, Any]
@@ -55,24 +56,24 @@ def trial_argv(spec: S.SearchSpec, training_args: Mapping[str, Any]) -> list[str
     return argv
 
 
-def _job(image: str, argv: list[str], gpu: Mapping[str, Any] | None, placement: T.ClusterPlacement | None) -> Json:
+def _job(image: str, argv: list[str], gpu: GpuPlacement | None, cluster: Cluster | None) -> Json:
     resources, pod = T.container_fields(gpu)
     command = ["python", "-m", O.MODULE, *argv]
     container: Json = {"name": CONTAINER, "image": image, "command": command, "securityContext": T.CONTAINER_SECURITY}
     pod["securityContext"] = T.POD_SECURITY
     if resources:
         container["resources"] = resources
-    if placement is not None:
-        env = T.environment(placement)
-        vols, mounts = T.volumes(placement, shared=False)
+    if cluster is not None:
+        env = T.environment(cluster)
+        vols, mounts = T.volumes(cluster, shared=False)
         if env:
             container["env"] = env
         if vols:
             container["volumeMounts"] = mounts
             pod["volumes"] = vols
-    elif gpu and gpu.get("shm_size"):
+    elif gpu and gpu.shm_size:
         container["volumeMounts"] = [{"name": "dshm", "mountPath": "/dev/shm"}]
-        pod["volumes"] = [{"name": "dshm", "emptyDir": {"medium": "Memory", "sizeLimit": gpu["shm_size"]}}]
+        pod["volumes"] = [{"name": "dshm", "emptyDir": {"medium": "Memory", "sizeLimit": gpu.shm_size}}]
     return {
         "apiVersion": "batch/v1",
         "kind": "Job",
@@ -91,19 +92,19 @@ def trial_template(
     *,
     image: str,
     training_args: Mapping[str, Any],
-    gpu: Mapping[str, Any] | None,
-    placement: T.ClusterPlacement | None,
+    gpu: GpuPlacement | None,
+    cluster: Cluster | None,
 ) -> Json:
-    """The Experiment's ``trialTemplate``: a Job, or a TrainJob when ``placement`` asks for several nodes.
+    """The Experiment's ``trialTemplate``: a Job, or a TrainJob when ``cluster`` asks for several nodes.
 
     Raises:
-        ValueError: A bad option or placement, or a TrainJob the Trainer's models refuse.
+        ValueError: A bad option, or a TrainJob the Trainer's models refuse.
     """
-    multi = placement is not None and placement.nodes > 1
+    multi = cluster is not None and cluster.trainjob is not None and cluster.nodes > 1
     args = dict(training_args)
     if multi:
-        assert placement is not None
-        args["output_dir"] = f"{placement.shared_mount_path.rstrip('/')}/katib/{TRIAL_NAME_REF}"
+        assert cluster is not None and cluster.trainjob is not None
+        args["output_dir"] = f"{cluster.trainjob.mount_path.rstrip('/')}/katib/{TRIAL_NAME_REF}"
     argv = trial_argv(spec, args)
     parameters = [
         {"name": p.name, "reference": p.name, "description": f"training option {p.name}"} for p in spec.parameters
@@ -111,8 +112,8 @@ def trial_template(
     if any(TRIAL_NAME_REF in a for a in argv):
         parameters.append({"name": TRIAL_NAME, "reference": "${trialSpec.Name}", "description": "the trial's name"})
     if multi:
-        assert placement is not None
-        job = T.render_trainjob(placement, argv, name=None, namespace=None)
+        assert cluster is not None
+        job = T.render_trainjob(cluster, argv, name=None, namespace=None)
         return {
             "primaryContainerName": T.NODE,
             "primaryPodLabels": {T.REPLICATED_JOB_LABEL: T.NODE, T.JOB_INDEX_LABEL: "0"},
@@ -124,5 +125,5 @@ def trial_template(
         "primaryContainerName": CONTAINER,
         **ENDS,
         "trialParameters": parameters,
-        "trialSpec": _job(image, argv, gpu, placement),
+        "trialSpec": _job(image, argv, gpu, cluster),
     }
