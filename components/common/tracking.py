@@ -226,6 +226,10 @@ def code_version() -> str:
     return f"{package}+g{sha}" if sha else package
 
 
+#: What the MLflow UI shows as the pipeline run's Source: a job, the pipeline (`pipelines.pipeline.PIPELINE_NAME`).
+SOURCE_TAGS = {"mlflow.source.type": "JOB", "mlflow.source.name": "bert-review-sentiment pipeline"}
+
+
 def lineage_tags(pipeline_run_id: str = "", data_hash: str = "", feature_view: str = "") -> dict[str, str]:
     """The lineage tags (empty values left out)."""
     tags = {
@@ -345,7 +349,7 @@ class PipelineRun:
         parent = self._find(client, experiment_id)
         if parent is None:
             name = run_name(self.pipeline_run_id)
-            parent = client.create_run(experiment_id, tags=tags, run_name=name).info.run_id
+            parent = client.create_run(experiment_id, tags={**SOURCE_TAGS, **tags}, run_name=name).info.run_id
         if not self.child:
             run_id = parent
         else:

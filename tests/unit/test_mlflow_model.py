@@ -177,7 +177,9 @@ def test_the_run_is_named_after_the_run_directory(tmp_path: Path, monkeypatch: p
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
     monkeypatch.setenv(tracking.RUN_NAME_ENV, "course-run-3")
     named = tracking.PipelineRun(uri, "exp", "kfp-id-1")
-    assert named.client.get_run(named.run_id).info.run_name == "course-run-3"
+    run = named.client.get_run(named.run_id)
+    assert run.info.run_name == "course-run-3"
+    assert run.data.tags["mlflow.source.name"] == "bert-review-sentiment pipeline"  # the UI's Source (was "—")
     monkeypatch.delenv(tracking.RUN_NAME_ENV)
     unnamed = tracking.PipelineRun(uri, "exp", "kfp-id-2")
     assert unnamed.client.get_run(unnamed.run_id).info.run_name == "pipeline-kfp-id-2"
