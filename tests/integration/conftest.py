@@ -1,24 +1,18 @@
-"""Fixtures for integration tests: a real `mlflow server` on a free loopback port."""
+"""Fixtures for integration tests: a real `mlflow server` on a free loopback port.
+
+The server is the one a container run starts (`pipelines.container_runner.MlflowServer`): SQLite backend store,
+artifacts proxied by the server (``mlflow-artifacts:/``), its own process group.
+"""
 
 from __future__ import annotations
 
-import os
-import socket
-import sys
-import time
-import urllib.error
-import urllib.request
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
 
-from components.common import processes
-
-#: How long the server may take to answer /health (it creates its database tables first; a busy 2-core
-#: machine needs about half a minute).
-STARTUP_TIMEOUT_S = 180.0
+from pipelines import container_runner
 
 
 @dataclass(frozen=True)
@@ -31,63 +25,23 @@ class MlflowServer:
     log: Path
 
 
-def _free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
-def _healthy(uri: str) -> bool:
-    try:
-        with urllib.request.urlopen(f"{uri}/health", timeout=2) as response:
-            return response.status == 200
-    except (urllib.error.URLError, OSError):
-        return False
-
-
 class _ServerProcess:
-    """`mlflow server` started in a process group of its own; `wait` until it answers /health."""
+    """`mlflow server` started; `wait` until it answers /health (a busy 2-core machine needs about half a minute:
+    it creates its database tables first)."""
 
     def __init__(self, root: Path) -> None:
-        port = _free_port()
-        self.server = MlflowServer(
-            uri=f"http://127.0.0.1:{port}",
-            backend_store=root / "mlflow.db",
-            artifacts=root / "artifacts",
-            log=root / "server.log",
-        )
-        command = [
-            str(Path(sys.executable).with_name("mlflow")),
-            "server",
-            "--backend-store-uri", f"sqlite:///{self.server.backend_store}",
-            "--default-artifact-root", "mlflow-artifacts:/",
-            "--serve-artifacts",
-            "--artifacts-destination", str(self.server.artifacts),
-            "--host", "127.0.0.1",
-            "--port", str(port),
-            "--workers", "1",
-        ]  # fmt: skip
-        # The server's background job runner (an extra process) is not needed by tracking and registry.
-        env = {**os.environ, "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"}
-        env.pop("MLFLOW_TRACKING_URI", None)
-        self.process = processes.start_group(command, self.server.log, env=env, cwd=root)
+        self.backend_store, self.artifacts, self.log = root / "mlflow.db", root / "artifacts", root / "server.log"
+        self.process = container_runner.MlflowServer(f"sqlite:///{self.backend_store}", self.artifacts, self.log)
 
     def wait(self) -> MlflowServer:
-        deadline = time.monotonic() + STARTUP_TIMEOUT_S
-        while not _healthy(self.server.uri):
-            if self.process.poll() is not None:
-                pytest.fail(f"mlflow server exited with {self.process.returncode}:\n{self._log()}")
-            if time.monotonic() > deadline:
-                pytest.fail(f"mlflow server gave no /health in {STARTUP_TIMEOUT_S:.0f} s:\n{self._log()}")
-            time.sleep(0.25)
-        return self.server
-
-    def _log(self) -> str:
-        return self.server.log.read_text()[-3000:]
+        try:
+            uri = self.process.wait()
+        except ValueError as error:  # exited or no /health in time (its log's end in the message); stopped
+            pytest.fail(str(error))
+        return MlflowServer(uri, self.backend_store, self.artifacts, self.log)
 
     def stop(self) -> None:
-        """SIGTERM the server's own process group (the CLI and its uvicorn worker); SIGKILL it after 15 s."""
-        processes.stop_group(self.process)
+        self.process.stop()
 
 
 @pytest.fixture(scope="module")
