@@ -19,6 +19,7 @@ from __future__ import annotations
 import re
 from typing import Any
 
+from components.common.schema import MAX_SEQ_LENGTH
 from components.common.trainjob import CONTAINER_SECURITY, POD_SECURITY
 from components.deploy.config import DeployConfig, canonical_mode, parse_resources
 
@@ -124,7 +125,7 @@ _CONTAINER_SECURITY: Json = {"securityContext": CONTAINER_SECURITY}
 
 
 def render_predictor(
-    config: DeployConfig, *, storage_uri: str, model_version: str, image: str, max_seq_length: int = 128
+    config: DeployConfig, *, storage_uri: str, model_version: str, image: str, max_seq_length: int = MAX_SEQ_LENGTH
 ) -> Json:
     """The predictor that serves the model at ``storage_uri`` (no traffic settings, no name); texts are cut
     to ``max_seq_length`` tokens, as featurize cut them for training and evaluation.
@@ -191,7 +192,7 @@ def render_inference_service(
     storage_uri: str,
     model_version: str,
     image: str,
-    max_seq_length: int = 128,
+    max_seq_length: int = MAX_SEQ_LENGTH,
 ) -> Json:
     """A new InferenceService serving ``model_version`` at 100 %, validated with KServe's SDK models.
 

@@ -26,6 +26,7 @@ from pathlib import Path
 from typing import Any, Literal, cast
 
 from components.common import kube
+from components.common.schema import MAX_SEQ_LENGTH
 from components.deploy import inference_service as isvc_
 from components.deploy import kserve_decision as D
 from components.deploy.config import DeployConfig, canonical_mode
@@ -326,7 +327,7 @@ def rollout(
     storage_uri: str,
     model_version: str,
     image: str,
-    max_seq_length: int = 128,
+    max_seq_length: int = MAX_SEQ_LENGTH,
     probe: Callable[[str], None] | None = None,
     poll_seconds: float = 2.0,
     resource: kube.CustomResource = INFERENCE_SERVICES,
