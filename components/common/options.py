@@ -3,7 +3,7 @@
 Every option of a step is one field of that step's config dataclass (``PrepareConfig``,
 ``TrainingArguments``, ...)::
 
-    max_seq_length: int = field(default=128, metadata={"help": "Tokens per review at most.", "min": 3})
+    num_train_epochs: int = field(default=3, metadata={"help": "Passes over the training split.", "min": 1})
 
 The metadata keys this module reads:
 
