@@ -41,7 +41,7 @@ from components.common import schema
 
 def reviews(count: int, seed: int = 0) -> list[str]:
     """``count`` synthetic reviews of about 43 words (~50 tokens), different from each other."""
-    from components.train.testing import synthetic_reviews
+    from tests.testing import synthetic_reviews
 
     texts, _, _ = synthetic_reviews(count * 5, seed=seed)
     return [". ".join(texts[i * 5 : i * 5 + 5]).capitalize() + "." for i in range(count)]

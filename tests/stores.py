@@ -8,7 +8,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from components.common import schema
-from components.train import testing
+from tests import testing
 
 
 def synthetic_feature_store(root: Path, rows: int, seed: int) -> Path:

@@ -15,7 +15,7 @@ from components.common import tracking
 from components.deploy.component import deploy_model, skip_deployment
 from components.deploy.config import DeployConfig
 from components.evaluate.component import evaluate_classifier
-from components.train import testing
+from tests import testing
 from tests.stores import synthetic_feature_store
 
 

@@ -14,8 +14,8 @@ from kfp import compiler, dsl
 
 from components.common import tracking
 from components.evaluate.component import evaluate_classifier
-from components.train import testing
 from components.train.component import train_classifier
+from tests import testing
 from tests.stores import synthetic_feature_store
 
 

@@ -14,7 +14,7 @@ import pytest
 from mlflow import MlflowClient
 
 from components.common import tracking
-from components.train import testing
+from tests import testing
 from tests.stores import synthetic_feature_store
 
 pytestmark = pytest.mark.integration

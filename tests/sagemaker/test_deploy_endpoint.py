@@ -34,8 +34,8 @@ from components.evaluate import core as evaluate
 from components.sagemaker import endpoint as E
 from components.sagemaker import endpoint_client, endpoint_step, jobs
 from components.sagemaker.settings import SageMakerSettings, parse
-from components.train import testing
 from serving.testing import ServerProcess, request
+from tests import testing
 from tests.sagemaker.conftest import ECR, REGION, ROLE, settings_body
 
 ROOT = Path(__file__).resolve().parents[2]

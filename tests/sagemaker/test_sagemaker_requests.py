@@ -274,7 +274,7 @@ def test_a_tuning_job_name_over_32_characters_is_refused() -> None:
 @pytest.fixture(scope="module")
 def training_output(tmp_path_factory: pytest.TempPathFactory) -> list[str]:
     """Every line (stdout and stderr, as CloudWatch receives both) of a real, tiny training run."""
-    from components.train import testing
+    from tests import testing
     from tests.stores import synthetic_feature_store
 
     root = tmp_path_factory.mktemp("sm-train")

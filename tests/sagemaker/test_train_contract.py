@@ -127,7 +127,7 @@ def export(moto_server: str, tmp_path_factory: pytest.TempPathFactory) -> Export
 def small_export(tmp_path_factory: pytest.TempPathFactory) -> Export:
     """Channels of the same layout and columns, without Feast (for the tests that train nothing)."""
     from components.common import features as F
-    from components.train import testing
+    from tests import testing
 
     root = tmp_path_factory.mktemp("contract-small")
     texts, labels, facets = testing.synthetic_reviews(12, seed=1)
@@ -355,7 +355,7 @@ def test_sigterm_leaves_a_checkpoint_that_a_restarted_container_resumes_from(exp
     """SIGTERM (StopTrainingJob, a spot interruption) mid-training: a checkpoint in /opt/ml/checkpoints, exit 143
     well within SageMaker's 120 s, no model and no failure; the container started again on the same
     /opt/ml/checkpoints (as SageMaker restores it after an interruption) resumes at the next step."""
-    from components.train import testing
+    from tests import testing
 
     base = testing.tiny_model(tmp_path / "tiny")
     long_run = {
@@ -402,7 +402,7 @@ def test_two_processes_under_torchrun_train_and_stop_together(export: Export, tm
     """The command `train` starts for several GPUs (or hosts), here two CPU processes on this host (Gloo): each runs
     the entry point as one of torchrun's processes; SIGTERM to torchrun (as `train` passes it on) stops both after
     the same step with one checkpoint; started again, they resume there and write the model (rank 0 only)."""
-    from components.train import testing
+    from tests import testing
 
     base = testing.tiny_model(tmp_path / "tiny")
     budget = {"base_model": str(base), "max_steps": 8, "logging_steps": 1, "save_steps": 0, "use_cpu": True,
@@ -434,8 +434,9 @@ def test_sigterm_in_training_saves_a_checkpoint_and_raises_interrupted(tmp_path:
     """The train step's own training (`core.train`) in this process, SIGTERM sent to itself after step 2's progress
     line: a checkpoint of that step, `Interrupted`, no model; the handler before training is back afterwards (the
     test's own, which would record a SIGTERM that the training did not take)."""
-    from components.train import core, testing
+    from components.train import core
     from components.train.callbacks import Interrupted
+    from tests import testing
 
     texts, labels, facets = testing.synthetic_reviews(40, seed=2)
     rows = testing.features(texts, labels, SEQ, facets=facets)

@@ -11,8 +11,8 @@ import pytest
 def model_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A tiny random BERT with the bundled tokenizer and the pipeline's 3-label head, saved as train saves a
     model (`save_pretrained`: weights, config with id2label, tokenizer)."""
-    from components.train import testing
     from serving.testing import untrained_classifier
+    from tests import testing
 
     root = tmp_path_factory.mktemp("serving-model")
     base = testing.tiny_model(root / "base", dropout=0.0)

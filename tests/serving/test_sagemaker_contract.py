@@ -23,9 +23,9 @@ import pytest
 from components.common import schema
 from components.deploy.smoke import SmokeReview, compare, smoke_set
 from components.evaluate import core as evaluate
-from components.train import testing
 from serving import __main__ as cli
 from serving.testing import ServerProcess, request
+from tests import testing
 
 pytestmark = pytest.mark.integration
 

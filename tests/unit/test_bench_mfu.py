@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 
 from bench import mfu
-from components.train import testing
+from tests import testing
 
 
 @pytest.mark.parametrize(

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from bench import quality
-from components.train import testing
+from tests import testing
 
 
 def test_search_runs_a_study_on_the_train_subset_and_the_validation_split(tmp_path: Path) -> None:

@@ -9,7 +9,7 @@ import pandas as pd
 import pytest
 
 from bench import tune
-from components.train import testing
+from tests import testing
 
 
 @pytest.fixture(scope="module")

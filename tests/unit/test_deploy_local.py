@@ -20,7 +20,7 @@ from components.common import schema, tracking
 from components.deploy import core, local, smoke
 from components.deploy.config import DeployConfig
 from components.evaluate import core as evaluate
-from components.train import testing
+from tests import testing
 
 SEQ = 32
 ROWS = 24

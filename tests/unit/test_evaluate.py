@@ -15,7 +15,7 @@ import pytest
 from components.common import batching as D
 from components.common import modeling, tracking
 from components.evaluate import champion, core
-from components.train import testing
+from tests import testing
 
 
 @pytest.fixture(scope="module")

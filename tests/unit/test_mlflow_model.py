@@ -20,7 +20,7 @@ from components.common import schema, tracking
 from components.deploy import smoke
 from components.evaluate import champion as gate
 from components.evaluate import core
-from components.train import testing
+from tests import testing
 
 NAME = "clf"
 MAX_SEQ_LENGTH = 32

@@ -1,6 +1,6 @@
 """train core: batching, bad input, learning on real reviews, health rules, checkpoint resume after SIGKILL.
 
-Most runs use a tiny random BERT with the bundled tokenizer (`components.train.testing.tiny_model`), so
+Most runs use a tiny random BERT with the bundled tokenizer (`tests.testing.tiny_model`), so
 the real training loop runs in seconds; the learning test fine-tunes the bundled MiniLM itself.
 """
 
@@ -21,9 +21,10 @@ import pytest
 
 from components.common import batching as D
 from components.common.training_options import IOArguments
-from components.train import cli, core, testing
+from components.train import cli, core
 from components.train.health import HealthArguments, HealthMonitor
 from components.train.step import run as run_step
+from tests import testing
 
 ROOT = Path(__file__).resolve().parents[2]
 

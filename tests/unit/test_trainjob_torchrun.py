@@ -15,7 +15,7 @@ import pytest
 
 from components.common import trainjob as T
 from components.common.cluster import ENV, Cluster
-from components.train import testing
+from tests import testing
 
 ROOT = Path(__file__).resolve().parents[2]
 

@@ -238,7 +238,7 @@ def test_metric_line_round_trip_and_katib_filter() -> None:
 
 
 def test_training_prints_a_metric_line_per_evaluation(tmp_path: Path, capfd: pytest.CaptureFixture) -> None:
-    from components.train import testing
+    from tests import testing
 
     tiny = testing.tiny_model(tmp_path / "tiny", dropout=0.0)
     texts, labels, facets = testing.synthetic_reviews(60, seed=1)

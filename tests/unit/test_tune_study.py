@@ -25,8 +25,8 @@ import pandas as pd
 import pytest
 
 from components.common import tracking
-from components.train import testing
 from components.tune import core
+from tests import testing
 
 ROOT = Path(__file__).resolve().parents[2]
 TRIAL_OPTIONS = (

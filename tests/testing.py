@@ -1,4 +1,5 @@
-"""Helpers for tests and benchmarks: a tiny random BERT with the bundled tokenizer, features from texts.
+"""Helpers for tests and benchmarks (not shipped in an image): a tiny random BERT with the bundled tokenizer,
+features from texts, synthetic reviews, a tiny classifier with skill.
 
 Hugging Face's own test suites fine-tune tiny random models the same way: the code paths are the real ones,
 only the network is small enough to train in seconds on a CPU.
