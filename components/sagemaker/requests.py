@@ -66,12 +66,6 @@ def metric_definitions() -> list[dict[str, str]]:
     return definitions + [{"Name": name, "Regex": regex} for name, regex in progress.items()]
 
 
-def metric_value(regex: str, line: str) -> float | None:
-    """What SageMaker takes from a log line for a metric definition: ``re.search``, the first group."""
-    match = re.search(regex, line)
-    return float(match.group(1)) if match else None
-
-
 def hyperparameter_text(value: Any) -> str:
     if isinstance(value, bool):
         return "true" if value else "false"

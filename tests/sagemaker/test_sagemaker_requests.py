@@ -10,6 +10,7 @@ by `components.sagemaker.limits` before any call, and a request over them never 
 from __future__ import annotations
 
 import logging
+import re
 import subprocess
 import sys
 from io import StringIO
@@ -308,13 +309,19 @@ def training_output(tmp_path_factory: pytest.TempPathFactory) -> list[str]:
     return (done.stdout + done.stderr).splitlines()
 
 
+def _metric_value(regex: str, line: str) -> float | None:
+    """What SageMaker takes from a log line for a metric definition: ``re.search``, the first group as a float."""
+    match = re.search(regex, line)
+    return float(match.group(1)) if match else None
+
+
 def test_metric_definitions_match_the_lines_the_training_prints(training_output: list[str]) -> None:
     """Applied as SageMaker applies them — ``re.search`` on each log line, the first group is the value."""
     definitions = requests.metric_definitions()
     found: dict[str, list[float]] = {d["Name"]: [] for d in definitions}
     for line in training_output:
         for d in definitions:
-            value = requests.metric_value(d["Regex"], line)
+            value = _metric_value(d["Regex"], line)
             if value is not None:
                 found[d["Name"]].append(value)
     metric_lines = [trial_metrics.parse_line(line) for line in training_output]
@@ -334,11 +341,11 @@ def test_metric_definitions_ignore_other_lines() -> None:
         "step 3/10 | epoch 0.30 | loss nan | lr 5e-05 | grad nan | 12.0 samples/s | 0.100 s/step | ETA 0m01s",
     ]
     definitions = {d["Name"]: d["Regex"] for d in requests.metric_definitions()}
-    assert requests.metric_value(definitions["validation-accuracy"], lines[0]) == 0.5
-    assert requests.metric_value(definitions["validation-loss"], lines[0]) is None
-    assert requests.metric_value(definitions["validation-accuracy"], lines[1]) is None
-    assert requests.metric_value(definitions["train-loss"], lines[2]) is None  # nan is no value
-    assert requests.metric_value(definitions["train-samples-per-second"], lines[2]) == 12.0
+    assert _metric_value(definitions["validation-accuracy"], lines[0]) == 0.5
+    assert _metric_value(definitions["validation-loss"], lines[0]) is None
+    assert _metric_value(definitions["validation-accuracy"], lines[1]) is None
+    assert _metric_value(definitions["train-loss"], lines[2]) is None  # nan is no value
+    assert _metric_value(definitions["train-samples-per-second"], lines[2]) == 12.0
 
 
 def test_the_progress_line_format_is_the_one_the_regexes_read() -> None:
@@ -362,10 +369,10 @@ def test_the_progress_line_format_is_the_one_the_regexes_read() -> None:
         logger.removeHandler(handler)
     line = stream.getvalue().strip()
     definitions = {d["Name"]: d["Regex"] for d in requests.metric_definitions()}
-    assert requests.metric_value(definitions["train-loss"], line) == 1.0986
-    assert requests.metric_value(definitions["train-epoch"], line) == 0.5
-    assert requests.metric_value(definitions["train-learning-rate"], line) == 3e-05
-    assert requests.metric_value(definitions["train-samples-per-second"], line) == 80.0
+    assert _metric_value(definitions["train-loss"], line) == 1.0986
+    assert _metric_value(definitions["train-epoch"], line) == 0.5
+    assert _metric_value(definitions["train-learning-rate"], line) == 3e-05
+    assert _metric_value(definitions["train-samples-per-second"], line) == 80.0
 
 
 def test_hyperparameters_refuse_an_unknown_training_option() -> None:
