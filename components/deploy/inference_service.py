@@ -287,11 +287,3 @@ def to_sdk_model(isvc: Json) -> Any:
         ValueError: A field the models do not know, or a value of the wrong type, named by its path.
     """
     return _build(isvc, "V1beta1InferenceService", "InferenceService")
-
-
-def to_json(model: Any) -> Json:
-    """A generated model (`to_sdk_model`'s result) as the JSON the API server takes."""
-    from kserve.api_client import ApiClient
-
-    result: Json = ApiClient().sanitize_for_serialization(model)
-    return result
