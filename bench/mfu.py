@@ -135,8 +135,8 @@ def main(argv: list[str]) -> dict:
     import torch
 
     from components.common import modeling
+    from components.common.training_options import HealthArguments
     from components.train import cli, core
-    from components.train.health import HealthArguments
 
     if not torch.cuda.is_available() and not args.allow_cpu:
         raise SystemExit("error: bench mfu needs a CUDA GPU (torch.cuda.is_available() is False); --allow-cpu smokes")

@@ -169,8 +169,8 @@ def search(
 
 def _fit(splits: dict[str, Any], args: argparse.Namespace, learning_rate: float, batch_size: int, out: Path) -> Any:
     """The final fit on the whole train split (early stopping and the best checkpoint by validation)."""
+    from components.common.training_options import HealthArguments
     from components.train import core
-    from components.train.health import HealthArguments
 
     return core.train(
         splits["train"],

@@ -37,8 +37,8 @@ def _fine_tune(
     train: Any, val: Any, out: str, seed: int, lr: float, batch: int, padded: bool = False, max_steps: int = -1
 ) -> Any:
     """One epoch (or ``max_steps`` steps) of the train step's loop at 128 tokens, checkpoints at the end only."""
+    from components.common.training_options import HealthArguments
     from components.train import core
-    from components.train.health import HealthArguments
 
     data_args = core.DataArguments(
         max_seq_length=128, group_by_length=not padded, pad_to_multiple_of=128 if padded else 0

@@ -13,8 +13,8 @@ from dataclasses import MISSING
 from typing import Any, TypeVar
 
 from components.common import options
+from components.common.training_options import TrainingArguments
 from components.deploy.inference_service import STORAGE_SCHEMES
-from components.train.core import TrainingArguments
 from pipelines import steps
 
 T = TypeVar("T")

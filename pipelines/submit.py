@@ -223,7 +223,7 @@ def pipeline_arguments(package: Path, given: Mapping[str, Any]) -> dict[str, Any
     import yaml
 
     from components.common import options
-    from components.train.core import TrainingArguments
+    from components.common.training_options import TrainingArguments
     from pipelines import parameters
 
     spec = next(yaml.safe_load_all(package.read_text()))

@@ -34,8 +34,8 @@ WAIT_MARGIN_SECONDS = 3600
 
 
 def training_option_names() -> set[str]:
-    """Every option of the training CLI (its dataclasses: `components.train.cli.option_names`)."""
-    from components.train.cli import option_names
+    """Every option of the training CLI (its dataclasses: `components.common.training_options.option_names`)."""
+    from components.common.training_options import option_names
 
     return option_names()
 
