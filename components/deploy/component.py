@@ -61,28 +61,14 @@ def deploy_model(
     Returns:
         The report's JSON (summary.json's `deployment`).
     """
+    parameters = dict(locals())  # the step's options are handed on by name
     import json
 
     from components.common import options
     from components.deploy import core
     from components.deploy.config import DeployConfig
 
-    config = options.from_mapping(
-        DeployConfig,
-        {
-            "deploy_backend": deploy_backend,
-            "canary_traffic_percent": canary_traffic_percent,
-            "inference_service": inference_service,
-            "kserve_namespace": kserve_namespace,
-            "kserve_mode": kserve_mode,
-            "serving_runtime": serving_runtime,
-            "kserve_service_account": kserve_service_account,
-            "kserve_resources": kserve_resources,
-            "rollout_timeout_seconds": rollout_timeout_seconds,
-            "smoke_reviews": smoke_reviews,
-            "local_port": local_port,
-        },
-    )
+    config = options.from_mapping(DeployConfig, parameters, ignore_unknown=True)
     result = core.run(
         config,
         model_dir=model.path,
