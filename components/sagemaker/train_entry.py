@@ -14,7 +14,7 @@ SageMaker's own training toolkit reads, or ``--root`` elsewhere, e.g. in tests):
     output/data/training_report.json    the training report (SageMaker uploads output/data as output.tar.gz)
     output/failure                      on an error: the reason, first line (FailureReason: its first 1,024 chars)
 
-The training is the train step's own (`components.train.cli.run`: `core.train` on transformers.Trainer, the same
+The training is the train step's own (`components.train.step.run`: `core.train` on transformers.Trainer, the same
 progress and metric lines, which the job's MetricDefinitions read; `components.sagemaker.requests`), on the
 channels' rows, without MLflow (the pipeline's evaluate and deploy steps log the model).  The model goes to
 ``model/`` only when training completes; checkpoints go to ``checkpoints/`` as training goes, and a container
@@ -140,9 +140,9 @@ def _read_json(path: Path, required: bool = True) -> Any:
 
 def _option_classes() -> dict[str, type]:
     """Each training option's dataclass, by option name (the training CLI's own declarations)."""
-    from components.train import cli
+    from components.common.training_options import ARGUMENT_CLASSES
 
-    return {f.name: type(instance) for instance in cli.split_options({}) for f in fields(instance)}
+    return {f.name: cls for cls in ARGUMENT_CLASSES for f in fields(cls)}
 
 
 def _text(name: str, value: Any) -> str:
@@ -368,13 +368,14 @@ def publish_model(staged: Path, destination: Path) -> list[str]:
 
 def train_here(paths: Paths, job: Job) -> None:
     """Train in this process (alone, or as one of torchrun's); the global rank 0 publishes the model."""
-    from components.train import cli
+    from components.common.training_options import split_options
+    from components.train import step
 
     with tempfile.TemporaryDirectory(prefix="sagemaker-train-") as work:
         features = write_features(channel_files(paths), Path(work) / "features.parquet")
         staged = Path(work) / "model"
         values = training_values(job, paths, features, staged)
-        result = cli.run(*cli.split_options(values))
+        result = step.run(*split_options(values))
         if int(os.environ.get("RANK", 0)) == 0:
             files = publish_model(staged, paths.model)
             log.info("model written to %s: %s (stop reason %s)", paths.model, ", ".join(files), result.stop_reason)
