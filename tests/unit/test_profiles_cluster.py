@@ -12,7 +12,7 @@ import yaml
 
 from components.common.cluster import ENV, Cluster
 from pipelines.compile import compile_pipeline
-from pipelines.profiles import DEFAULT_FILE, load_profiles
+from pipelines.profiles import DEFAULT_FILE, cluster, load_profiles
 
 MULTI = """
 multi:
@@ -103,6 +103,10 @@ def test_multi_node_train_task_launches_a_trainjob_without_a_gpu_of_its_own(tmp_
     assert mounts == {"feast-store": "/mnt/feast", "bert-shared": "/mnt/shared"}
     placement = _placement(train)
     assert placement.image == train["image"]  # the TrainJob runs the image the task was compiled with
+    # the pod reads back the very model the profile was read into: the same entries, the same defaults
+    profile = load_profiles(_file(tmp_path, MULTI))["multi"]
+    assert placement == cluster(profile, train["image"])
+    assert (placement.gpu, placement.trainjob, placement.tuning) == (profile.gpu, profile.trainjob, profile.tuning)
     assert placement.trainjob is not None and placement.nodes == 2
     assert (placement.trainjob.shared_pvc, placement.trainjob.timeout_seconds) == ("bert-shared", 7200)
     assert placement.gpu is not None and placement.gpu.accelerator_count == 4
