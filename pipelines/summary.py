@@ -10,6 +10,7 @@ from __future__ import annotations
 import contextlib
 import json
 import time
+import warnings
 from collections.abc import Mapping
 from datetime import UTC, datetime
 from pathlib import Path
@@ -82,7 +83,9 @@ def log_parameters(summary: Mapping[str, Any]) -> None:
     run = (summary.get("evaluation") or {}).get("mlflow_run") or {}
     if run.get("run_id") and run.get("tracking_uri"):
         mlflow_run = tracking.PipelineRun(run["tracking_uri"], _run_id=run["run_id"])
-        mlflow_run.log_params(summary.get("parameters") or {}, prefix="pipeline.")
+        with warnings.catch_warnings():  # (SQLAlchemy's deprecation notes on MLflow's store: not the user's business)
+            warnings.simplefilter("ignore", DeprecationWarning)
+            mlflow_run.log_params(summary.get("parameters") or {}, prefix="pipeline.")
 
 
 def deployment_line(deployment: dict[str, Any]) -> str:

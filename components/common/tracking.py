@@ -443,15 +443,15 @@ class PipelineRun:
         from mlflow.exceptions import MlflowException
 
         digest = sha256[:DATASET_DIGEST_LENGTH] or None
+        extra = {"source": source, "data_hash": sha256, **{k: str(v) for k, v in (tags or {}).items()}}
         with warnings.catch_warnings():  # "can be interpreted in multiple ways", "integer columns": as meant
             warnings.simplefilter("ignore", UserWarning)
             try:
                 dataset = mlflow.data.from_pandas(frame, source=source, name=name, digest=digest)
             except MlflowException:  # a URI scheme MLflow has no dataset source for: the URI stays a tag
                 dataset = mlflow.data.from_pandas(frame, name=name, digest=digest)
-        extra = {"source": source, "data_hash": sha256, **{k: str(v) for k, v in (tags or {}).items()}}
-        with _active_run(self.uri, self.run_id):
-            mlflow.log_input(dataset, context="training", tags=extra)
+            with _active_run(self.uri, self.run_id):
+                mlflow.log_input(dataset, context="training", tags=extra)
 
     def end(self, status: str = "FINISHED") -> None:
         """Mark the run FINISHED or FAILED (a later step of the pipeline re-opens it)."""
