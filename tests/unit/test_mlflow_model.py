@@ -283,3 +283,16 @@ def test_on_a_cluster_the_mlflow_run_is_named_after_the_kfp_run(tmp_path: Path) 
             "fieldPathAsEnv"
         ]
     assert "fieldPathAsEnv" not in platform.get("exec-prepare-reviews", {})
+
+
+def test_a_champion_logged_as_an_mlflow_model_is_re_scored_on_another_split(
+    champion: dict[str, Any], trained: Path, data: dict[str, Any], tmp_path: Path
+) -> None:
+    """On another test split evaluate downloads the champion's MLflow model, turns it back into train's folder
+    and scores it there: its tokenizer is the candidate's (same fingerprint), so the two stay comparable."""
+    texts, labels, facets = testing.synthetic_reviews(60, seed=9)
+    other = dict(data, features=testing.features(texts, labels, MAX_SEQ_LENGTH, facets=facets))
+    report = _evaluate(tmp_path, champion["uri"], trained, other, "run-4")
+    decision = report.decision
+    assert decision["champion_method"] == "re-evaluated", decision["reason"]
+    assert decision["champion_accuracy"] == pytest.approx(report.accuracy)  # the same model, scored here
