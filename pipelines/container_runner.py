@@ -11,9 +11,11 @@ is given, and what it is given comes from the cluster profile (``pipelines/profi
 - kfp.local ignores the Kubernetes part of each step (its kfp-kubernetes platform spec), so it is carried over
   here, step by step: a key of a Secret or ConfigMap the profile maps into a step's environment is given to
   that step from this process's environment when set there (what the Secret would hold), and left out
-  otherwise (as an optional key would be); each PVC becomes a directory of the run, mounted at the profile's
-  path (the feature store's: ``<output>/feature_store`` at ``feast.mount_path``). DockerRunner takes one set
-  of mounts for all steps, so every container sees the volumes; the environment is per step.
+  otherwise (as an optional key would be), and so is a variable the pod would read from its own fields
+  (``KFP_RUN_NAME``, the MLflow run's name: the local run sets it to its run directory's name); each PVC
+  becomes a directory of the run, mounted at the profile's path (the feature store's: ``<output>/feature_store``
+  at ``feast.mount_path``). DockerRunner takes one set of mounts for all steps, so every container sees the
+  volumes; the environment is per step.
 - The profile's MLflow server becomes a real ``mlflow server`` on loopback, started for the run and stopped
   after it (its store: ``<embedded store dir>/server``, so the registry and its champion outlive the run);
   only its address replaces the profile's ``tracking_uri``. An http(s) ``--mlflow-tracking-uri`` is used as it is.
@@ -106,6 +108,9 @@ def plan(graph: Any, profile: Any, output: Path, environ: Mapping[str, str]) -> 
                 name = pair["envVar"]
                 if environ.get(name):
                     env[name] = environ[name]
+        for field_env in settings.get("fieldPathAsEnv", ()):  # the pod's own fields (KFP_RUN_NAME): this run's
+            if environ.get(field_env["name"]):
+                env[field_env["name"]] = environ[field_env["name"]]
         if env:
             result.env[executor] = env
         for pvc in settings.get("pvcMount", ()):

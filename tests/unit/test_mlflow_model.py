@@ -296,3 +296,17 @@ def test_a_champion_logged_as_an_mlflow_model_is_re_scored_on_another_split(
     decision = report.decision
     assert decision["champion_method"] == "re-evaluated", decision["reason"]
     assert decision["champion_accuracy"] == pytest.approx(report.accuracy)  # the same model, scored here
+
+
+def test_the_container_runner_gives_the_mlflow_steps_the_run_name(tmp_path: Path) -> None:
+    """`--runner container`: what a pod reads from its run-name annotation comes from the local run's
+    $KFP_RUN_NAME (its run directory), for the steps that log to MLflow only."""
+    from pipelines import container_runner
+    from pipelines.pipeline import build_pipeline
+    from pipelines.profiles import load_profiles
+
+    profile = container_runner.local_profile(load_profiles()["cpu"], "http://127.0.0.1:5999")
+    plan = container_runner.plan(build_pipeline(profile), profile, tmp_path, {tracking.RUN_NAME_ENV: "course-run-3"})
+    for step in ("exec-tune-hyperparameters", "exec-train-classifier", "exec-evaluate-classifier"):
+        assert plan.env[step] == {tracking.RUN_NAME_ENV: "course-run-3"}
+    assert "exec-prepare-reviews" not in plan.env
