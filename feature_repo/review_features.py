@@ -1,4 +1,14 @@
-"""Feast definitions: the `review` entity and the BERT feature view that training and serving share.
+"""Feast definitions: the `review` entity, the BERT features that training and serving share, and the
+training labels, which only training and evaluation read.
+
+Two feature views over the one offline source (the Parquet files `feast_ingest` writes):
+
+- `review_bert_features` (``online=True``): what serving reads by review id with
+  `FeatureStore.get_online_features` — the token ids and the facet value;
+- `review_labels` (``online=False``: Feast's `FeatureView` option "whether online retrieval is enabled for
+  this feature view", feast/feature_view.py): the class id and the split.  They are read point-in-time with
+  `get_historical_features` only, so they are never written to the online store and a served model cannot
+  be handed a review's label.
 
 `feast -c feature_repo plan|apply` imports this module and registers the module-level objects.  The
 pipeline's `feast_ingest` step calls `definitions()` with the offline location it was configured with,
@@ -72,7 +82,7 @@ def review_features_source(path: str, s3_endpoint_override: str | None = None) -
 
 
 def review_feature_view(source: FileSource) -> FeatureView:
-    """BERT features per review: unpadded token ids, class id, split, facet value."""
+    """BERT features per review, served online: unpadded token ids and the facet value."""
     return FeatureView(
         name="review_bert_features",
         entities=[review],
@@ -80,24 +90,42 @@ def review_feature_view(source: FileSource) -> FeatureView:
         schema=[
             Field(name="review_id", dtype=String),
             Field(name="input_ids", dtype=Array(Int32), description="Token ids, truncated, not padded."),
-            Field(name="label_id", dtype=Int64, description="Class id 0/1/2 = sentiment -1/0/1."),
-            Field(name="split", dtype=String, description="train, validation or test."),
             Field(name="product_category", dtype=String, description="Facet value (for per-facet evaluation)."),
         ],
         source=source,
         online=True,
-        description="Model inputs of the review-sentiment classifier; training and serving read these.",
+        description="Model inputs of the review-sentiment classifier; training reads them offline, serving online "
+        "by review id.",
+        tags=PROJECT_TAGS,
+    )
+
+
+def review_label_view(source: FileSource) -> FeatureView:
+    """Training labels per review, offline only (``online=False``): class id and split."""
+    return FeatureView(
+        name="review_labels",
+        entities=[review],
+        ttl=timedelta(0),
+        schema=[
+            Field(name="review_id", dtype=String),
+            Field(name="label_id", dtype=Int64, description="Class id 0/1/2 = sentiment -1/0/1."),
+            Field(name="split", dtype=String, description="train, validation or test."),
+        ],
+        source=source,
+        online=False,  # labels and splits are for training and evaluation, never for the served model
+        description="Training labels and split assignment; read with get_historical_features only.",
         tags=PROJECT_TAGS,
     )
 
 
 def definitions(location: str, s3_endpoint_override: str | None = None) -> list:
-    """The objects to apply: the entity and the feature view (which carries its source at ``location``)."""
-    return [review, review_feature_view(review_features_source(location, s3_endpoint_override))]
+    """The objects to apply: the entity and the two feature views (which carry their source at ``location``)."""
+    source = review_features_source(location, s3_endpoint_override)
+    return [review, review_feature_view(source), review_label_view(source)]
 
 
 # What the Feast CLI registers (Feast repositories declare module-level objects; this file's directory is
 # the repository directory).
-review_bert_features = review_feature_view(
-    review_features_source(offline_path(Path(__file__).parent), os.environ.get("FEAST_S3_ENDPOINT_URL"))
-)
+review_bert_features, review_labels = definitions(
+    offline_path(Path(__file__).parent), os.environ.get("FEAST_S3_ENDPOINT_URL")
+)[1:]

@@ -1,10 +1,11 @@
 """The BERT feature table and the Feast feature store: names, configuration, and reading features back.
 
 Training reads the splits point-in-time correctly with `get_training_features` /
-`get_split_features` (Feast's `get_historical_features`, on Feast's DuckDB offline store); serving and
-the consistency check read single reviews with `get_online_features`.  Both go through Feast's public
-`FeatureStore` API, configured from the project's Feast repository (`feature_repo/`) with the store's data
-under a store directory.
+`get_split_features` (Feast's `get_historical_features`, on Feast's DuckDB offline store), labels and
+splits included; the model server (`serving.features`) reads single reviews' model inputs with
+`get_online_features`, which serves `ONLINE_FEATURES` only: the labels' view (`LABEL_VIEW`) is offline only
+(``online=False``).  Both go through Feast's public `FeatureStore` API, configured from the project's Feast
+repository (`feature_repo/`) with the store's data under a store directory.
 
 Where the offline data lives is decided in one place, `feature_repo.review_features.offline_path`
 (re-exported here as `offline_location`): the step's explicit offline path, else `FEAST_OFFLINE_PATH`,
@@ -60,8 +61,16 @@ FEATURES_SCHEMA = pa.schema(
 
 ENTITY = "review"
 FEATURE_VIEW = "review_bert_features"
-#: Features of the feature view, in order (the entity key `review_id` and the timestamp are not features).
+#: The offline-only view (``online=False``) of what training and evaluation need beside the inputs.
+LABEL_VIEW = "review_labels"
+#: Features of `FEATURE_VIEW`, in order: the ones the online store holds (model inputs and the facet).
+ONLINE_FEATURES = (INPUT_IDS, schema.FACET)
+#: Features of `LABEL_VIEW`, in order: never in the online store.
+LABEL_FEATURES = (LABEL_ID, SPLIT)
+#: Every feature, for historical (training) reads (the entity key `review_id` and the timestamp are not features).
 FEATURES = (INPUT_IDS, LABEL_ID, SPLIT, schema.FACET)
+#: Which feature view holds each feature.
+VIEW_OF = {**dict.fromkeys(ONLINE_FEATURES, FEATURE_VIEW), **dict.fromkeys(LABEL_FEATURES, LABEL_VIEW)}
 #: Where the offline data lives, relative to the store directory, unless configured otherwise: a directory of
 #: Parquet files, one per ingested features table (see `offline_location`).
 DEFAULT_OFFLINE_PATH = "data/offline/review_features"
@@ -198,21 +207,27 @@ def open_store(store_dir: str | Path, feast_config: str = "local") -> FeatureSto
                 f"(feature view {FEATURE_VIEW!r})."
             )
     store = feature_store(store_dir, feast_config)
-    try:
-        store.get_feature_view(FEATURE_VIEW)
-    except FeatureViewNotFoundException as error:
-        raise ValueError(
-            f"No feature view {FEATURE_VIEW!r} in the feature store at {store_dir} ({feast_config}): "
-            "run the feast_ingest step first."
-        ) from error
+    for view in (FEATURE_VIEW, LABEL_VIEW):
+        try:
+            store.get_feature_view(view)
+        except FeatureViewNotFoundException as error:
+            raise ValueError(
+                f"No feature view {view!r} in the feature store at {store_dir} ({feast_config}): "
+                "run the feast_ingest step first (a store ingested before the labels had a view of their own "
+                "needs one more ingest)."
+            ) from error
     return store
 
 
 def _feature_refs(features: Sequence[str]) -> list[str]:
+    """Feast's ``view:feature`` references of ``features``."""
     unknown = [f for f in features if f not in FEATURES]
     if unknown:
-        raise ValueError(f"Unknown feature(s) {unknown}; {FEATURE_VIEW} has {list(FEATURES)}.")
-    return [f"{FEATURE_VIEW}:{f}" for f in features]
+        raise ValueError(
+            f"Unknown feature(s) {unknown}; {FEATURE_VIEW} has {list(ONLINE_FEATURES)}, "
+            f"{LABEL_VIEW} {list(LABEL_FEATURES)}."
+        )
+    return [f"{VIEW_OF[f]}:{f}" for f in features]
 
 
 def _as_int_lists(values: Sequence[Any]) -> list[list[int] | None]:
@@ -220,21 +235,30 @@ def _as_int_lists(values: Sequence[Any]) -> list[list[int] | None]:
 
 
 def get_online_features(
-    store: FeatureStore, review_ids: Sequence[str], features: Sequence[str] = FEATURES
+    store: FeatureStore, review_ids: Sequence[str], features: Sequence[str] = ONLINE_FEATURES
 ) -> pd.DataFrame:
     """Features of single reviews from the online store (serving, consistency check).
 
     Args:
         store: From `open_store`.
         review_ids: Entity keys to read.
-        features: Which features (default: all of the feature view).
+        features: Which of `ONLINE_FEATURES` (default: all).
 
     Returns:
         One row per id, in the order given: `review_id` and the features; `input_ids` as lists of ints.
         Ids the store does not hold get missing values (None).
+
+    Raises:
+        ValueError: A feature that is not served online (a label: read it with `get_historical_features`).
     """
     import pandas as pd
 
+    offline_only = [f for f in features if f in LABEL_FEATURES]
+    if offline_only:
+        raise ValueError(
+            f"{offline_only} are not served online: {LABEL_VIEW} is an offline-only feature view (online=False); "
+            "read labels and splits with get_historical_features / get_training_features."
+        )
     rows = [{schema.REVIEW_ID: str(rid)} for rid in review_ids]
     result = store.get_online_features(features=_feature_refs(features), entity_rows=rows).to_dict()
     frame = pd.DataFrame({schema.REVIEW_ID: [r[schema.REVIEW_ID] for r in rows]})

@@ -8,7 +8,8 @@ the store directory is writable and the online store reachable), then
    another's, and re-ingesting the same features writes the same file again (idempotent);
 2. registers the entity and the feature view with `FeatureStore.apply`, only when the registry does not
    already hold exactly these definitions (under a lock file for a local file registry);
-3. writes the online store with `FeatureStore.write_to_online_store`.
+3. writes the online store with `FeatureStore.write_to_online_store`: the online view's columns only
+   (`features.ONLINE_FEATURES`); labels and splits stay offline (their view has ``online=False``).
 
 All-or-nothing where the store allows it: a failure in 2-3 removes the offline file this ingest added and
 undoes its own registry change (definitions it created are deleted again, unless another ingest's offline
@@ -193,7 +194,7 @@ def check_online_store(store: FeatureStore, objects: list[Any]) -> None:
 
     where = describe_online_store(config)
     entities = [o for o in objects if isinstance(o, Entity)]
-    view = next(o for o in objects if isinstance(o, FeatureView))
+    view = next(o for o in objects if isinstance(o, FeatureView) and o.name == F.FEATURE_VIEW)
     with tempfile.TemporaryDirectory(prefix="feast-probe-") as tmp:
         probe = FeatureStore(
             repo_path=tmp,
@@ -323,7 +324,9 @@ def undo_register(store: FeatureStore, objects: list[Any], before: list[Any], ke
 
 
 def write_online(store: FeatureStore, table: pa.Table, batch_rows: int) -> str:
-    """Write the rows with `FeatureStore.write_to_online_store`; returns how (for the report)."""
+    """Write the rows' online features (`features.ONLINE_FEATURES`, not the labels) with
+    `FeatureStore.write_to_online_store`; returns how (for the report)."""
+    table = table.select([schema.REVIEW_ID, *F.ONLINE_FEATURES, F.EVENT_TIMESTAMP])
     if _transactional(store.config):
         store.write_to_online_store(F.FEATURE_VIEW, table.to_pandas(), allow_registry_cache=False)
         return "write_to_online_store (one SQLite transaction)"

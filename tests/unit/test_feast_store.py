@@ -112,11 +112,14 @@ def locked_online_store(store_dir: Path) -> Iterator[None]:
 def test_feature_repo_names_match_the_shared_constants() -> None:
     from feature_repo import review_features as repo
 
-    view = repo.review_bert_features
-    assert view.name == F.FEATURE_VIEW and repo.review.name == F.ENTITY
+    view, labels = repo.review_bert_features, repo.review_labels
+    assert view.name == F.FEATURE_VIEW and labels.name == F.LABEL_VIEW and repo.review.name == F.ENTITY
     assert repo.review.join_key == schema.REVIEW_ID
-    assert [f.name for f in view.features] == list(F.FEATURES)
-    assert view.batch_source.timestamp_field == F.EVENT_TIMESTAMP
+    assert [f.name for f in view.features] == list(F.ONLINE_FEATURES)
+    assert [f.name for f in labels.features] == list(F.LABEL_FEATURES)
+    assert (view.online, labels.online) == (True, False)
+    assert sorted(F.FEATURES) == sorted(F.ONLINE_FEATURES + F.LABEL_FEATURES)
+    assert view.batch_source.timestamp_field == labels.batch_source.timestamp_field == F.EVENT_TIMESTAMP
     assert repo.DEFAULT_OFFLINE_PATH == F.DEFAULT_OFFLINE_PATH
     assert view.batch_source.path == str(F.feature_repo_dir() / F.DEFAULT_OFFLINE_PATH)
     assert list(core.FEATURES_SCHEMA.names) == list(F.FEATURE_COLUMNS)
@@ -137,8 +140,25 @@ def test_online_equals_historical_equals_tokenizer(store_dir: Path, tokenizer, r
     for rid in sample:
         expected = tokenizer(by_id[rid], max_length=64, truncation=True)["input_ids"]
         assert online.loc[rid, F.INPUT_IDS] == offline.loc[rid, F.INPUT_IDS] == expected
-        for name in (F.LABEL_ID, F.SPLIT, schema.FACET):
-            assert online.loc[rid, name] == offline.loc[rid, name]
+        assert online.loc[rid, schema.FACET] == offline.loc[rid, schema.FACET]
+
+
+def test_labels_and_splits_are_offline_only(store_dir: Path, features: Path) -> None:
+    """The online store holds the model inputs and the facet, never a review's label or split (their view is
+    online=False); training still reads both point-in-time from the offline store."""
+    conn = sqlite3.connect(store_dir / "data" / "online_store.db")
+    tables = [r[0] for r in conn.execute("SELECT name FROM sqlite_master WHERE type='table'")]
+    stored = {r[0] for t in tables for r in conn.execute(f'SELECT DISTINCT feature_name FROM "{t}"')}
+    conn.close()
+    assert stored == {F.INPUT_IDS, schema.FACET}
+    store = F.open_store(store_dir)
+    assert [v.name for v in store.list_feature_views() if not v.online] == [F.LABEL_VIEW]
+    with pytest.raises(ValueError, match=r"\['label_id', 'split'\] are not served online: review_labels"):
+        F.get_online_features(store, ["id-00001"], [F.INPUT_IDS, F.LABEL_ID, F.SPLIT])
+    written = pq.read_table(features).to_pandas().set_index(schema.REVIEW_ID)
+    for split, frame in F.get_training_features(store).items():
+        assert (frame[F.LABEL_ID].to_numpy() == written.loc[frame[schema.REVIEW_ID], F.LABEL_ID].to_numpy()).all()
+        assert (written.loc[frame[schema.REVIEW_ID], F.SPLIT] == split).all()
 
 
 def test_split_features_come_back_point_in_time(store_dir: Path, features: Path) -> None:
@@ -177,7 +197,7 @@ def test_a_process_that_read_the_offline_store_exits_without_nanobind_leak_block
 
 def test_unknown_ids_read_back_as_missing(store_dir: Path) -> None:
     frame = F.get_online_features(F.open_store(store_dir), ["no-such-review"])
-    assert frame[F.INPUT_IDS].tolist() == [None] and frame[F.LABEL_ID].isna().all()
+    assert frame[F.INPUT_IDS].tolist() == [None] and frame[schema.FACET].isna().all()
 
 
 def test_each_ingest_adds_its_own_offline_file(store_dir: Path, tmp_path: Path, tokenizer, reviews: pa.Table) -> None:
