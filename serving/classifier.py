@@ -35,6 +35,16 @@ class Prediction:
         return {"label": self.label, "score": self.score, "probabilities": self.probabilities}
 
 
+def cut(ids: np.ndarray, max_seq_length: int) -> np.ndarray:
+    """Token ids cut to ``max_seq_length`` as the tokenizer cuts a text (``truncation=True``): the first
+    ``max_seq_length - 1`` and the closing special token ([SEP] of BERT-style tokenizers, one at each end), so
+    a review stored with more tokens than the server takes gets the ids its text would."""
+    ids = np.asarray(ids, dtype=np.int64)
+    if len(ids) <= max_seq_length:
+        return ids
+    return np.concatenate([ids[: max_seq_length - 1], ids[-1:]])
+
+
 class SentimentClassifier:
     """A trained review classifier on one device: `probabilities(texts)` is one forward pass."""
 
@@ -79,13 +89,21 @@ class SentimentClassifier:
             ) from error
         return cls(model, tokenizer, max_seq_length)
 
-    def token_ids(self, texts: Sequence[str]) -> list[np.ndarray]:
-        """Each text's token ids, cut to ``max_seq_length`` (special tokens included)."""
-        encoded = self.tokenizer(list(texts), truncation=True, max_length=self.max_seq_length)["input_ids"]
-        return [np.asarray(ids, dtype=np.int64) for ids in encoded]
+    def token_ids(self, texts: Sequence[str | np.ndarray]) -> list[np.ndarray]:
+        """Each text's token ids, cut to ``max_seq_length`` (special tokens included).  An item that is token
+        ids already (a review's stored features: `serving.features`) is cut the same way (`cut`)."""
+        strings = [t for t in texts if isinstance(t, str)]
+        encoded = iter(
+            self.tokenizer(strings, truncation=True, max_length=self.max_seq_length)["input_ids"] if strings else ()
+        )
+        return [
+            np.asarray(next(encoded), dtype=np.int64) if isinstance(t, str) else cut(t, self.max_seq_length)
+            for t in texts
+        ]
 
-    def probabilities(self, texts: Sequence[str]) -> np.ndarray:
-        """Class probabilities, shape (len(texts), classes), in input order — one forward pass."""
+    def probabilities(self, texts: Sequence[str | np.ndarray]) -> np.ndarray:
+        """Class probabilities, shape (len(texts), classes), in input order — one forward pass.  Items may be
+        texts or token ids (see `token_ids`)."""
         if not texts:
             return np.zeros((0, len(self.labels)), dtype=np.float32)
         ids = self.token_ids(texts)

@@ -55,6 +55,18 @@ class ServeConfig:
         default=schema.MAX_SEQ_LENGTH,
         metadata={"help": "Tokens per text at most (longer texts are cut, as in training).", "min": 3},
     )
+    feature_store: str = field(
+        default="",
+        metadata={
+            "help": "Feast store directory (a run's feature_store/, or a PVC with the cluster configuration): "
+            'serve by review id too, {"instances": [{"review_id": "..."}]}, reading its online store. '
+            "Empty: texts only."
+        },
+    )
+    feast_config: str = field(
+        default="local",
+        metadata={"help": "--feature-store's configuration: `local`, `cluster` or a feature_store.yaml."},
+    )
 
     def validate(self) -> None:
         """Check every option.
@@ -62,9 +74,15 @@ class ServeConfig:
         Raises:
             ValueError: An option out of bounds, an empty model name, no model directory, one without
                 config.json or tokenizer files (whether the weights load, `SentimentClassifier.load` finds out),
-                or a ``max_seq_length`` above the model's position limit.
+                a ``max_seq_length`` above the model's position limit, or a --feature-store that is no
+                directory (whether it holds a store, `serving.features.OnlineFeatures` finds out).
         """
         options.check_fields(self)
+        if self.feature_store.strip() and not Path(self.feature_store).expanduser().is_dir():
+            raise ValueError(
+                f"--feature-store {self.feature_store}: no such directory; pass a run's feature_store/ directory "
+                "(the Feast repository feast_ingest wrote)."
+            )
         if not self.model_name.strip() or "/" in self.model_name or ":" in self.model_name:
             raise ValueError(f"--model-name must be a non-empty name without '/' or ':', got {self.model_name!r}.")
         if self.champion:

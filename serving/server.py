@@ -64,15 +64,17 @@ def bind(host: str, port: int) -> socket.socket:
 
 
 def add_exception_handlers(app: FastAPI) -> None:
-    """HTTP 413 for `LimitExceeded`, 400 (not 422) for request bodies FastAPI cannot parse, and for every
-    rejected request (these, KServe's `InvalidInput` 400 and `ModelNotFound` 404) one log line with the
-    reason, where KServe's own handlers log a traceback.  Added after KServe's handlers (`run`), so they
+    """HTTP 413 for `LimitExceeded`, 404 for `UnknownReviews` (review ids the feature store does not hold),
+    400 (not 422) for request bodies FastAPI cannot parse, and for every rejected request (these, KServe's
+    `InvalidInput` 400 and `ModelNotFound` 404) one log line with the reason, where KServe's own handlers log
+    a traceback.  Added after KServe's handlers (`run`), so they
     replace its handlers of the same exceptions."""
     from fastapi.exceptions import RequestValidationError
     from fastapi.responses import JSONResponse
     from kserve.errors import InvalidInput, ModelNotFound
     from kserve.logging import logger
 
+    from serving.features import UnknownReviews
     from serving.model import LimitExceeded
 
     def rejected(request: Any, status: int, message: str) -> JSONResponse:
@@ -96,6 +98,7 @@ def add_exception_handlers(app: FastAPI) -> None:
     app.add_exception_handler(LimitExceeded, too_large)
     app.add_exception_handler(InvalidInput, invalid)
     app.add_exception_handler(ModelNotFound, not_found)
+    app.add_exception_handler(UnknownReviews, not_found)
     app.add_exception_handler(RequestValidationError, unparsable)
 
 
@@ -219,15 +222,23 @@ def run(model: ReviewSentimentModel, sock: socket.socket) -> None:
 
 
 def serve(config: ServeConfig) -> None:
-    """Check the options, bind the port, fetch the champion (``--champion``), load the model, serve (blocks).
+    """Check the options, bind the port, open the feature store (``--feature-store``), fetch the champion
+    (``--champion``), load the model, serve (blocks).
 
     Raises:
-        ValueError: A bad option, a port that cannot be bound, a model directory that does not load, or
-            (``--champion``) no champion in the MLflow registry.
+        ValueError: A bad option, a port that cannot be bound, a feature store with nothing ingested or a
+            configuration that does not load, a model directory that does not load, or (``--champion``) no
+            champion in the MLflow registry.
     """
     config.validate()
     sock = bind(config.host, config.port)  # before the slow imports and the model: a port in use fails at once
     with sock, tempfile.TemporaryDirectory(prefix="serving-") as tmp:
+        features = None
+        if config.feature_store.strip():
+            from serving.features import OnlineFeatures
+
+            features = OnlineFeatures(config.feature_store, config.feast_config)
+            print(f"Serving by review id too, from the feature store at {features.where}", file=sys.stderr, flush=True)
         if config.champion:
             from serving.champion import champion_dir
 
@@ -240,6 +251,6 @@ def serve(config: ServeConfig) -> None:
 
         if config.torch_threads:
             torch.set_num_threads(config.torch_threads)
-        model = ReviewSentimentModel(config)
+        model = ReviewSentimentModel(config, features=features)
         model.load()
         run(model, sock)
