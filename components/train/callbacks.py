@@ -2,10 +2,11 @@
 
 - The health rules of `components.train.health` on every optimizer step's loss and gradient norm (Trainer logs
   both at each step: ``logging_steps=1``) and on every evaluation; policy ``stop`` ends training.
-- The progress line every ``--logging-steps`` steps (`Throughput.log_line`: samples/s over all processes,
-  step time and ETA, counting only the time in optimizer steps; the SageMaker metric definitions read it),
-  the metric line of each evaluation (`trial_metrics.format_line`, which the tune step and Katib read), and
-  ``on_log(metrics, step)`` for MLflow.
+- The progress line every ``--logging-steps`` steps and whenever `components.common.logs.LOOP_EVERY_S`
+  seconds passed without one (`Throughput.log_line`: samples/s over all processes, step time and ETA,
+  counting only the time in optimizer steps; the SageMaker metric definitions read it), a line by time during
+  a long evaluation, the metric line of each evaluation (`trial_metrics.format_line`, which the tune step and
+  Katib read), and ``on_log(metrics, step)`` for MLflow.
 - An evaluation and a checkpoint at each epoch's end and at the run's end (unless one was just made), and a
   checkpoint every ``--save-steps`` steps besides the evaluations'.
 - The history of evaluations, the loss sums, the health monitor's counters, the stop reason and the settings'
@@ -30,6 +31,7 @@ from transformers import EarlyStoppingCallback, EvalPrediction, Trainer, Trainer
 from transformers.trainer_callback import ExportableState
 
 from components.common import trial_metrics
+from components.common.logs import LOOP_EVERY_S, Progress, set_status
 from components.common.metrics import classification_scores
 from components.train.health import HealthArguments, HealthMonitor
 
@@ -224,6 +226,9 @@ class TrainingMonitor(TrainerCallback, ExportableState):
         self.device: Any = None
         self.signal_stop = SignalStop()
         self._mark = time.perf_counter()
+        #: Progress lines by time as well as by steps; the batches of the evaluation under way.
+        self.ticker = Progress("train", every=LOOP_EVERY_S)
+        self._eval_batches = 0
 
     def state(self) -> dict[str, Any]:
         return {"args": {}, "attributes": {"run": {**self.run, "health": self.health.state_dict()}}}
@@ -296,7 +301,9 @@ class TrainingMonitor(TrainerCallback, ExportableState):
                 self.run[f"{key}_sum"] += loss
                 self.run[f"{key}_count"] += 1
             self.window.append(loss)
-        if step % self.args.logging_steps == 0:
+        if self.main:  # what the step's `Progress` says if a step outlasts its interval
+            set_status(f"step {step}/{state.max_steps}, loss {loss:.4f}, {self.meter.mean_step():.1f} s/step")
+        if step % self.args.logging_steps == 0 or self.ticker.due():
             self._progress(step, state, float(logs.get("learning_rate", math.nan)))
         if self.health.should_stop and not self.stop_reason:
             self.run["stop_reason"] = "health:" + self.health.firings[0].rule
@@ -304,7 +311,18 @@ class TrainingMonitor(TrainerCallback, ExportableState):
             control.should_evaluate = self.last_eval_step != step
         self._mark = time.perf_counter()
 
+    def on_prediction_step(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
+        """One evaluation batch: a progress line when one is due (an evaluation may outlast the interval)."""
+        self._eval_batches += 1
+        if self.main:
+            loader = kwargs.get("eval_dataloader")
+            total = f"/{len(loader)}" if loader is not None and hasattr(loader, "__len__") else ""
+            status = f"evaluating at step {state.global_step}, batch {self._eval_batches}{total}"
+            set_status(status)
+            self.ticker.tick(status)
+
     def on_evaluate(self, args: Any, state: Any, control: Any, metrics: dict[str, float], **kwargs: Any) -> None:
+        self._eval_batches = 0
         step, run = state.global_step, self.run
         result = {name: float(metrics[f"eval_{name}"]) for name in METRICS}
         count = run["since_eval_count"]
@@ -360,5 +378,6 @@ class TrainingMonitor(TrainerCallback, ExportableState):
             **gpu_stats(self.device),
         }
         self.meter.log_line(step, state.max_steps, metrics)
+        self.ticker.said()
         if self.report:
             self.report(metrics, step)

@@ -8,6 +8,7 @@ model in the pipeline run's MLflow run.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 import os
@@ -16,6 +17,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from components.common import tracking
+from components.common.logs import Progress, set_status
 from components.common.training_options import (
     DataArguments,
     HealthArguments,
@@ -82,10 +84,28 @@ def run(
     args: TrainingArguments,
     health_args: HealthArguments,
 ) -> core.TrainResult:
-    """Check MLflow, read the splits, train, write the report and log everything; return the result."""
+    """Check MLflow, read the splits, train, write the report and log everything; return the result.
+
+    The main process says where it is at least every `components.common.logs.PROGRESS_EVERY_S` seconds: the
+    training's step lines, and `Progress` lines while it reads, loads, evaluates or saves.
+    """
     main = int(os.environ.get("RANK", 0)) == 0  # (torchrun's rank: one process logs and writes the report)
+    with Progress("train") if main else contextlib.nullcontext():
+        return _run(io, model_args, data_args, args, health_args, main)
+
+
+def _run(
+    io: IOArguments,
+    model_args: ModelArguments,
+    data_args: DataArguments,
+    args: TrainingArguments,
+    health_args: HealthArguments,
+    main: bool,
+) -> core.TrainResult:
+    set_status("reading the splits")
     tracker = open_tracker(io, {"step": "train"}) if main else None
     train_rows, validation_rows = read_splits(io)
+    set_status(f"loading the model for {len(train_rows)} training reviews")
     started = {"done": False}
 
     def on_log(metrics: dict[str, float], step: int) -> None:
@@ -105,6 +125,7 @@ def run(
         if tracker is not None and started["done"]:
             tracker.end("FAILED")
         raise
+    set_status("writing the report and logging the run")
     report = result.to_dict()
     if tracker is not None:
         if not started["done"]:

@@ -271,8 +271,8 @@ class _Trials:
         directory = self.root / key
         shown = ", ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in params.items())
         # A line when the trial starts and ends, its training's progress lines between, and where it is when
-        # it is silent for long (start-up, evaluation): progress lines, which the local run's terminal shows.
-        progress = logs.Progress(key)
+        # it is silent for long (its start-up): progress lines, which the local run's terminal shows.
+        progress = logs.Progress(key, every=logs.RELAY_EVERY_S)
         progress.say(f"{key}: started: {shown}")
         with progress:
             run = trials.run_training(

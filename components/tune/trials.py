@@ -1,10 +1,11 @@
 """One tuning trial: the training CLI in a process of its own, its metric lines streamed back as they come.
 
 `run_training` starts ``python -m components.train <argv>`` (as a Katib trial's batch Job would), reads its
-stdout line by line, hands every metric line (`components.common.trial_metrics`) to ``on_metrics`` and
-terminates the process when that answers True (the trial is pruned).  Everything the process prints
-goes to ``log_path``.  The process is asked to die with the thread that started it (Linux
-``PR_SET_PDEATHSIG``), so a tuner killed with SIGKILL leaves no training running behind it.
+output line by line, hands every metric line (`components.common.trial_metrics`) to ``on_metrics`` and
+terminates the process when that answers True (the trial is pruned), and every progress line
+(`components.common.logs.LINE`) to ``on_progress``.  Everything the process prints goes to ``log_path``.
+The process is asked to die with the thread that started it (Linux ``PR_SET_PDEATHSIG``), so a tuner killed
+with SIGKILL leaves no training running behind it.
 """
 
 from __future__ import annotations
@@ -18,7 +19,7 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from components.common import trial_metrics
+from components.common import logs, trial_metrics
 from components.common.training_options import MODULE
 
 log = logging.getLogger("components.tune")
@@ -62,6 +63,7 @@ def run_training(
     on_metrics: Callable[[trial_metrics.MetricLine], bool],
     env: Mapping[str, str] | None = None,
     terminate_grace: float = 15.0,
+    on_progress: Callable[[str], object] | None = None,
 ) -> TrialRun:
     """Run the training CLI with ``argv`` to its end, or until ``on_metrics`` returns True (then terminate it).
 
@@ -71,6 +73,7 @@ def run_training(
         on_metrics: Called with every metric line; True stops the trial (pruned).
         env: The process's environment (default: this one's).
         terminate_grace: Seconds between SIGTERM and SIGKILL when stopping a pruned trial.
+        on_progress: Called with every progress line of the training (its message, without the time).
     """
     path = Path(log_path)
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -82,12 +85,14 @@ def run_training(
         sink.write(f"$ python -m {MODULE} {' '.join(argv)}\n")
         sink.flush()
         process = subprocess.Popen(
-            command, stdout=subprocess.PIPE, stderr=sink, text=True, bufsize=1, env=dict(env or os.environ)
+            command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, bufsize=1, env=dict(env or os.environ)
         )
         assert process.stdout is not None
         try:
             for line in process.stdout:
                 sink.write(line)
+                if on_progress is not None and logs.LINE.match(line):
+                    on_progress(line.strip().split(" ", 1)[1])
                 parsed = trial_metrics.parse_line(line.rstrip("\n"))
                 if parsed is None:
                     continue
