@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import Any
 
 from components.common import tracking
+from components.common.logs import Progress, print_line
 from components.featurize.core import load_tokenizer
 from components.prepare_data import core as prepare_core
 from components.prepare_data.core import PrepareConfig
@@ -189,15 +190,22 @@ def _remembered_ctrl_c() -> Any:
             signal.signal(signum, before)
 
 
+#: The environment every step of a subprocess run gets: its Python processes (trials included) write each line
+#: as it comes, not when 8 KiB have gathered in the pipe, so `logs/<step>.log` follows the step (the images set
+#: the same for the container runner).
+STEP_ENV = {"PYTHONUNBUFFERED": "1"}
+
+
 def _guard_steps(graph: Any) -> Any:
-    """Run every step of ``graph`` under `pipelines.reaper`, so no process of a step outlives the run (kfp.local
-    reads each step's command from the pipeline spec, as `container_runner.add_env` does its environment)."""
+    """Run every step of ``graph`` under `pipelines.reaper`, so no process of a step outlives the run, with
+    `STEP_ENV` (kfp.local reads each step's command and environment from the pipeline spec)."""
     executors = graph.pipeline_spec.deployment_spec["executors"]
     for name in executors:
         if "container" in executors[name]:
             container = executors[name]["container"]
             # "python3" is what kfp.local replaces with this interpreter in a step's command.
             container["command"] = ["python3", "-m", "pipelines.reaper", "--", *container["command"]]
+    container_runner.add_env(graph, {name: STEP_ENV for name in executors if "container" in executors[name]})
     return graph
 
 
@@ -243,13 +251,20 @@ def run_pipeline(options: RunOptions) -> Path:
     from pipelines.pipeline import build_pipeline
 
     started = time.time()
-    check_inputs(options)
-    if options.runner not in RUNNERS:
-        raise ValueError(f"Unknown --runner {options.runner!r}; choose one of {', '.join(RUNNERS)}.")
-    if options.runner == "container":  # before anything is written: the runtime answers, the images exist
-        container_runner.check_runtime()
+    # The checks may take a while (a loaded machine, a large --data): progress lines, as a step's, on stdout
+    # (stderr has the one line of bad input).
+    with Progress("checks", emit=print_line) as progress:
+        progress.update("the options, the tokenizer, the MLflow store")
+        check_inputs(options)
+        if options.runner not in RUNNERS:
+            raise ValueError(f"Unknown --runner {options.runner!r}; choose one of {', '.join(RUNNERS)}.")
+        if options.runner == "container":  # before anything is written: the runtime answers, the images exist
+            progress.update("the container runtime and the images")
+            container_runner.check_runtime()
     with tempfile.TemporaryDirectory(prefix="bert-kfp-sample-") as sample_dir:
-        sample = _prepare_data(options, Path(sample_dir))
+        with Progress("checks", emit=print_line) as progress:
+            progress.update("the data")
+            sample = _prepare_data(options, Path(sample_dir))
         # Every check passed: the run starts here, and holds the directory until it ends.
         try:
             options.output.mkdir(parents=True, exist_ok=True)

@@ -3,7 +3,7 @@
 kfp.local writes every step's output to this process's stdout, its task lines ("Executing task …", "Task …
 finished with status …") and each task's outputs among them; `RunLog` takes that stream in and reads it: which
 step runs, how long it took, its headline figures (from its ``metrics`` output, as `pipelines.steps` names
-them), the training progress lines and the last error a step printed.
+them), the progress lines (`components.common.logs`) and the last error a step printed.
 """
 
 from __future__ import annotations
@@ -16,6 +16,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+from components.common import logs
 from pipelines import steps
 
 _ERROR_LINE = re.compile(r"^(?:[\w.]+\.)?(\w*(?:Error|Exception)): (.+)$")
@@ -24,21 +25,22 @@ _TASK_START = re.compile(r"Executing task '([\w-]+)'")
 _TASK_END = re.compile(r"Task '([\w-]+)' finished with status (\w+)")
 _METRICS = re.compile(r"^\s*metrics: Metrics\(")
 _METADATA = re.compile(r"metadata=(\{.*\}) \)$")
-#: Training progress lines (components.train's log format: a time, then the message).
-_PROGRESS = re.compile(r"^\s*\d\d:\d\d:\d\d ")
+#: The steps' progress lines (`components.common.logs.LINE`: a time, then the message).
+_PROGRESS = logs.LINE
 #: The figures each step's one-line report shows: component name → (metric, label) (`pipelines.steps`).
 HEADLINES = steps.headlines()
 
 
 class RunLog(io.TextIOBase):
     """What the steps print: every line to ``logs/run.log`` and the step's own ``logs/<step>.log``; to the
-    terminal one line when a step starts and one when it ends (seconds and its headline figures), the
-    training progress lines, and — with ``verbose`` — everything."""
+    terminal one line when a step starts and one when it ends (seconds and its headline figures), the steps'
+    progress lines (`components.common.logs.LINE`), and — with ``verbose`` — everything. The log files are
+    written line by line, as the steps print."""
 
     def __init__(self, terminal: io.TextIOBase, log_dir: Path, verbose: bool = False) -> None:
         self.terminal, self.log_dir, self.verbose = terminal, log_dir, verbose
         log_dir.mkdir(parents=True, exist_ok=True)
-        self.everything = (log_dir / "run.log").open("a")
+        self.everything = (log_dir / "run.log").open("a", buffering=1)  # line by line: `tail -f` shows them
         self.step: tuple[str, float, Any] | None = None
         self.finished: tuple[str, str, float] | None = None
         self.last_error: str | None = None
@@ -80,7 +82,7 @@ class RunLog(io.TextIOBase):
             self._end_step()
             name = start.group(1)
             try:
-                step_log: Any = (self.log_dir / f"{name}.log").open("w")
+                step_log: Any = (self.log_dir / f"{name}.log").open("w", buffering=1)  # line by line
             except OSError as err:
                 self.write_error, step_log = self.write_error or err, io.StringIO()
             self.step = (name, time.monotonic(), step_log)

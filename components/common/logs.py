@@ -85,6 +85,13 @@ def configure_logging() -> None:
     _own_handler(logging.getLogger("components"))
 
 
+def print_line(message: str) -> None:
+    """A progress line on stdout, for a process whose stderr is kept for its one error line (`python -m
+    pipelines run`'s checks)."""
+    print(f"{time.strftime('%H:%M:%S')} {message}", flush=True)
+    _LAST_LINE.at = time.monotonic()
+
+
 #: The `Progress` heartbeats running in this process, the innermost last.
 _RUNNING: list[Progress] = []
 

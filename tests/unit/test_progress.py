@@ -100,6 +100,9 @@ def test_the_lines_are_in_the_one_format_the_local_run_shows(capsys: pytest.Capt
     assert logs.LINE.match(err) and err.rstrip("\n").endswith(" evaluate: predicting 120 reviews")
     assert logs.last_line_at() > before
     assert not logs.LINE.match("    [KFP Executor 2026-12-06 07:06:52,785 INFO]: Got executor_input:")
+    logs.print_line("checks: the data, 10 s")  # (the run's own checks: stdout, stderr kept for an error)
+    out = capsys.readouterr().out
+    assert logs.LINE.match(out) and out.endswith(" checks: the data, 10 s\n")
 
 
 def test_the_intervals_leave_room_under_30_seconds() -> None:
