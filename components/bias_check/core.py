@@ -23,6 +23,8 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from components.common.logs import Progress
+
 METRICS = ("CI", "DPL", "KL", "JS", "LP", "TVD", "KS")
 DESCRIPTIONS = {
     "CI": "Class Imbalance",
@@ -355,8 +357,13 @@ def run(
     group: str | None = None,
     gates: BiasGates | None = None,
 ) -> BiasReport:
-    """Count, compute and gate: what the component calls."""
-    report = bias_report(count_labels(path, facet, label, positive_label, group), label, positive_label)
+    """Count, compute and gate: what the component calls (saying where it is at least every
+    `components.common.logs.PROGRESS_EVERY_S` seconds)."""
+    with Progress("bias check") as progress:
+        progress.update(f"counting labels per {facet} value")
+        counts = count_labels(path, facet, label, positive_label, group)
+        progress.update("computing the metrics")
+        report = bias_report(counts, label, positive_label)
     if group:
         report.group = group
     check_gates(report, gates or BiasGates())

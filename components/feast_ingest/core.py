@@ -43,6 +43,7 @@ from pyarrow import fs
 
 from components.common import features as F
 from components.common import options, schema
+from components.common.logs import Progress
 from components.feast_ingest.validation import FEATURES_SCHEMA, read_features, validate_features
 
 __all__ = ["FEATURES_SCHEMA", "IngestConfig", "IngestReport", "ingest", "read_features", "validate_features"]
@@ -353,16 +354,23 @@ def _copy_repo_files(config_file: Path, store_dir: Path) -> None:
 
 
 def ingest(features_path: str | Path, config: IngestConfig) -> IngestReport:
-    """Validate, then write the offline file, the registry and the online store (see the module docstring).
+    """Validate, then write the offline file, the registry and the online store (see the module docstring),
+    saying where it is at least every `components.common.logs.PROGRESS_EVERY_S` seconds.
 
     Raises:
         ValueError: Bad options or features, an invalid or incomplete configuration, an unwritable store
             directory or an unreachable online store; nothing has been changed then.
     """
+    with Progress("ingest") as progress:
+        return _ingest(features_path, config, progress)
+
+
+def _ingest(features_path: str | Path, config: IngestConfig, progress: Progress) -> IngestReport:
     from feature_repo import review_features as definitions
 
     seconds: dict[str, float] = {}
     started = time.perf_counter()
+    progress.update("checking the features and the stores")
     config.validate()
     table = read_features(features_path)
     store_dir = Path(config.store_dir).expanduser().resolve()
@@ -379,12 +387,14 @@ def ingest(features_path: str | Path, config: IngestConfig) -> IngestReport:
     seconds["validate"] = time.perf_counter() - started
 
     started = time.perf_counter()
+    progress.update(f"writing {table.num_rows} rows to the offline store")
     offline = OfflineFile(location, table)
     offline.write()
     seconds["offline"] = time.perf_counter() - started
     changed = False
     try:
         started = time.perf_counter()
+        progress.update("registering the feature view")
         with registry_lock(store.config):
             before = registered(store, objects)
             changed = not _same(before, objects)
@@ -392,6 +402,7 @@ def ingest(features_path: str | Path, config: IngestConfig) -> IngestReport:
                 store.apply(objects)
         seconds["apply"] = time.perf_counter() - started
         started = time.perf_counter()
+        progress.update(f"writing {table.num_rows} rows to the online store")
         method = write_online(store, table, config.online_batch_size)
         seconds["online"] = time.perf_counter() - started
     except BaseException:

@@ -23,6 +23,7 @@ import pyarrow.parquet as pq
 
 from components.common import features as F
 from components.common import modeling, options, schema
+from components.common.logs import Progress
 
 if TYPE_CHECKING:  # pragma: no cover - typing only
     from tokenizers import Tokenizer
@@ -436,15 +437,21 @@ def run(
 ) -> FeaturizeReport:
     """Read prepared reviews, featurize them and write the features Parquet (and the report as JSON).
 
-    Everything is validated (settings, tokenizer, input, split) before anything is written.
+    Everything is validated (settings, tokenizer, input, split) before anything is written. Says where it is
+    at least every `components.common.logs.PROGRESS_EVERY_S` seconds.
     """
     config.validate()
-    tokenizer = load_tokenizer(config.base_model)
-    table, stats = featurize(read_reviews(reviews_path), tokenizer, config, event_timestamp)
-    report = build_report(table, stats, tokenizer_info(tokenizer, config.base_model), config)
-    write_features(table, features_path)
-    if report_path:
-        Path(report_path).write_text(json.dumps(report.to_dict(), indent=2))
+    with Progress("featurize") as progress:
+        progress.update("loading the tokenizer")
+        tokenizer = load_tokenizer(config.base_model)
+        reviews = read_reviews(reviews_path)
+        progress.update(f"tokenizing and splitting {reviews.num_rows} reviews")
+        table, stats = featurize(reviews, tokenizer, config, event_timestamp)
+        report = build_report(table, stats, tokenizer_info(tokenizer, config.base_model), config)
+        progress.update("writing the features")
+        write_features(table, features_path)
+        if report_path:
+            Path(report_path).write_text(json.dumps(report.to_dict(), indent=2))
     return report
 
 
