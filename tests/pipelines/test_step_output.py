@@ -67,9 +67,7 @@ def test_a_steps_lines_reach_its_log_file_while_it_runs(tmp_path: Path, monkeypa
     seen, env = "", _step_env()
     with contextlib.redirect_stdout(log), contextlib.chdir(ROOT):  # (as kfp.local's task lines reach it)
         print("Executing task 'demo-step'")
-        step = threading.Thread(
-            target=lambda: codes.append(subprocess_task_handler.run_local_subprocess(command, env))
-        )
+        step = threading.Thread(target=lambda: codes.append(subprocess_task_handler.run_local_subprocess(command, env)))
         step.start()
         try:
             deadline = time.monotonic() + 120  # a loaded machine starts Python slowly
