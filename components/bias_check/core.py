@@ -308,12 +308,17 @@ def check_gates(report: BiasReport, gates: BiasGates) -> None:
 #: The bias report page (see `components.common.report_html`; every string is escaped).
 _PAGE = """{% extends "page.html" %}
 {% block title %}Pre-training bias: {{ r.facet }}{% endblock %}
+{% block style %}.charts{display:flex;flex-wrap:wrap;gap:1em} figure{margin:0}
+figcaption{margin-bottom:.3em}{% endblock %}
 {% block body %}
 <h2>Pre-training bias of <code>{{ r.label }}</code> across <code>{{ r.facet }}</code></h2>
 <p>{{ r.rows }} rows; positive label <code>{{ r.positive_label }}</code>; each facet value
-compared with all other rows (SageMaker Clarify definitions). Bars: <span style="color:#4e79a7">CI</span>
-and <span style="color:#e15759">DPL</span>.</p>
-{{ chart }}
+compared with all other rows (SageMaker Clarify definitions). CI and DPL each on their own scale.</p>
+<div class="charts">
+<figure><figcaption><b style="color:#4e79a7">CI</b> (class imbalance), −1…+1</figcaption>{{ ci_chart }}</figure>
+<figure><figcaption><b style="color:#e15759">DPL</b> (difference in positive proportions),
+±{{ dpl_limit }}</figcaption>{{ dpl_chart }}</figure>
+</div>
 <table><tr><th>facet value</th><th>rows</th><th>positive rate</th>{% for n in names %}<th>{{ n }}</th>{% endfor %}</tr>
 {% for v in values %}
 <tr><td>{{ v }}</td><td>{{ r.facet_rows[v] }}</td><td>{{ "%.3f"|format(r.positive_rate[v]) }}</td>
@@ -327,18 +332,32 @@ and <span style="color:#e15759">DPL</span>.</p>
 
 
 def render_html(report: BiasReport) -> str:
-    """A self-contained page: a bar chart of CI and DPL per facet value and the full metric table."""
+    """A self-contained page: bar charts of CI (on -1…1) and of DPL (on its own ± scale, `symmetric_limit`:
+    DPLs are often a few hundredths) per facet value, and the full metric table."""
     from components.common import report_html
 
     values = sorted(report.metrics, key=lambda v: -report.facet_rows[v])
     names = [m for m in (*METRICS, "CDDL") if any(m in report.metrics[v] for v in values)]
-    rows = []
-    for value in values:
-        ci, dpl = (report.metrics[value][name] or 0.0 for name in ("CI", "DPL"))
-        bars = [report_html.Bar(ci, "#4e79a7", f"CI {ci:+.4f}"), report_html.Bar(dpl, "#e15759", f"DPL {dpl:+.4f}")]
-        rows.append(report_html.BarRow(value, bars))
-    chart = report_html.bar_chart(rows, [(-1.0, "-1"), (0.0, "0"), (1.0, "+1")], lo=-1.0, hi=1.0, bar_height=16, gap=10)
-    return report_html.render_page(_PAGE, r=report, values=values, names=names, chart=chart, descriptions=DESCRIPTIONS)
+    charts, limits = {}, {}
+    for name, colour in (("CI", "#4e79a7"), ("DPL", "#e15759")):
+        found = {value: report.metrics[value][name] or 0.0 for value in values}
+        limit = limits[name] = 1.0 if name == "CI" else report_html.symmetric_limit(list(found.values()))
+        rows = [
+            report_html.BarRow(value, [report_html.Bar(x, colour, f"{name} {x:+.4f}")], note=f"{x:+.4f}")
+            for value, x in found.items()
+        ]
+        ticks = [(-limit, f"{-limit:g}"), (0.0, "0"), (limit, f"+{limit:g}")]
+        charts[name] = report_html.bar_chart(rows, ticks, lo=-limit, hi=limit, bar_height=16, gap=6, width=260)
+    return report_html.render_page(
+        _PAGE,
+        r=report,
+        values=values,
+        names=names,
+        ci_chart=charts["CI"],
+        dpl_chart=charts["DPL"],
+        dpl_limit=f"{limits['DPL']:g}",
+        descriptions=DESCRIPTIONS,
+    )
 
 
 def write_outputs(report: BiasReport, json_path: str, html_path: str) -> None:

@@ -158,8 +158,28 @@ def test_outputs_json_and_html(tmp_path: Path) -> None:
     assert data["metrics"]["a"]["CI"] == pytest.approx(0.8)
     page = (tmp_path / "r.html").read_text()
     assert page.startswith("<!doctype html>") and "<svg" in page and "<table>" in page
-    assert page.count("<rect") == 4  # CI and DPL bars for two facet values
+    assert page.count("<rect") == 4  # CI and DPL bars (a chart each) for two facet values
     assert report.headline() == {"max_abs_CI": pytest.approx(0.8), "max_abs_DPL": pytest.approx(80 / 90 - 0.2)}
+
+
+def test_dpl_has_its_own_scale(tmp_path: Path) -> None:
+    """A DPL of a few hundredths gets a ±0.05 axis of its own (on CI's ±1 axis its bar was 4 px wide)."""
+    from xml.etree import ElementTree
+
+    frame = pd.DataFrame({"f": ["a"] * 10 + ["b"] * 90, "y": [1] * 5 + [0] * 5 + [1] * 48 + [0] * 42})
+    report = core.bias_report(_counts(frame, "f", "y", 1), "y", 1)
+    dpl = report.metrics["a"]["DPL"]
+    assert abs(dpl) == pytest.approx(48 / 90 - 0.5)  # 0.033
+    page = core.render_html(report)
+    ci_svg, dpl_svg = (
+        ElementTree.fromstring("<svg" + part.split("</svg>")[0] + "</svg>") for part in page.split("<svg")[1:]
+    )
+    ns = "{http://www.w3.org/2000/svg}"
+    ticks = [t.text for t in dpl_svg.findall(f"{ns}text")[:3]]
+    assert ticks == ["-0.05", "0", "+0.05"] and [t.text for t in ci_svg.findall(f"{ns}text")[:3]] == ["-1", "0", "+1"]
+    widths = {r.find(f"{ns}title").text: float(r.get("width")) for r in dpl_svg.findall(f"{ns}rect")}
+    assert widths[f"DPL {dpl:+.4f}"] == pytest.approx(abs(dpl) / 0.05 * 130, abs=0.1)  # 87 px of the 130 per side
+    assert "DPL</b> (difference in positive proportions),\n±0.05" in page
 
 
 def test_html_escapes_facet_values_and_names(tmp_path: Path) -> None:
@@ -167,4 +187,4 @@ def test_html_escapes_facet_values_and_names(tmp_path: Path) -> None:
     page = core.render_html(core.bias_report(_counts(frame, "<f>", "y", 1), "y", 1))
     assert "<script>" not in page and "&lt;script&gt;x&lt;/script&gt;" in page and "A &amp; B" in page
     assert "<title>Pre-training bias: &lt;f&gt;</title>" in page
-    assert page.count("&lt;script&gt;x&lt;/script&gt;") == 2  # the chart's label and the table's row
+    assert page.count("&lt;script&gt;x&lt;/script&gt;") == 3  # the two charts' labels and the table's row
