@@ -118,6 +118,8 @@ class EvaluationReport:
     model: str
     decision: dict[str, Any] = field(default_factory=dict)
     registered_version: str | None = None
+    #: The registered model that version belongs to.
+    registered_model: str | None = None
     #: SHA-256 of the input file the model learnt from (prepare's ``data_sha256``), and the champion's.
     data_hash: str = ""
     champion_data_hash: str | None = None
@@ -194,7 +196,7 @@ _PAGE = """{% extends "page.html" %}
 <p class="decision"><b>{{ verdict }}</b>: {{ reason }}</p>
 {% for w in r.warnings %}<p class="warning">⚠ {{ w }}</p>
 {% endfor %}<p>{{ r.rows }} test reviews · accuracy <b>{{ "%.4f"|format(r.accuracy) }}</b> ·
-macro-F1 <b>{{ "%.4f"|format(r.f1_macro) }}</b> · model <code>{{ r.model }}</code> ·
+macro-F1 <b>{{ "%.4f"|format(r.f1_macro) }}</b> · model <code>{{ model }}</code> ·
 test split <code>{{ r.test_split_hash[:12] }}</code></p>
 <h3>Confusion matrix</h3>
 {{ confusion }}
@@ -222,6 +224,14 @@ AD = accuracy of the other rows − accuracy of the value (Clarify's post-traini
 """
 
 
+def model_name(report: EvaluationReport) -> str:
+    """The model as the page names it: its registered name and version, else its directory's name (not a path
+    of the machine that evaluated it)."""
+    if report.registered_version:
+        return f"{report.registered_model or 'registered model'} version {report.registered_version}"
+    return Path(report.model).name or report.model
+
+
 def render_html(report: EvaluationReport) -> str:
     """A self-contained page: decision, headline numbers, confusion matrix, per-class table, per-facet chart."""
     decision = report.decision or {}
@@ -234,6 +244,7 @@ def render_html(report: EvaluationReport) -> str:
     return report_html.render_page(
         _PAGE,
         r=report,
+        model=model_name(report),
         verdict="deploy" if decision.get("deploy") else "do not deploy",
         colour="#2e7d32" if decision.get("deploy") else "#c62828",
         reason=str(decision.get("reason", "")),
@@ -447,6 +458,7 @@ def run(
         model_id=logged.model_id,
     )
     report.registered_version = version.version
+    report.registered_model = name
     mlflow_run.set_tags(
         {
             "eval.deploy": str(report.decision["deploy"]).lower(),

@@ -318,7 +318,8 @@ def test_page_escapes_what_comes_from_the_data() -> None:
     report.decision = {"deploy": False, "reason": "below <champion>"}
     page = core.render_html(report)
     assert "<script>" not in page and "&lt;script&gt;x&lt;/script&gt;" in page and "A &amp; B" in page
-    assert "/models/&lt;m&gt;" in page and "below &lt;champion&gt;" in page and "do not deploy" in page
+    assert "below &lt;champion&gt;" in page and "do not deploy" in page
+    assert "model <code>&lt;m&gt;</code>" in page and "/models/" not in page  # the directory's name, not a path
     text = " ".join(page.split())  # as a browser shows it: any run of white space is one space
     assert "Gap: 0.500 between &lt;script&gt;x&lt;/script&gt; (1.000) and A &amp; B (0.500), over 2 values" in text
     assert "1.000 (n=2)" in page and "0.500 (n=2)" in page
