@@ -204,7 +204,7 @@ def build_pipeline(profile: Profile | None = None, target: Target | None = None)
             tuning_report=tuned.outputs["report_json"],
             training_report=trained.outputs["report"],
             evaluation_report=evaluated.outputs["report_json"],
-            deployment=dsl.OneOf(deployed.outputs["Output"], skipped.output),
+            deployment=dsl.OneOf(deployed.outputs["Output"], skipped.outputs["Output"]),
         )
 
     names = list(inspect.signature(review_sentiment_pipeline).parameters)

@@ -1,7 +1,7 @@
 """KFP component: pre-training bias of the sentiment label across facet values (Clarify metrics)."""
 
 from kfp import dsl
-from kfp.dsl import HTML, Artifact, Dataset, Input, Metrics, Output
+from kfp.dsl import HTML, Artifact, Dataset, Input, Markdown, Metrics, Output
 
 from components.common.image import COMPONENTS_IMAGE
 
@@ -14,6 +14,7 @@ def check_bias(
     report_json: Output[Artifact],
     report_html: Output[HTML],
     metrics: Output[Metrics],
+    summary_md: Output[Markdown],
 ) -> None:
     """Measure CI, DPL, KL, JS, LP, TVD, KS of each facet value against the rest.
 
@@ -26,9 +27,10 @@ def check_bias(
         report_json: Per-facet-value metrics, machine-readable.
         report_html: The same as a table and chart for the dashboard.
         metrics: Headline figures (largest |CI|, |DPL|) and the row count.
+        summary_md: The headline figures and CI/DPL per facet value, for the dashboard.
     """
     from components.bias_check import core
-    from components.common import schema
+    from components.common import report_md, schema
 
     group = schema.GROUP if schema.GROUP in core.columns_of(cleaned_reviews.path) else None
     gates = core.BiasGates(max_abs_ci=max_abs_ci, max_abs_dpl=max_abs_dpl)
@@ -37,3 +39,16 @@ def check_bias(
     metrics.log_metric("rows", report.rows)
     for name, value in report.headline().items():
         metrics.log_metric(name, value)
+    report_md.write(
+        summary_md.path,
+        "Bias check",
+        {"rows": report.rows, **report.headline()},
+        [f"{report.label} across {len(report.metrics)} {report.facet} values: the gate passed (see report_html)."],
+        (
+            ("facet value", "rows", "CI", "DPL"),
+            [
+                (v, report.facet_rows[v], report.metrics[v]["CI"], report.metrics[v]["DPL"])
+                for v in sorted(report.metrics, key=lambda v: -report.facet_rows[v])
+            ],
+        ),
+    )

@@ -1,7 +1,7 @@
 """KFP components: deploy a model that passed the gate (local model server or KServe canary), or record the skip."""
 
 from kfp import dsl
-from kfp.dsl import Artifact, Dataset, Input, Metrics, Model, Output
+from kfp.dsl import Artifact, Dataset, Input, Markdown, Metrics, Model, Output
 
 from components.common.image import COMPONENTS_IMAGE, SERVE_IMAGE
 
@@ -28,6 +28,7 @@ def deploy_model(
     pipeline_run_id: str,
     report: Output[Artifact],
     metrics: Output[Metrics],
+    summary_md: Output[Markdown],
     kserve_service_account: str = "",
     kserve_resources: str = "",
 ) -> str:
@@ -57,6 +58,7 @@ def deploy_model(
         pipeline_run_id: The pipeline run's id (deploy's tags go to its MLflow run).
         report: Decision, reason, model version, endpoint, backend, canary outcome, smoke test (JSON).
         metrics: deployed (1), smoke reviews and matches.
+        summary_md: What was deployed where and how the smoke test went, for the dashboard.
 
     Returns:
         The report's JSON (summary.json's `deployment`).
@@ -85,11 +87,14 @@ def deploy_model(
     )
     for name, value in result.headline().items():
         metrics.log_metric(name, value)
+    core.write_summary(result, summary_md.path)
     return json.dumps(result.to_dict())
 
 
 @dsl.component(base_image=COMPONENTS_IMAGE, install_kfp_package=False)
-def skip_deployment(reason: str, model_version: str, deploy_backend: str, registered_model_name: str) -> str:
+def skip_deployment(
+    reason: str, model_version: str, deploy_backend: str, registered_model_name: str, summary_md: Output[Markdown]
+) -> str:
     """Record that the model did not pass evaluate's gate: nothing is rolled out, the champion stays.
 
     Args:
@@ -97,6 +102,7 @@ def skip_deployment(reason: str, model_version: str, deploy_backend: str, regist
         model_version: The MLflow model version evaluate registered (alias challenger).
         deploy_backend: The backend a deployment would have used.
         registered_model_name: Registered model; empty: the project default.
+        summary_md: That nothing was deployed, and why, for the dashboard.
 
     Returns:
         The skipped deployment's JSON (summary.json's `deployment`).
@@ -105,4 +111,6 @@ def skip_deployment(reason: str, model_version: str, deploy_backend: str, regist
 
     from components.deploy import core
 
-    return json.dumps(core.skipped(reason, model_version, deploy_backend, registered_model_name).to_dict())
+    result = core.skipped(reason, model_version, deploy_backend, registered_model_name)
+    core.write_summary(result, summary_md.path)
+    return json.dumps(result.to_dict())

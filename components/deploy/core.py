@@ -84,6 +84,21 @@ def skipped(reason: str, model_version: str, backend: str, registered_model: str
     return DeploymentReport(SKIPPED, reason, model_version, name, backend, message="the deploy gate did not pass")
 
 
+def write_summary(report: DeploymentReport, path: str | Path) -> None:
+    """The step's Markdown summary (`components.common.report_md`): what was deployed where, or why nothing was."""
+    from components.common import report_md
+
+    version = f"version {report.model_version} of {report.registered_model}"
+    if report.decision == DEPLOYED:
+        where = f" at {report.endpoint}" if report.endpoint else ""
+        notes = [f"Deployed {version} ({report.backend}{where}, {report.outcome}): {report.message}"]
+    else:
+        notes = [f"Skipped: {version} stays challenger.", f"Reason: {report.reason}"]
+    if report.champion:
+        notes.append(f"Champion: version {report.champion}.")
+    report_md.write(path, "Deploy", report.headline(), notes)
+
+
 def check_version(uri: str, name: str, version: str) -> None:
     """The model version is in the registry.
 

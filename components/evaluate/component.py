@@ -3,7 +3,7 @@
 from typing import NamedTuple
 
 from kfp import dsl
-from kfp.dsl import HTML, Artifact, ClassificationMetrics, Dataset, Input, Metrics, Model, Output
+from kfp.dsl import HTML, Artifact, ClassificationMetrics, Dataset, Input, Markdown, Metrics, Model, Output
 
 from components.common.image import TRAIN_IMAGE
 
@@ -25,6 +25,7 @@ def evaluate_classifier(
     report_html: Output[HTML],
     report_json: Output[Artifact],
     predictions: Output[Dataset],
+    summary_md: Output[Markdown],
 ) -> NamedTuple("EvaluateOutputs", [("deploy", bool), ("reason", str), ("model_version", str)]):
     """Score the model on the test split, compare it with the registry's champion and decide on deployment.
 
@@ -49,7 +50,9 @@ def evaluate_classifier(
         report_json: Full report JSON (summary.json's `evaluation`).
         predictions: Each test review's predicted label and class probabilities (Parquet; deploy's smoke test
             checks the model server against them).
+        summary_md: The decision, its warnings and the headline figures, for the dashboard.
     """
+    from components.common import report_md
     from components.evaluate import core
 
     test_rows = core.read_test_split(feature_store, feast_config)
@@ -69,5 +72,10 @@ def evaluate_classifier(
     classification.log_confusion_matrix(report.categories, report.confusion_matrix)
     for name, value in report.headline().items():
         metrics.log_metric(name, value)
+    verdict = "Deploy" if report.decision["deploy"] else "Do not deploy"
+    notes = [f"{verdict}: {report.decision['reason']}", *(f"Warning: {w}" for w in report.warnings)]
+    if report.registered_version:
+        notes.append(f"Registered as version {report.registered_version} of {report.registered_model}.")
+    report_md.write(summary_md.path, "Evaluate", report.headline(), notes)
     outputs = NamedTuple("EvaluateOutputs", [("deploy", bool), ("reason", str), ("model_version", str)])  # noqa: UP014
     return outputs(report.decision["deploy"], report.decision["reason"], report.registered_version or "")

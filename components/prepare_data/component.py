@@ -3,7 +3,7 @@
 from typing import NamedTuple
 
 from kfp import dsl
-from kfp.dsl import Artifact, Dataset, Metrics, Output
+from kfp.dsl import Artifact, Dataset, Markdown, Metrics, Output
 
 from components.common.image import COMPONENTS_IMAGE
 
@@ -24,6 +24,7 @@ def prepare_reviews(
     reviews: Output[Dataset],
     report: Output[Artifact],
     metrics: Output[Metrics],
+    summary_md: Output[Markdown],
 ) -> NamedTuple("PrepareOutputs", [("data_hash", str)]):
     """Read reviews (CSV/TSV/Parquet, local path or fsspec URI), derive sentiment, clean and balance them.
 
@@ -42,17 +43,26 @@ def prepare_reviews(
         reviews: Balanced and capped rows for featurization.
         report: Row and class counts as JSON.
         metrics: Row and class counts.
+        summary_md: The counts and the data's hash, for the dashboard.
 
     Returns:
         data_hash: SHA-256 of the input file (lineage of the model trained on it).
     """
     parameters = dict(locals())  # the step's options are handed on by name
-    from components.common import options
+    from components.common import options, report_md
     from components.prepare_data import core
 
     config = options.from_mapping(core.PrepareConfig, parameters, ignore_unknown=True)
     result = core.run(data, config, cleaned_reviews.path, reviews.path, report.path)
-    for name, value in core.metric_items(result):
+    items = core.metric_items(result)
+    for name, value in items:
         metrics.log_metric(name, value)
+    notes = [
+        f"{result.rows_in} rows read from {result.source}; {result.rows_out} passed on"
+        + (" (classes balanced)." if result.balanced else "."),
+        f"Data SHA-256: {result.data_sha256}",
+        *result.warnings,
+    ]
+    report_md.write(summary_md.path, "Prepare data", items, notes)
     outputs = NamedTuple("PrepareOutputs", [("data_hash", str)])  # noqa: UP014
     return outputs(result.data_sha256)

@@ -1,7 +1,7 @@
 """KFP component: fine-tune the review-sentiment classifier on the features in the Feast store."""
 
 from kfp import dsl
-from kfp.dsl import Artifact, Metrics, Model, Output
+from kfp.dsl import HTML, Artifact, Markdown, Metrics, Model, Output
 
 from components.common.image import TRAIN_IMAGE
 
@@ -25,6 +25,8 @@ def train_classifier(
     model: Output[Model],
     metrics: Output[Metrics],
     report: Output[Artifact],
+    curve_html: Output[HTML],
+    summary_md: Output[Markdown],
 ) -> None:
     """Fine-tune AutoModelForSequenceClassification (3 labels) on the train split, early-stopping on validation.
 
@@ -50,11 +52,15 @@ def train_classifier(
         model: Hugging Face save_pretrained directory: weights, config with id2label, tokenizer.
         metrics: Validation accuracy/F1/loss of the final model, training loss, throughput, health rules.
         report: Training report JSON (history, health rules, MLflow run) for summary.json's `training`.
+        curve_html: Training and validation loss, validation accuracy and macro-F1 per evaluation (a chart).
+        summary_md: Validation figures, how training ended and its history, for the dashboard.
     """
     parameters = dict(locals())  # every parameter by name: the training options are handed on by name
     from components.train import cli
+    from components.train import report as dashboard
 
     values = cli.component_options(parameters, hyperparameters, checkpoint_root, model.path, report.path)
     cli.run_component(values, keep_checkpoints=bool(checkpoint_root))
     for name, value in cli.metric_items(report.path):
         metrics.log_metric(name, value)
+    dashboard.write_outputs(report.path, curve_html.path, summary_md.path)

@@ -4,7 +4,7 @@ Katib Experiment on the cluster when the profile's ``tuning.engine`` is katib)."
 from typing import NamedTuple
 
 from kfp import dsl
-from kfp.dsl import HTML, Artifact, Dataset, Metrics, Output
+from kfp.dsl import HTML, Artifact, Dataset, Markdown, Metrics, Output
 
 from components.common.image import TRAIN_IMAGE
 
@@ -26,6 +26,7 @@ def tune_hyperparameters(
     report_html: Output[HTML],
     trials: Output[Dataset],
     metrics: Output[Metrics],
+    summary_md: Output[Markdown],
 ) -> NamedTuple("TuneOutputs", [("best_params", dict), ("best_value", float)]):
     """Search training hyper-parameters on the train/validation splits; every trial is an MLflow child run.
 
@@ -51,10 +52,12 @@ def tune_hyperparameters(
         report_html: Objective per trial, one slice per parameter, the trials table.
         trials: Trials table (Parquet): state, value, parameters, evaluations, MLflow child run.
         metrics: Best value and trials by state.
+        summary_md: Trials by state and the best parameters, for the dashboard.
     """
     parameters = dict(locals())  # the options are handed on by name
     import os
 
+    from components.common import report_md
     from components.tune import core
 
     config, data = core.from_parameters(parameters)
@@ -62,5 +65,8 @@ def tune_hyperparameters(
     core.write_outputs(outcome, report_json.path, trials.path, report_html.path)
     for name, value in outcome.headline().items():
         metrics.log_metric(name, value)
+    best = ", ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in outcome.best_params.items())
+    notes = [f"Best parameters: {best}." if best else "No tuning (tuning_trials 0): training keeps its options."]
+    report_md.write(summary_md.path, "Tune", outcome.headline(), notes)
     outputs = NamedTuple("TuneOutputs", [("best_params", dict), ("best_value", float)])  # noqa: UP014
     return outputs(outcome.best_params, outcome.best_value)

@@ -28,6 +28,7 @@ def prepared(tmp_path: Path) -> dict[str, dsl.Artifact]:
         "reviews": _artifact(dsl.Dataset, tmp_path, "reviews"),
         "report": _artifact(dsl.Artifact, tmp_path, "report"),
         "metrics": _artifact(dsl.Metrics, tmp_path, "metrics"),
+        "summary_md": _artifact(dsl.Markdown, tmp_path, "summary"),
     }
     prepare_reviews.python_func(
         data=str(data),
@@ -54,6 +55,9 @@ def test_prepare_reviews_writes_both_datasets_and_metrics(prepared: dict[str, ds
     assert report["rows_out"] == len(balanced)
     assert len(report["data_sha256"]) == 64
     assert prepared["metrics"].metadata["rows_clean"] == 300
+    summary = Path(prepared["summary_md"].path).read_text()
+    assert summary.startswith("## Prepare data\n") and f"| rows\\_out | {len(balanced)} |" in summary
+    assert report["data_sha256"] in summary
 
 
 def test_check_bias_reads_the_group_column_and_writes_reports(
@@ -62,6 +66,7 @@ def test_check_bias_reads_the_group_column_and_writes_reports(
     report_json = _artifact(dsl.Artifact, tmp_path, "bias.json")
     report_html = _artifact(dsl.HTML, tmp_path, "bias.html")
     metrics = _artifact(dsl.Metrics, tmp_path, "bias-metrics")
+    summary_md = _artifact(dsl.Markdown, tmp_path, "bias.md")
     check_bias.python_func(
         cleaned_reviews=prepared["cleaned_reviews"],
         max_abs_ci=1.0,
@@ -69,9 +74,23 @@ def test_check_bias_reads_the_group_column_and_writes_reports(
         report_json=report_json,
         report_html=report_html,
         metrics=metrics,
+        summary_md=summary_md,
     )
     report = json.loads(Path(report_json.path).read_text())
     assert set(report["metrics"]) == {"Blouses", "Dresses", "Knits"}
     assert all("CDDL" in m for m in report["metrics"].values())
     assert "<svg" in Path(report_html.path).read_text()
     assert metrics.metadata["rows"] == 300 and "max_abs_CI" in metrics.metadata
+    # The dashboard's Markdown: heading, the gate, the headline figures and CI/DPL per facet value (most rows
+    # first), each figure as report_md writes it.
+    lines = Path(summary_md.path).read_text().splitlines()
+    assert lines[0] == "## Bias check"
+    assert "across 3 product\\_category values: the gate passed" in lines[2]
+    assert "| rows | 300 |" in lines
+    assert f"| max\\_abs\\_CI | {metrics.metadata['max_abs_CI']:.4g} |" in lines
+    table = lines[lines.index("| facet value | rows | CI | DPL |") + 2 :]
+    counts = report["facet_rows"]
+    assert [row.split(" | ")[0].strip("| ") for row in table if row] == sorted(counts, key=lambda v: -counts[v])
+    for value in counts:
+        m = report["metrics"][value]
+        assert f"| {value} | {counts[value]} | {m['CI']:.4g} | {m['DPL']:.4g} |" in lines

@@ -53,6 +53,7 @@ def test_evaluate_then_deploy_components(tmp_path: Path) -> None:
         report_html=_artifact(dsl.HTML, tmp_path, "eval.html"),
         report_json=_artifact(dsl.Artifact, tmp_path, "eval.json"),
         predictions=predictions,
+        summary_md=_artifact(dsl.Markdown, tmp_path, "eval-summary"),
     )
     assert evaluated.deploy is True and evaluated.model_version == "1"
 
@@ -71,6 +72,7 @@ def test_evaluate_then_deploy_components(tmp_path: Path) -> None:
         pipeline_run_id="run-1",
         report=report,
         metrics=metrics,
+        summary_md=_artifact(dsl.Markdown, tmp_path, "deploy-summary"),
     )
     deployment = json.loads(returned)
     assert deployment == json.loads(Path(report.path).read_text())
@@ -81,17 +83,22 @@ def test_evaluate_then_deploy_components(tmp_path: Path) -> None:
     assert tracking.get_alias(uri, "clf", tracking.CHAMPION).version == "1"
 
 
-def test_skip_deployment_records_evaluates_reason() -> None:
+def test_skip_deployment_records_evaluates_reason(tmp_path: Path) -> None:
+    summary_md = _artifact(dsl.Markdown, tmp_path, "summary")
     returned = skip_deployment.python_func(
         reason="test accuracy 0.2000 is below --min-accuracy 0.9900",
         model_version="4",
         deploy_backend="kserve",
         registered_model_name="",
+        summary_md=summary_md,
     )
     deployment = json.loads(returned)
     assert deployment["decision"] == "skipped" and deployment["reason"].endswith("below --min-accuracy 0.9900")
     assert (deployment["model_version"], deployment["backend"], deployment["endpoint"]) == ("4", "kserve", None)
     assert deployment["registered_model"] == "review-sentiment-classifier"  # the default registered model
+    summary = Path(summary_md.path).read_text()
+    assert "Skipped: version 4 of review-sentiment-classifier stays challenger." in summary
+    assert "Reason: test accuracy 0.2000 is below --min-accuracy 0.9900" in summary
 
 
 def test_deploy_component_rejects_a_bad_option_before_serving(tmp_path: Path) -> None:
@@ -109,6 +116,7 @@ def test_deploy_component_rejects_a_bad_option_before_serving(tmp_path: Path) ->
             pipeline_run_id="",
             report=_artifact(dsl.Artifact, tmp_path, "report"),
             metrics=_artifact(dsl.Metrics, tmp_path, "metrics"),
+            summary_md=_artifact(dsl.Markdown, tmp_path, "summary"),
         )
     assert not (tmp_path / "report").exists()
 

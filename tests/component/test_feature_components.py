@@ -30,6 +30,7 @@ def featurized(tmp_path: Path) -> dict[str, dsl.Artifact]:
         "features": _artifact(dsl.Dataset, tmp_path, "features"),
         "report": _artifact(dsl.Artifact, tmp_path, "featurize-report"),
         "metrics": _artifact(dsl.Metrics, tmp_path, "featurize-metrics"),
+        "summary_md": _artifact(dsl.Markdown, tmp_path, "featurize-summary"),
     }
     featurize_reviews.python_func(
         reviews=source,
@@ -66,6 +67,7 @@ def test_ingest_features_writes_the_store_and_returns_its_location(
         offline_path="",
         report=report,
         metrics=metrics,
+        summary_md=_artifact(dsl.Markdown, tmp_path, "ingest-summary"),
     )
     assert outputs.feature_view == "review_bert_features" and outputs.rows_written == 150
     assert outputs.store == str(tmp_path / "feature_store")
@@ -107,6 +109,7 @@ def test_ingest_features_rejects_bad_options_before_writing(
             **{"store_dir": str(tmp_path / "feature_store"), "feast_config": "local", "offline_path": "", **arguments},
             report=report,
             metrics=_artifact(dsl.Metrics, tmp_path, "ingest-metrics"),
+            summary_md=_artifact(dsl.Markdown, tmp_path, "ingest-summary"),
         )
     assert not Path(report.path).exists() and not (tmp_path / "feature_store").exists()
 
@@ -154,6 +157,7 @@ def test_feast_cli_sees_no_changes_on_an_ingested_store(featurized: dict[str, ds
         offline_path="",
         report=_artifact(dsl.Artifact, tmp_path, "r"),
         metrics=_artifact(dsl.Metrics, tmp_path, "m"),
+        summary_md=_artifact(dsl.Markdown, tmp_path, "s"),
     )
     plan = _feast("-c", str(store), "plan")
     assert plan.returncode == 0, plan.stderr

@@ -77,6 +77,8 @@ def test_train_then_evaluate_components(tmp_path: Path, store: Path) -> None:
         model=model,
         metrics=metrics,
         report=report,
+        curve_html=_artifact(dsl.HTML, tmp_path, "curve"),
+        summary_md=_artifact(dsl.Markdown, tmp_path, "train-summary"),
     )
     trained = json.loads(Path(report.path).read_text())
     assert trained["train_rows"] == 120 and trained["validation_rows"] == 15 and trained["global_step"] == 16
@@ -84,6 +86,10 @@ def test_train_then_evaluate_components(tmp_path: Path, store: Path) -> None:
     assert Path(model.path, "config.json").is_file() and Path(model.path, "tokenizer.json").is_file()
     assert not Path(model.path, "checkpoints").exists()
     assert 0 <= metrics.metadata["eval_accuracy"] <= 1 and "health_exploding_gradient" in metrics.metadata
+    curve = Path(tmp_path / "curve").read_text()  # a dot per evaluation and curve: the history's points
+    for entry in trained["history"]:
+        assert f'data-x="{entry["step"]}" data-y="{entry["eval_loss"]!r}"' in curve
+    assert Path(tmp_path / "train-summary").read_text().startswith("## Train\n")
 
     classification = _artifact(dsl.ClassificationMetrics, tmp_path, "cm")
     eval_metrics = _artifact(dsl.Metrics, tmp_path, "eval-metrics")
@@ -108,6 +114,7 @@ def test_train_then_evaluate_components(tmp_path: Path, store: Path) -> None:
         report_html=html,
         report_json=eval_json,
         predictions=predictions,
+        summary_md=_artifact(dsl.Markdown, tmp_path, "eval-summary"),
     )
     evaluation = json.loads(Path(eval_json.path).read_text())
     # 16 steps of a tiny random BERT learn to answer one class: the gate skips it whatever --min-accuracy says
@@ -154,6 +161,8 @@ def test_train_component_rejects_unknown_hyperparameters(tmp_path: Path, store: 
             model=_artifact(dsl.Model, tmp_path, "m"),
             metrics=_artifact(dsl.Metrics, tmp_path, "x"),
             report=_artifact(dsl.Artifact, tmp_path, "r"),
+            curve_html=_artifact(dsl.HTML, tmp_path, "c"),
+            summary_md=_artifact(dsl.Markdown, tmp_path, "s"),
         )
 
 
@@ -167,6 +176,8 @@ def test_checkpoint_root_keeps_checkpoints_for_a_retry(tmp_path: Path, store: Pa
             model=_artifact(dsl.Model, tmp_path, f"m{attempt}"),
             metrics=_artifact(dsl.Metrics, tmp_path, f"x{attempt}"),
             report=_artifact(dsl.Artifact, tmp_path, f"r{attempt}"),
+            curve_html=_artifact(dsl.HTML, tmp_path, f"c{attempt}"),
+            summary_md=_artifact(dsl.Markdown, tmp_path, f"s{attempt}"),
         )
     assert (tmp_path / "pvc" / "run-7" / "train" / "checkpoints" / "checkpoint-8").is_dir()
     second = json.loads(Path(tmp_path / "rb").read_text())

@@ -43,6 +43,7 @@ outputs = evaluate_classifier.python_func(
     report_html=dsl.HTML(uri=out + "/report.html"),
     report_json=dsl.Artifact(uri=out + "/report.json"),
     predictions=dsl.Dataset(uri=out + "/predictions"),
+    summary_md=dsl.Markdown(uri=out + "/summary.md"),
     **args,
 )
 print("OUTPUTS " + json.dumps(outputs._asdict()))
@@ -198,7 +199,7 @@ def test_evaluate_in_a_kfp_pod_without_uri_stops_with_advice(
             pipeline_run_id="pipeline-run-44", metrics=dsl.Metrics(uri=str(tmp_path / "m")),
             classification=dsl.ClassificationMetrics(uri=str(tmp_path / "c")),
             report_html=dsl.HTML(uri=str(tmp_path / "r.html")), report_json=dsl.Artifact(uri=str(tmp_path / "r.json")),
-            predictions=dsl.Dataset(uri=str(tmp_path / "p")),
+            predictions=dsl.Dataset(uri=str(tmp_path / "p")), summary_md=dsl.Markdown(uri=str(tmp_path / "s.md")),
         )  # fmt: skip
     for advice in ("MLFLOW_TRACKING_URI", "--mlflow-tracking-uri", "profile's `mlflow` key"):
         assert advice in str(caught.value)

@@ -160,3 +160,27 @@ def test_cpu_profile_puts_no_gpu_placement_on_the_train_task(tmp_path: Path) -> 
     train = _platform(path)["exec-train-classifier"]
     assert not {"nodeSelector", "tolerations", "emptyDirMounts"} & set(train)
     assert train["pvcMount"][0]["mountPath"] == "/mnt/feast"  # it still reads the feature store
+
+
+def test_every_step_gives_the_dashboard_a_markdown_summary(tmp_path: Path) -> None:
+    """Each step's component declares a `summary_md` Markdown output (the KFP UI renders it); training adds its
+    loss/validation curve as HTML, beside the HTML reports of bias, tuning and evaluation."""
+    spec = _spec(compile_pipeline(tmp_path / "p.yaml", profile="cpu"))
+    outputs = {
+        name.removeprefix("comp-"): {a: o.artifact_type.schema_title for a, o in c.output_definitions.artifacts.items()}
+        for name, c in spec.components.items()
+        if c.executor_label  # (the condition branches are components without an executor)
+    }
+    steps = {
+        "prepare-reviews", "check-bias", "featurize-reviews", "ingest-features", "tune-hyperparameters",
+        "train-classifier", "evaluate-classifier", "deploy-model", "skip-deployment",
+    }  # fmt: skip
+    assert set(outputs) == steps
+    assert all(outputs[step]["summary_md"] == "system.Markdown" for step in steps)
+    html = {(step, name) for step, found in outputs.items() for name, kind in found.items() if kind == "system.HTML"}
+    assert html == {
+        ("check-bias", "report_html"),
+        ("tune-hyperparameters", "report_html"),
+        ("train-classifier", "curve_html"),
+        ("evaluate-classifier", "report_html"),
+    }

@@ -163,11 +163,17 @@ def test_katib_trials_child_runs_are_ended_with_their_state(tmp_path: Path) -> N
 
 
 def test_component_without_tuning_returns_no_parameters(tmp_path: Path) -> None:
-    from kfp.dsl import HTML, Artifact, Dataset, Metrics
+    from kfp.dsl import HTML, Artifact, Dataset, Markdown, Metrics
 
     from components.tune.component import tune_hyperparameters
 
-    kinds = {"report_json": Artifact, "report_html": HTML, "trials": Dataset, "metrics": Metrics}
+    kinds = {
+        "report_json": Artifact,
+        "report_html": HTML,
+        "trials": Dataset,
+        "metrics": Metrics,
+        "summary_md": Markdown,
+    }
     outputs = {name: cls(uri=str(tmp_path / name)) for name, cls in kinds.items()}
     for name, artifact in outputs.items():
         artifact.path = str(tmp_path / name)
@@ -179,3 +185,4 @@ def test_component_without_tuning_returns_no_parameters(tmp_path: Path) -> None:
     assert json.loads((tmp_path / "report_json").read_text()) == {"status": "skipped", "trials": 0}
     assert "Tuning was off" in (tmp_path / "report_html").read_text()
     assert pd.read_parquet(tmp_path / "trials").empty
+    assert "No tuning (tuning\\_trials 0)" in (tmp_path / "summary_md").read_text()
