@@ -1,9 +1,9 @@
 """Texts → sentiment: the model logic of the server, without HTTP.
 
-`SentimentClassifier` holds a classifier that train wrote (loaded with
-`components.common.modeling.load_trained_classifier`) and turns a list of texts into class probabilities
-in one call: tokenize (cut to ``max_seq_length`` tokens, as featurize does), one dynamically padded
-forward pass through `components.common.modeling.predict`, softmax, labels from the model's id2label.
+`SentimentClassifier` holds a classifier that train wrote (loaded with `components.common.inference.load`,
+as evaluate loads it: its ONNX model on ONNX Runtime when the directory has one, else PyTorch) and turns a
+list of texts into class probabilities in one call: tokenize (cut to ``max_seq_length`` tokens, as featurize
+does), one dynamically padded forward pass, softmax, labels from the model's id2label.
 """
 
 from __future__ import annotations
@@ -11,16 +11,11 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import numpy as np
 
-from components.common import batching as D
-from components.common import modeling, schema
-
-if TYPE_CHECKING:  # pragma: no cover - typing only
-    import torch
-    from transformers import PreTrainedModel, PreTrainedTokenizerBase
+from components.common import inference, modeling, schema
 
 
 @dataclass(frozen=True)
@@ -48,46 +43,45 @@ def cut(ids: np.ndarray, max_seq_length: int) -> np.ndarray:
 class SentimentClassifier:
     """A trained review classifier on one device: `probabilities(texts)` is one forward pass."""
 
-    def __init__(
-        self,
-        model: PreTrainedModel,
-        tokenizer: PreTrainedTokenizerBase,
-        max_seq_length: int = schema.MAX_SEQ_LENGTH,
-        device: torch.device | None = None,
-    ) -> None:
-        import torch
-
-        self.device = device or torch.device("cuda" if torch.cuda.is_available() else "cpu")
-        self.model = model.to(self.device).eval()
-        self.tokenizer = tokenizer
+    def __init__(self, engine: inference.Classifier, max_seq_length: int = schema.MAX_SEQ_LENGTH) -> None:
+        self.engine = engine
+        self.tokenizer = engine.tokenizer
         self.max_seq_length = max_seq_length
-        self.autocast_dtype = modeling.pick_precision("auto", self.device)
-        config = model.config
-        self.labels: tuple[str, ...] = tuple(config.id2label[i] for i in range(config.num_labels))
+        self.labels: tuple[str, ...] = engine.labels
+        #: The PyTorch model (backend pytorch; None on ONNX Runtime).
+        self.model = engine.model
+
+    @property
+    def backend(self) -> str:
+        """What runs the forward pass: ``pytorch-fp32``, ``onnx-fp32`` or ``onnx-int8``."""
+        return self.engine.variant
+
+    @property
+    def vocab_size(self) -> int:
+        return self.engine.vocab_size
 
     @classmethod
-    def load(cls, model_dir: str | Path, max_seq_length: int = schema.MAX_SEQ_LENGTH) -> SentimentClassifier:
-        """The classifier in ``model_dir`` (a directory written by train), on the GPU when there is one.
+    def load(
+        cls,
+        model_dir: str | Path,
+        max_seq_length: int = schema.MAX_SEQ_LENGTH,
+        backend: str = "auto",
+        threads: int = 0,
+    ) -> SentimentClassifier:
+        """The classifier in ``model_dir`` (a directory written by train) on ``backend``
+        (`components.common.inference.load`: ``auto`` runs its ONNX model when it has one, else PyTorch, on the
+        GPU when there is one); ``threads``: CPU threads of one forward pass (0: the runtime's default).
 
         Raises:
             ValueError: The directory does not exist, lacks weights, config or tokenizer, cannot be loaded,
-                its model has other labels than the pipeline's three, or takes fewer tokens than
-                ``max_seq_length``.
+                its model has other labels than the pipeline's three, takes fewer tokens than
+                ``max_seq_length``, or lacks the model of a forced ``backend``.
         """
         path = Path(model_dir).expanduser()
         if not path.is_dir():
             raise ValueError(f"Model directory {str(model_dir)!r} does not exist; pass a directory written by train.")
         modeling.check_max_seq_length(str(path), max_seq_length)  # the champion's too, before its weights load
-        try:
-            model, tokenizer = modeling.load_trained_classifier(path)
-        except ValueError:
-            raise
-        except Exception as error:  # transformers raises OSError, RuntimeError, safetensors errors...
-            reason = " ".join(str(error).split())[:300].rstrip(".")
-            raise ValueError(
-                f"Cannot load the classifier in {str(model_dir)!r}: {reason}. Pass a directory written by train."
-            ) from error
-        return cls(model, tokenizer, max_seq_length)
+        return cls(inference.load(path, backend, threads), max_seq_length)
 
     def token_ids(self, texts: Sequence[str | np.ndarray]) -> list[np.ndarray]:
         """Each text's token ids, cut to ``max_seq_length`` (special tokens included).  An item that is token
@@ -107,11 +101,7 @@ class SentimentClassifier:
         if not texts:
             return np.zeros((0, len(self.labels)), dtype=np.float32)
         ids = self.token_ids(texts)
-        examples = D.Examples(input_ids=ids, labels=np.zeros(len(ids), dtype=np.int64))
-        logits, _ = modeling.predict(
-            self.model, examples, self.tokenizer.pad_token_id, len(ids), self.device, self.autocast_dtype
-        )
-        return modeling.softmax(logits).astype(np.float32)
+        return modeling.softmax(self.engine.batch_logits(ids)).astype(np.float32)
 
     def predictions(self, probabilities: np.ndarray) -> list[Prediction]:
         """`Prediction`s from rows of class probabilities."""

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Literal
 
 from components.common import modeling, options, schema, tracking
 
@@ -49,7 +50,15 @@ class ServeConfig:
         default=5000, metadata={"help": "Characters per text at most (longer: HTTP 413).", "min": 1}
     )
     torch_threads: int = field(
-        default=0, metadata={"help": "CPU threads of one forward pass (0: torch's default, one per core).", "min": 0}
+        default=0,
+        metadata={"help": "CPU threads of one forward pass (0: the runtime's default, one per core).", "min": 0},
+    )
+    backend: Literal["auto", "pytorch", "onnx", "onnx-int8"] = field(
+        default="auto",
+        metadata={
+            "help": "What runs the model: auto (the model directory's onnx/model_int8.onnx, else onnx/model.onnx, "
+            "else PyTorch: what evaluate scored), pytorch, onnx (fp32) or onnx-int8.",
+        },
     )
     max_seq_length: int = field(
         default=schema.MAX_SEQ_LENGTH,

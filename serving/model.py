@@ -199,7 +199,10 @@ class ReviewSentimentModel(Model):
 
     def load(self) -> bool:
         """Load the model directory (see `SentimentClassifier.load`; ValueError when it cannot)."""
-        self._ready_with(SentimentClassifier.load(self.config.model_dir, self.config.max_seq_length))
+        config = self.config
+        self._ready_with(
+            SentimentClassifier.load(config.model_dir, config.max_seq_length, config.backend, config.torch_threads)
+        )
         return self.ready
 
     def _ready_with(self, classifier: SentimentClassifier) -> None:
@@ -256,7 +259,7 @@ class ReviewSentimentModel(Model):
         assert self.classifier is not None, "preprocess before load"
         resolved: list[str | np.ndarray] = list(items)
         for i, rid, tokens in zip(at, ids, stored, strict=True):
-            check_vocabulary(rid, tokens, self.classifier.model.config.vocab_size)
+            check_vocabulary(rid, tokens, self.classifier.vocab_size)
             resolved[i] = tokens
         return resolved
 

@@ -245,12 +245,11 @@ def serve(config: ServeConfig) -> None:
             path, version = champion_dir(config.mlflow_tracking_uri, config.registered_model, Path(tmp))
             print(f"Serving the champion: {version}", file=sys.stderr, flush=True)
             config = dataclasses.replace(config, model_dir=str(path), champion=False)
-        import torch
-
         from serving.model import ReviewSentimentModel
 
-        if config.torch_threads:
-            torch.set_num_threads(config.torch_threads)
         model = ReviewSentimentModel(config, features=features)
         model.load()
+        assert model.classifier is not None
+        backend = f"Inference backend: {model.classifier.backend} (--backend {config.backend})"
+        print(backend, file=sys.stderr, flush=True)
         run(model, sock)

@@ -16,31 +16,30 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from components.common import batching as D
-from components.common import modeling, schema
+from components.common import inference, modeling, schema
 from components.common.logs import Progress
 
 if TYPE_CHECKING:  # pragma: no cover - typing only
     import pandas as pd
 
 
-def predict_probabilities(model_dir: str | Path, examples: D.Examples, batch_size: int = 64) -> np.ndarray:
-    """Class probabilities of ``examples`` (input order, shape (n, classes)) by the classifier in ``model_dir``;
-    their argmax is `components.common.modeling.predict_classes`. Says where it is at least every
-    `components.common.logs.PROGRESS_EVERY_S` seconds.
+def predict_probabilities(
+    model_dir: str | Path, examples: D.Examples, batch_size: int = 64, backend: str = "auto"
+) -> np.ndarray:
+    """Class probabilities of ``examples`` (input order, shape (n, classes)) by the classifier in ``model_dir``,
+    loaded as the model server loads it (`components.common.inference.load`: its ONNX model when the directory
+    has one, else PyTorch), so the gate and deploy's smoke check judge the variant that is served. Says where
+    it is at least every `components.common.logs.PROGRESS_EVERY_S` seconds.
 
     Raises:
-        ValueError: See `modeling.load_trained_classifier`; or token ids the model's tokenizer cannot have produced.
+        ValueError: See `inference.load`; or token ids the model's tokenizer cannot have produced.
     """
-    import torch
-
-    model, tokenizer = modeling.load_trained_classifier(model_dir)
-    vocab_size = model.get_input_embeddings().num_embeddings
-    D.check_vocabulary(examples, "test", vocab_size, modeling.first_token_id(tokenizer), str(model_dir))
-    device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    dtype = modeling.pick_precision("auto", device)
+    classifier = inference.load(model_dir, backend)
+    tokenizer = classifier.tokenizer
+    D.check_vocabulary(examples, "test", classifier.vocab_size, modeling.first_token_id(tokenizer), str(model_dir))
     with Progress("evaluate") as progress:
-        progress.update(f"predicting {len(examples)} reviews")
-        logits, _ = modeling.predict(model.to(device), examples, tokenizer.pad_token_id, batch_size, device, dtype)
+        progress.update(f"predicting {len(examples)} reviews ({classifier.variant})")
+        logits = classifier.logits(examples, batch_size)
     return modeling.softmax(logits)
 
 

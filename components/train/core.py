@@ -220,8 +220,14 @@ def start(output_dir: Path, resume: bool, expected: dict[str, Any], main: bool) 
     return found[-1]
 
 
-def export_model(model: torch.nn.Module, tokenizer: PreTrainedTokenizerBase, model_dir: Path) -> None:
-    """The final `save_pretrained` directory with the tokenizer and `label_map.json`, replaced atomically."""
+def export_model(
+    model: torch.nn.Module, tokenizer: PreTrainedTokenizerBase, model_dir: Path, check: D.Examples | None = None
+) -> dict[str, Any]:
+    """The final `save_pretrained` directory with the tokenizer, `label_map.json` and the ONNX models
+    (`components.common.onnx_export`: kept where their labels equal PyTorch's on ``check``), replaced atomically.
+    Returns the export's report."""
+    from components.common import onnx_export
+
     tmp = model_dir.with_name(model_dir.name + ".tmp")
     shutil.rmtree(tmp, ignore_errors=True)
     with quiet_transformers():
@@ -229,10 +235,12 @@ def export_model(model: torch.nn.Module, tokenizer: PreTrainedTokenizerBase, mod
         tokenizer.save_pretrained(tmp)
     labels = {"id2label": dict(enumerate(D.CLASS_NAMES)), "sentiment": {n: v for v, n in schema.SENTIMENTS.items()}}
     (tmp / "label_map.json").write_text(json.dumps(labels, indent=1))
+    exported = onnx_export.export(tmp, check=check)
     if model_dir.exists():
         shutil.rmtree(model_dir)
     model_dir.parent.mkdir(parents=True, exist_ok=True)
     os.replace(tmp, model_dir)
+    return exported
 
 
 def prepare_inputs(
@@ -331,7 +339,9 @@ def train(
     if main:
         if finished:
             model = load_classifier(str(resume.parent / f"checkpoint-{final_step}"))
-        export_model(model, tokenizer, model_dir)
+        exported = export_model(model, tokenizer, model_dir, val_examples)
+        dropped = "; ".join(f"{k} dropped: {v}" for k, v in exported["dropped"].items())
+        print(f"ONNX: {', '.join(exported['variants']) or 'none'} ({dropped or 'all kept'})", flush=True)
         outcome = monitor.health.outcome(monitor.stop_reason)
         (model_dir / schema.TRAINING_OUTCOME_FILE).write_text(json.dumps(outcome, indent=1))
     if torch.distributed.is_available() and torch.distributed.is_initialized():
