@@ -317,7 +317,7 @@ def heatmap(
         for j, value in enumerate(row):
             shade = int(245 - 170 * value / peak)
             fill = f"rgb({shade},255,{shade})" if i == j else f"rgb({shade},{shade},255)"
-            ink = "#000" if shade > 140 else "#fff"
+            ink = "#000" if i == j or shade > 140 else "#fff"  # (white is unreadable on the light green)
             cells.append({"x": left + j * cell, "y": top + i * cell, "value": int(value), "fill": fill, "ink": ink})
     return _svg(
         _HEATMAP,

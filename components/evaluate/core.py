@@ -252,7 +252,7 @@ def render_html(report: EvaluationReport) -> str:
         facets=facets,
         confusion=report_html.heatmap(report.confusion_matrix, report.categories, "predicted", "true"),
         facet_chart=report_html.bar_chart(
-            rows, [(0.0, "0"), (1.0, "1")], reference=(report.accuracy, "overall accuracy")
+            rows, [(0.0, "0"), (1.0, "1")], reference=(report.accuracy, f"overall accuracy {report.accuracy:.3f}")
         ),
     )
 

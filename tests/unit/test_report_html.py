@@ -54,6 +54,8 @@ def test_heatmap_shades_cells_and_labels_both_axes() -> None:
         "rgb(245,245,255)",
         "rgb(131,255,131)",
     ]
+    ink = {t.text: t.get("fill") for t in svg.findall(f"{SVG}text") if t.get("fill")}
+    assert ink == {"3": "#000", "1": "#000", "0": "#000", "2": "#000"}  # dark counts on the light green diagonal too
     texts = [t.text for t in svg.findall(f"{SVG}text")]
     assert texts.count("<a>") == 2 and {"predicted", "true", "3", "1", "0", "2"} <= set(texts)
 

@@ -15,7 +15,7 @@ HISTORY = [
     {"step": 27, "epoch": 3.0, "train_loss": math.nan, "eval_loss": 0.5, "eval_accuracy": 1.0, "eval_f1_macro": 1.0},
 ]
 REPORT = {
-    "base_model": "<tiny>",
+    "base_model": "/home/me/models/<tiny>/model",
     "global_step": 27,
     "total_steps": 27,
     "epochs_completed": 3.0,
@@ -35,7 +35,8 @@ def test_the_curve_has_every_point_of_the_history(tmp_path: Path) -> None:
     (tmp_path / "report").write_text(json.dumps(REPORT))  # (NaN as json writes it, as train's report does)
     report.write_outputs(tmp_path / "report", tmp_path / "curve", tmp_path / "summary")
     page = (tmp_path / "curve").read_text()
-    assert page.startswith("<!doctype html>") and "&lt;tiny&gt;" in page and "<tiny>" not in page
+    assert page.startswith("<!doctype html>") and "&lt;tiny&gt;/model" in page and "<tiny>" not in page
+    assert "/home/me" not in page  # the model directory's last parts, not the training machine's path
     svgs = [ElementTree.fromstring("<svg" + p.split("</svg>")[0] + "</svg>") for p in page.split("<svg")[1:]]
     assert len(svgs) == 2  # loss; accuracy and macro-F1
     points = {
