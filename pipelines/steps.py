@@ -66,6 +66,9 @@ class Step:
     report: str = "report"
     #: The summary part from the report; default: the report as it is.
     summarise: Summarise = _as_is
+    #: The component's HTML outputs (beside its report artifact): a local run copies each to
+    #: ``<output>/reports/<summary>.html`` and puts that path in the summary part under the output's name.
+    html: tuple[str, ...] = ()
     #: Whether a cluster profile sends the step's work elsewhere (a TrainJob, a Katib Experiment), so its pod
     #: only launches and waits and gets no GPU (`pipelines.profiles.place_on_gpu`); None: never.
     launches: Callable[[Any], bool] | None = None
@@ -103,7 +106,6 @@ def _bias_summary(report: Any, arguments: Mapping[str, Any], path: Path | None) 
         "rows": report["rows"],
         "facet_rows": report["facet_rows"],
         "metrics": report["metrics"],
-        "report_html": str(Path(str(path)).with_name("report_html")),
     }
 
 
@@ -135,6 +137,7 @@ STEPS: tuple[Step, ...] = (
         output="bias_report",
         report="report_json",
         summarise=_bias_summary,
+        html=("report_html",),
     ),
     Step(
         "components.featurize.component:featurize_reviews",
@@ -157,6 +160,7 @@ STEPS: tuple[Step, ...] = (
         summary="tuning",
         output="tuning_report",
         report="report_json",
+        html=("report_html",),
         launches=lambda profile: profile.tuning.engine == "katib",  # a Katib Experiment
     ),
     Step(
@@ -169,6 +173,7 @@ STEPS: tuple[Step, ...] = (
         headlines=(("eval_accuracy", "validation accuracy"), ("samples_per_second", "samples/s")),
         summary="training",
         output="training_report",
+        html=("curve_html",),
         launches=lambda profile: profile.nodes > 1,  # a TrainJob on the GPU nodes
     ),
     Step(
@@ -178,6 +183,7 @@ STEPS: tuple[Step, ...] = (
         summary="evaluation",
         output="evaluation_report",
         report="report_json",
+        html=("report_html",),
     ),
     Step(
         # When evaluate's gate fails, skip_deployment (same module) gives the output in its place.

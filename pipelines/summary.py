@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import shutil
 import time
 import warnings
 from collections.abc import Mapping
@@ -19,6 +20,9 @@ from typing import Any
 from pipelines import steps
 
 FILE = "summary.json"
+#: Where a local run copies the steps' HTML reports with an ``.html`` name (kfp.local's artifact files have no
+#: extension, so a browser shows them as text).
+REPORTS = "reports"
 
 
 def read_report(step: steps.Step, outputs: Mapping[str, Any]) -> tuple[Any, Path | None]:
@@ -29,6 +33,18 @@ def read_report(step: steps.Step, outputs: Mapping[str, Any]) -> tuple[Any, Path
         return json.loads(value), None
     path = Path(value.path)
     return json.loads(path.read_text()), path
+
+
+def copy_html(step: steps.Step, report_path: Path, output: Path) -> dict[str, str]:
+    """Copy each HTML output of ``step`` (beside its report artifact) to ``<output>/reports/<summary>.html``
+    (``<summary>-<output name>.html`` when it has several); output name → the copy's absolute path."""
+    copies = {}
+    for name in step.html:
+        target = output / REPORTS / (f"{step.summary}.html" if len(step.html) == 1 else f"{step.summary}-{name}.html")
+        target.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(report_path.with_name(name), target)
+        copies[name] = str(target.resolve())
+    return copies
 
 
 def build_summary(
@@ -53,6 +69,8 @@ def build_summary(
         if step.summary:
             report, path = read_report(step, outputs)
             summary[step.summary] = step.summarise(report, arguments, path)
+            if step.html and path is not None:
+                summary[step.summary].update(copy_html(step, path, output))
     return summary
 
 

@@ -28,6 +28,13 @@ REPORTS = {
     "evaluation_report": {"accuracy": 0.8, "f1_macro": 0.79},
 }
 DEPLOYMENT = {"decision": "skipped", "reason": "below the floor", "model_version": "3"}
+#: The steps' HTML outputs beside their reports (kfp.local names the files after the outputs: no extension).
+HTML = {
+    "bias_report": "report_html",
+    "tuning_report": "report_html",
+    "training_report": "curve_html",
+    "evaluation_report": "report_html",
+}
 
 
 @pytest.fixture()
@@ -37,6 +44,8 @@ def outputs(tmp_path: Path) -> dict[str, object]:
         artifact = dsl.Artifact(uri=str(tmp_path / "artifacts" / name / "report"))
         Path(artifact.path).parent.mkdir(parents=True)
         Path(artifact.path).write_text(json.dumps(report))
+        if name in HTML:
+            Path(artifact.path).with_name(HTML[name]).write_text(f"<!doctype html><title>{name}</title>")
         found[name] = artifact
     return found
 
@@ -61,7 +70,9 @@ def test_summary_holds_every_steps_report_under_the_designs_keys(tmp_path: Path,
     ]
     assert built["status"] == "succeeded" and 5 <= built["duration_s"] < 60
     assert built["output_dir"] == str(tmp_path.resolve()) and built["parameters"] == arguments
-    assert built["data"] == REPORTS["data_report"] and built["evaluation"] == REPORTS["evaluation_report"]
+    reports = (tmp_path / "reports").resolve()
+    assert built["data"] == REPORTS["data_report"]
+    assert built["evaluation"] == {**REPORTS["evaluation_report"], "report_html": str(reports / "evaluation.html")}
     assert built["deployment"] == DEPLOYMENT
     assert built["bias"] == {
         "facet": "Class Name",
@@ -72,8 +83,15 @@ def test_summary_holds_every_steps_report_under_the_designs_keys(tmp_path: Path,
         "rows": 118,
         "facet_rows": {"Dresses": 60, "Knits": 58},
         "metrics": REPORTS["bias_report"]["metrics"],
-        "report_html": str(tmp_path / "artifacts" / "bias_report" / "report_html"),
+        "report_html": str(reports / "bias.html"),
     }
+    assert built["tuning"]["report_html"] == str(reports / "tuning.html")
+    assert built["training"]["curve_html"] == str(reports / "training.html")
+    # Copies with an .html name (a browser renders them), of the steps' own pages.
+    for part, name, output in (("bias", "bias", "bias_report"), ("training", "training", "training_report")):
+        copy = reports / f"{name}.html"
+        assert built[part][HTML[output]] == str(copy)
+        assert copy.read_text() == f"<!doctype html><title>{output}</title>"
     path = summary.write_summary(tmp_path, built)
     assert path == tmp_path / "summary.json" and json.loads(path.read_text())["bias"]["group"] == "Age"
 
