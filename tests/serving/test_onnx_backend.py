@@ -174,3 +174,9 @@ def test_train_writes_the_onnx_models_into_its_model_directory(tmp_path: Path) -
     assert (path / "onnx" / "model.onnx").is_file()
     assert inference.choose(path) in ("onnx", "onnx-int8")
     assert not (tmp_path / "model.tmp").exists()
+
+
+def test_the_export_command_refuses_a_missing_directory_with_exit_2(tmp_path: Path, capsys) -> None:
+    assert onnx_export.main([str(tmp_path / "nowhere")]) == 2
+    assert "does not exist" in capsys.readouterr().err
+    assert not (tmp_path / "nowhere").exists()
