@@ -48,7 +48,20 @@ def test_default_run_on_the_synthetic_sample(tmp_path: Path, capsys: pytest.Capt
     assert bias["facet"] == "Class Name" and bias["positive_label"] == "positive"
     assert set(bias["metrics"]) == set(bias["facet_rows"]) and len(bias["metrics"]) == data["facet_values"]
     assert all(set(m) == {"CI", "DPL", "KL", "JS", "LP", "TVD", "KS"} for m in bias["metrics"].values())
-    assert Path(bias["report_html"]).read_text().startswith("<!doctype html>")
+    # The HTML reports, with an .html name in the run directory (a browser renders them), and every step's
+    # Markdown summary for the dashboard.
+    pages = [bias["report_html"], summary["training"]["curve_html"], summary["evaluation"]["report_html"]]
+    pages.append(summary["tuning"]["report_html"])
+    for page in pages:
+        assert page.endswith(".html") and Path(page).parent == (tmp_path / "run" / "reports").resolve()
+        assert Path(page).read_text().startswith("<!doctype html>")
+    assert "<svg" in Path(summary["training"]["curve_html"]).read_text()
+    markdown = sorted((tmp_path / "run" / "artifacts").glob("*/*/summary_md"))
+    assert sorted(path.parent.name for path in markdown) == [
+        "check-bias", "deploy-model", "evaluate-classifier", "featurize-reviews", "ingest-features",
+        "prepare-reviews", "train-classifier", "tune-hyperparameters",
+    ]  # fmt: skip
+    assert all(path.read_text().startswith("## ") for path in markdown)
     features = summary["features"]
     assert sum(features["rows_per_split"].values()) == data["rows_out"]
     assert features["max_seq_length"] == 128 and features["tokenizer"]["fast"] is True
