@@ -141,7 +141,7 @@ def _onnx_runner(path: Path, pad_token_id: int, threads: int) -> Any:
     return run
 
 
-def _torch_runner(model_dir: Path, pad_token_id: int, threads: int) -> Any:
+def _torch_runner(model_dir: Path, pad_token_id: int, threads: int, cpu: bool) -> Any:
     import torch
 
     from components.common import modeling
@@ -149,7 +149,7 @@ def _torch_runner(model_dir: Path, pad_token_id: int, threads: int) -> Any:
     if threads:
         torch.set_num_threads(threads)
     model, _ = modeling.load_trained_classifier(model_dir)
-    device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    device = torch.device("cuda" if torch.cuda.is_available() and not cpu else "cpu")
     dtype = modeling.pick_precision("auto", device)
     model = model.to(device).eval()
 
@@ -162,9 +162,10 @@ def _torch_runner(model_dir: Path, pad_token_id: int, threads: int) -> Any:
     return run
 
 
-def load(model_dir: str | Path, backend: str = "auto", threads: int = 0) -> Classifier:
+def load(model_dir: str | Path, backend: str = "auto", threads: int = 0, cpu: bool = False) -> Classifier:
     """The classifier in ``model_dir`` (written by train) on the backend `choose` picks; ``threads``: CPU threads
-    of one forward pass (0: the runtime's default).
+    of one forward pass (0: the runtime's default).  PyTorch runs on the GPU when there is one (bf16/fp16
+    autocast there), unless ``cpu`` (then in fp32); ONNX Runtime runs on the CPU.
 
     Raises:
         ValueError: No such directory, no config or tokenizer, other labels than the pipeline's three, an
@@ -181,7 +182,7 @@ def load(model_dir: str | Path, backend: str = "auto", threads: int = 0) -> Clas
     tokenizer = modeling.load_tokenizer(name)
     try:
         if chosen == "pytorch":
-            run = _torch_runner(path, tokenizer.pad_token_id, threads)
+            run = _torch_runner(path, tokenizer.pad_token_id, threads, cpu)
         else:
             run = _onnx_runner(onnx_path(path, chosen == "onnx-int8"), tokenizer.pad_token_id, threads)
     except ValueError:

@@ -118,7 +118,8 @@ def export(
     if check is not None and len(check):
         rows = min(len(check), MAX_CHECK_REVIEWS)
         sample = D.Examples(input_ids=check.input_ids[:rows], labels=check.labels[:rows])
-        reference = inference.load(path, "pytorch").logits(sample).argmax(axis=1)
+        # fp32 on the CPU, as the ONNX models run: a GPU's bf16 autocast would differ from both
+        reference = inference.load(path, "pytorch", cpu=True).logits(sample).argmax(axis=1)
         report["checked_reviews"] = rows
         for backend, file, least in (("onnx-int8", q8, min_int8_agreement), ("onnx", fp32, MIN_FP32_AGREEMENT)):
             if not file.is_file():

@@ -180,3 +180,20 @@ def test_the_export_command_refuses_a_missing_directory_with_exit_2(tmp_path: Pa
     assert onnx_export.main([str(tmp_path / "nowhere")]) == 2
     assert "does not exist" in capsys.readouterr().err
     assert not (tmp_path / "nowhere").exists()
+
+
+def test_the_export_check_compares_with_pytorch_in_fp32_on_the_cpu_even_beside_a_gpu(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """On a GPU node train's PyTorch runs in bf16 there; the check's reference must be fp32 on the CPU as the ONNX
+    models run (bf16 labels differ from both). Here torch is told a GPU is present: the check must not use it."""
+    import torch
+
+    from serving.testing import untrained_classifier
+    from tests import testing
+
+    path = untrained_classifier(testing.tiny_model(tmp_path / "base", dropout=0.0), tmp_path / "model")
+    checked = examples(inference.load(path, "pytorch").tokenizer, SMOKE)
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    report = onnx_export.export(path, int8=False, check=checked)
+    assert report["variants"] == ["onnx-fp32"] and report["agreement"] == {"onnx-fp32": 1.0}
