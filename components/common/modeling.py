@@ -313,18 +313,15 @@ def softmax(logits: np.ndarray) -> np.ndarray:
 def predict_classes(
     model_dir: str | Path, examples: D.Examples, batch_size: int = 64, split: str = "test"
 ) -> np.ndarray:
-    """Predicted class ids of ``examples`` (input order) by the classifier in ``model_dir``, on the GPU when
-    there is one (bf16/fp16 autocast there); ``split`` names the examples in errors.
+    """Predicted class ids of ``examples`` (input order) by the classifier in ``model_dir``, loaded as the model
+    server loads it (`components.common.inference.load`: its ONNX model when the directory has one, else
+    PyTorch, on the GPU when there is one); ``split`` names the examples in errors.
 
     Raises:
-        ValueError: See `load_trained_classifier`; or token ids the model's tokenizer cannot have produced.
+        ValueError: See `inference.load`; or token ids the model's tokenizer cannot have produced.
     """
-    import torch
+    from components.common import inference
 
-    model, tokenizer = load_trained_classifier(model_dir)
-    vocab_size = model.get_input_embeddings().num_embeddings
-    D.check_vocabulary(examples, split, vocab_size, first_token_id(tokenizer), str(model_dir))
-    device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    dtype = pick_precision("auto", device)
-    logits, _ = predict(model.to(device), examples, tokenizer.pad_token_id, batch_size, device, dtype)
-    return logits.argmax(axis=1)
+    classifier = inference.load(model_dir)
+    D.check_vocabulary(examples, split, classifier.vocab_size, first_token_id(classifier.tokenizer), str(model_dir))
+    return classifier.logits(examples, batch_size).argmax(axis=1)
