@@ -1,23 +1,28 @@
-"""Model server speed: batching of concurrent requests, latency, and the server's overhead over a bare forward.
+"""Model server speed per inference backend: PyTorch fp32 (the server before ONNX), ONNX fp32 and ONNX int8.
 
 The bundled MiniLM with a new 3-label head (`serving.testing.untrained_classifier`; the figures concern speed,
-not accuracy) or ``--model-dir``, served by `python -m serving` on 127.0.0.1 — twice: with the default
-batching settings and with ``--max-batch-size 1`` (no batching).  A closed-loop load generator (threads with
-keep-alive HTTP connections, bounded by ``--requests`` and ``--max-seconds`` per run) sends one review per
-V1 request.  Reviews are synthetic: about 43 words, 50 tokens (38–64); the course's average about 74.
+not accuracy) or ``--model-dir``, exported to ONNX (`components.common.onnx_export`, fp32 and int8) when it has
+no ``onnx/`` yet, served by `python -m serving --backend B` on 127.0.0.1 for each backend B in turn, with the
+same batching settings and the same closed-loop load generator (threads with keep-alive HTTP connections,
+bounded by ``--requests`` and ``--max-seconds`` per run) sending one review per V1 request.  Reviews are
+synthetic: about 43 words, 50 tokens (38–64); the course's average about 74.
 
-- *value*: requests/s with batching at ``--concurrency`` (16); *baseline*: the same without batching
-  (goal: ratio ≥ 3×); p50/p99 latency of both.
-- in-process batch gain: ms per review of ``--concurrency`` reviews one at a time vs. in one padded forward
-  pass, in this process without any server — the most batching can give for this model on this machine.
-- overhead: p50 latency of one request at a time (nothing else in flight) to the batching server vs. p50 of
-  a bare forward of the same review in this process (tokenizer + model + softmax, no HTTP, no batcher), in
-  pairs (a request, then the bare forward) so both see the same load on a shared machine; goal ≤ 20 %.
+Per backend:
 
-``--torch-threads`` (default 1) applies to both servers and the bare forward: on a shared 2-core machine two
-OpenMP threads per process next to other jobs make a single forward several times slower (spinning threads
-waiting for a core), which would flatter batching.  Throughput runs alternate between the two servers;
-every figure is the median of ``--repeat`` runs.
+- *requests/s* with batching at ``--concurrency`` (16), p50/p99 latency, mean batch;
+- *in-process limit*: reviews/s of one padded forward pass of ``--concurrency`` reviews through the same
+  backend in this process (tokenize, forward, softmax; no HTTP, no batcher) — what the hardware allows this
+  backend; ``server_share`` = server requests/s ÷ that (goal ≥ 0.9);
+- *single request*: p50 latency of one request at a time (nothing else in flight), paired with a bare forward
+  of the same review in this process (a request, then the bare forward, so both see the same load on a shared
+  machine); ``overhead_pct`` = server ÷ bare − 1 (goal ≤ 20 %).
+
+*value*: requests/s of the variant ``auto`` serves (int8 where the model directory has it); *baseline*: PyTorch
+fp32's (goal: ratio ≥ 2.5, single-request p50 ≤ 0.5× PyTorch's).  ``--threads`` (default 1) applies to every
+server and to the in-process figures: on a shared 2-core machine two threads per process next to other jobs
+make a single forward several times slower (spinning threads waiting for a core).  Throughput runs alternate
+between the backends' servers (all three run at once, idle but for the one under load); every figure is the
+median of ``--repeat`` runs.
 """
 
 from __future__ import annotations
@@ -37,6 +42,7 @@ import numpy as np
 
 from bench._util import result
 from components.common import schema
+from components.common.inference import VARIANTS
 
 
 def reviews(count: int, seed: int = 0) -> list[str]:
@@ -93,51 +99,40 @@ def load(port: int, path: str, bodies: list[bytes], concurrency: int, total: int
 
 
 class BareForward:
-    """One review through the tokenizer and the model in this process: batch 1, no server, no batcher."""
+    """Reviews through the tokenizer and one backend in this process: no server, no batcher."""
 
-    def __init__(self, model_dir: Path, threads: int = 0, max_seq_length: int = schema.MAX_SEQ_LENGTH) -> None:
-        import torch
+    def __init__(
+        self, model_dir: Path, backend: str, threads: int = 0, max_seq_length: int = schema.MAX_SEQ_LENGTH
+    ) -> None:
+        from components.common import inference
 
+        self.engine = inference.load(model_dir, backend, threads)
+        self.max_seq_length = max_seq_length
+
+    def _probabilities(self, texts: list[str]) -> np.ndarray:
         from components.common import modeling
 
-        if threads:
-            torch.set_num_threads(threads)
-        self.model, self.tokenizer = modeling.load_trained_classifier(model_dir)
-        self.model.eval()
-        self.max_seq_length = max_seq_length
+        ids = self.engine.tokenizer(texts, truncation=True, max_length=self.max_seq_length)["input_ids"]
+        return modeling.softmax(self.engine.batch_logits([np.asarray(i, dtype=np.int64) for i in ids]))
 
     def once_ms(self, text: str) -> float:
         """Milliseconds of one review: tokenize, forward, softmax."""
-        import torch
-
         begin = time.perf_counter()
-        with torch.inference_mode():
-            encoded = self.tokenizer(text, truncation=True, max_length=self.max_seq_length, return_tensors="pt")
-            torch.softmax(self.model(**encoded).logits.float(), dim=-1).numpy()
+        self._probabilities([text])
         return (time.perf_counter() - begin) * 1000
 
     def batch_ms_per_text(self, texts: list[str]) -> float:
         """Milliseconds per review of one padded forward pass over all of ``texts`` (batching's best case)."""
-        import torch
-
         begin = time.perf_counter()
-        with torch.inference_mode():
-            encoded = self.tokenizer(
-                texts, truncation=True, max_length=self.max_seq_length, padding=True, return_tensors="pt"
-            )
-            torch.softmax(self.model(**encoded).logits.float(), dim=-1).numpy()
+        self._probabilities(texts)
         return (time.perf_counter() - begin) * 1000 / len(texts)
 
 
-def ceiling(bare: BareForward, texts: list[str], size: int, repeat: int) -> float:
-    """How much faster per review one forward pass of ``size`` reviews is than ``size`` passes of one, in this
-    process (alternated, medians of ``repeat``): the most batching can give for this model on this machine."""
-    single, batched = [], []
-    for r in range(repeat):
-        group = [texts[(r * size + i) % len(texts)] for i in range(size)]
-        single.append(statistics.mean(bare.once_ms(t) for t in group))
-        batched.append(bare.batch_ms_per_text(group))
-    return statistics.median(single) / statistics.median(batched)
+def in_process_limit(bare: BareForward, texts: list[str], size: int, repeat: int) -> float:
+    """Reviews/s of one forward pass of ``size`` reviews in this process (median of ``repeat``): the most a
+    batching server of this backend can answer on this machine."""
+    runs = [bare.batch_ms_per_text([texts[(r * size + i) % len(texts)] for i in range(size)]) for r in range(repeat)]
+    return 1000 / statistics.median(runs)
 
 
 def paired(port: int, path: str, texts: list[str], bare: BareForward, count: int, max_seconds: float) -> dict:
@@ -183,95 +178,135 @@ def _median(runs: list[dict], key: str) -> float:
     return float(statistics.median(run[key] for run in runs))
 
 
+#: The backends compared, in the order they are shown; ``pytorch`` is the baseline.
+BACKENDS = ("pytorch", "onnx", "onnx-int8")
+
+
+def model_with_onnx(model_dir: str, root: Path) -> Path:
+    """``model_dir`` (default: the bundled MiniLM with a new head) with ``onnx/`` (fp32 and int8), exported into
+    a copy under ``root`` where the directory has none."""
+    import shutil
+
+    from components.common import inference, onnx_export
+    from serving.testing import untrained_classifier
+
+    if model_dir and inference.onnx_path(model_dir, int8=True).is_file():
+        return Path(model_dir)
+    path = root / "model"
+    if model_dir:
+        shutil.copytree(model_dir, path)
+    else:
+        untrained_classifier("", path)
+    onnx_export.export(path)  # speed only: no label check (an untrained head's labels mean nothing)
+    return path
+
+
 def main(argv: list[str]) -> dict[str, Any]:
     parser = argparse.ArgumentParser(prog="python -m bench serve")
     parser.add_argument("--model-dir", default="", help="a model directory (default: bundled MiniLM, new head)")
+    parser.add_argument("--backends", default=",".join(BACKENDS), help="comma-separated, of " + ", ".join(BACKENDS))
     parser.add_argument("--concurrency", type=int, default=16)
     parser.add_argument("--requests", type=int, default=400, help="requests per throughput run at most")
-    parser.add_argument("--overhead-requests", type=int, default=100, help="requests per overhead run at most")
+    parser.add_argument("--overhead-requests", type=int, default=100, help="single requests per run at most")
     parser.add_argument("--max-seconds", type=float, default=60.0, help="time limit of each run")
     parser.add_argument("--repeat", type=int, default=3)
-    parser.add_argument("--max-batch-size", type=int, default=0, help="the batching server's (0: its default)")
-    parser.add_argument("--max-latency-ms", type=float, default=-1, help="the batching server's (-1: its default)")
-    parser.add_argument("--torch-threads", type=int, default=1, help="of both servers and the bare forward (0: all)")
+    parser.add_argument("--max-batch-size", type=int, default=0, help="the servers' (0: their default)")
+    parser.add_argument("--max-latency-ms", type=float, default=-1, help="the servers' (-1: their default)")
+    parser.add_argument(
+        "--threads", "--torch-threads", type=int, default=1, help="of every server and in-process figure (0: all)"
+    )
     args = parser.parse_args(argv)
+    backends = [b.strip() for b in args.backends.split(",") if b.strip()]
+    if not backends or any(b not in BACKENDS for b in backends):
+        raise SystemExit(f"error: --backends takes a comma-separated list of {', '.join(BACKENDS)}")
 
     from serving.config import ServeConfig
-    from serving.testing import ServerProcess, untrained_classifier
+    from serving.testing import ServerProcess
 
     defaults = ServeConfig()
     max_batch = args.max_batch_size or defaults.max_batch_size
     max_latency = args.max_latency_ms if args.max_latency_ms >= 0 else defaults.max_latency_ms
     with tempfile.TemporaryDirectory(prefix="bench-serve-") as tmp:
         root = Path(tmp)
-        model_dir = Path(args.model_dir) if args.model_dir else untrained_classifier("", root / "minilm")
+        model_dir = model_with_onnx(args.model_dir, root)
         texts = reviews(64)
         bodies = [json.dumps({"instances": [t]}).encode() for t in texts]
-        threads = ("--torch-threads", str(args.torch_threads))
-        batched = ServerProcess(
-            model_dir, root / "batched.log", "--max-batch-size", str(max_batch), "--max-latency-ms", str(max_latency),
-            *threads,
-        )  # fmt: skip
-        single = ServerProcess(
-            model_dir, root / "single.log", "--max-batch-size", "1", "--max-latency-ms", "0", *threads
-        )  # fmt: skip
+        flags = ("--max-batch-size", str(max_batch), "--max-latency-ms", str(max_latency))
+        servers = {
+            b: ServerProcess(model_dir, root / f"{b}.log", *flags, "--torch-threads", str(args.threads), "--backend", b)
+            for b in backends
+        }
+        runs: dict[str, dict[str, list]] = {b: {"load": [], "single": []} for b in backends}
+        limits: dict[str, float] = {}
+        passes: dict[str, tuple[float, float]] = {}
         try:
-            batched.wait(), single.wait()
-            path = "/v1/models/review-sentiment:predict"
-            for server in (batched, single):  # warm up: first forwards, connections
+            for server in servers.values():
+                server.wait()
+            path = f"/v1/models/{schema.MODEL_NAME}:predict"
+            for server in servers.values():  # warm up: first forwards, connections
                 load(server.port, path, bodies, 2, 8, args.max_seconds)
-            runs: dict[str, list[dict]] = {"batched": [], "single": [], "overhead": []}
-            before = batch_metrics(batched.port, batched.name)
+            before = {b: batch_metrics(s.port, s.name) for b, s in servers.items()}
             for _ in range(args.repeat):
-                for key, server in (("batched", batched), ("single", single)):
-                    runs[key].append(load(server.port, path, bodies, args.concurrency, args.requests, args.max_seconds))
-            after = batch_metrics(batched.port, batched.name)
-            bare = BareForward(model_dir, args.torch_threads)
-            gain = ceiling(bare, texts, args.concurrency, args.repeat + 2)
-            for _ in range(args.repeat):
-                pairs = paired(batched.port, path, texts, bare, args.overhead_requests, args.max_seconds)
-                runs["overhead"].append(pairs)
+                for b, server in servers.items():
+                    runs[b]["load"].append(
+                        load(server.port, path, bodies, args.concurrency, args.requests, args.max_seconds)
+                    )
+            for b, server in servers.items():
+                after = batch_metrics(server.port, server.name)
+                count = "sentiment_batch_texts_count"
+                passes[b] = (
+                    after.get(count, 0) - before[b].get(count, 0),
+                    after.get("sentiment_batch_texts_sum", 0) - before[b].get("sentiment_batch_texts_sum", 0),
+                )
+                bare = BareForward(model_dir, b, args.threads)
+                bare.batch_ms_per_text(texts[: args.concurrency])  # warm up
+                limits[b] = in_process_limit(bare, texts, args.concurrency, args.repeat + 2)
+                for _ in range(args.repeat):
+                    runs[b]["single"].append(
+                        paired(server.port, path, texts, bare, args.overhead_requests, args.max_seconds)
+                    )
         finally:
-            batched.stop()
-            single.stop()
+            for server in servers.values():
+                server.stop()
 
-    errors = sum(run.get("errors", 0) for key in runs for run in runs[key])
-    if errors:
-        first = next(run["first_error"] for key in runs for run in runs[key] if run.get("errors"))
-        raise SystemExit(f"{errors} requests failed, e.g. {first}")
-    passes = after.get("sentiment_batch_texts_count", 0) - before.get("sentiment_batch_texts_count", 0)
-    texts_done = after.get("sentiment_batch_texts_sum", 0) - before.get("sentiment_batch_texts_sum", 0)
-    server_ms, bare_ms = _median(runs["overhead"], "p50_ms"), _median(runs["overhead"], "bare_p50_ms")
-    # overhead: per run (its pairs saw the same load), then the median of the runs
-    overhead = statistics.median(run["p50_ms"] / run["bare_p50_ms"] - 1 for run in runs["overhead"])
+    failed = [run for b in backends for run in runs[b]["load"] if run["errors"]]
+    if failed:
+        raise SystemExit(f"{sum(r['errors'] for r in failed)} requests failed, e.g. {failed[0]['first_error']}")
+    figures = {}
+    for b in backends:
+        load_runs, single = runs[b]["load"], runs[b]["single"]
+        rate = _median(load_runs, "requests_per_s")
+        n_passes, n_texts = passes[b]
+        figures[VARIANTS[b]] = {
+            "requests_per_s": round(rate, 1),
+            "p50_ms": round(_median(load_runs, "p50_ms"), 1),
+            "p99_ms": round(_median(load_runs, "p99_ms"), 1),
+            "mean_batch": round(n_texts / n_passes, 1) if n_passes else None,
+            "in_process_reviews_per_s": round(limits[b], 1),
+            "server_share": round(rate / limits[b], 2),
+            "single_request_p50_ms": round(_median(single, "p50_ms"), 2),
+            "bare_forward_p50_ms": round(_median(single, "bare_p50_ms"), 2),
+            # per run (its pairs saw the same load), then the median of the runs
+            "overhead_pct": round(100 * statistics.median(r["p50_ms"] / r["bare_p50_ms"] - 1 for r in single), 1),
+            "runs_requests_per_s": [round(run["requests_per_s"], 1) for run in load_runs],
+        }
+    served = next((VARIANTS[b] for b in ("onnx-int8", "onnx") if b in backends), VARIANTS[backends[0]])
+    base = VARIANTS["pytorch"] if "pytorch" in backends else VARIANTS[backends[0]]
     return result(
         "serve",
-        _median(runs["batched"], "requests_per_s"),
-        _median(runs["single"], "requests_per_s"),
+        figures[served]["requests_per_s"],
+        figures[base]["requests_per_s"],
         "requests/s",
+        value_backend=served,
+        baseline_backend=base,
         concurrency=args.concurrency,
-        torch_threads=args.torch_threads,
-        requests_per_run=[run["requests"] for run in runs["batched"]],
-        batched={
-            "max_batch_size": max_batch,
-            "max_latency_ms": max_latency,
-            "p50_ms": round(_median(runs["batched"], "p50_ms"), 1),
-            "p99_ms": round(_median(runs["batched"], "p99_ms"), 1),
-            "mean_batch": round(texts_done / passes, 1) if passes else None,
-            "runs_requests_per_s": [round(run["requests_per_s"], 1) for run in runs["batched"]],
-        },
-        unbatched={
-            "p50_ms": round(_median(runs["single"], "p50_ms"), 1),
-            "p99_ms": round(_median(runs["single"], "p99_ms"), 1),
-            "runs_requests_per_s": [round(run["requests_per_s"], 1) for run in runs["single"]],
-        },
-        overhead={
-            "server_p50_ms": round(server_ms, 2),
-            "bare_forward_p50_ms": round(bare_ms, 2),
-            "overhead_pct": round(100 * overhead, 1),
-            "runs_server_p50_ms": [round(run["p50_ms"], 2) for run in runs["overhead"]],
-            "runs_bare_p50_ms": [round(run["bare_p50_ms"], 2) for run in runs["overhead"]],
-        },
-        in_process_batch_gain=round(gain, 2),
-        goals={"ratio": ">= 3", "overhead_pct": "<= 20"},
+        threads=args.threads,
+        max_batch_size=max_batch,
+        max_latency_ms=max_latency,
+        requests_per_run=[run["requests"] for run in runs[backends[0]]["load"]],
+        single_request_p50_ratio=round(
+            figures[served]["single_request_p50_ms"] / figures[base]["single_request_p50_ms"], 2
+        ),
+        backends=figures,
+        goals={"ratio": ">= 2.5", "single_request_p50_ratio": "<= 0.5", "server_share": ">= 0.9"},
     )
