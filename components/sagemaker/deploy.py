@@ -2,7 +2,7 @@
 target's stand-in for `components.deploy.component.deploy_model`."""
 
 from kfp import dsl
-from kfp.dsl import Artifact, Dataset, Input, Metrics, Model, Output
+from kfp.dsl import Artifact, Dataset, Input, Markdown, Metrics, Model, Output
 
 from components.common.image import SERVE_IMAGE
 
@@ -21,6 +21,7 @@ def deploy_sagemaker_endpoint(
     pipeline_run_id: str,
     report: Output[Artifact],
     metrics: Output[Metrics],
+    summary_md: Output[Markdown],
 ) -> str:
     """Roll the registered model version out to the profile's SageMaker endpoint (a blue/green canary once it
     exists), smoke-test it against evaluate's answers, and make it the champion.
@@ -38,12 +39,14 @@ def deploy_sagemaker_endpoint(
         pipeline_run_id: The pipeline run's id (deploy's tags go to its MLflow run).
         report: Decision, reason, model version, endpoint, backend, rollout outcome, smoke test (JSON).
         metrics: deployed (1), smoke reviews and matches.
+        summary_md: What was deployed where and how the smoke test went, for the dashboard.
 
     Returns:
         The report's JSON (summary.json's `deployment`).
     """
     import json
 
+    from components.deploy import core
     from components.sagemaker import endpoint_step
     from components.sagemaker.settings import SageMakerSettings
 
@@ -63,4 +66,5 @@ def deploy_sagemaker_endpoint(
     )
     for name, value in result.headline().items():
         metrics.log_metric(name, value)
+    core.write_summary(result, summary_md.path)
     return json.dumps(result.to_dict())

@@ -1,7 +1,7 @@
 """KFP component: the final training as a SageMaker training job on the project's train image."""
 
 from kfp import dsl
-from kfp.dsl import Artifact, Metrics, Model, Output
+from kfp.dsl import Artifact, Markdown, Metrics, Model, Output
 
 from components.common.image import COMPONENTS_IMAGE
 
@@ -23,6 +23,7 @@ def train_on_sagemaker(
     model: Output[Model],
     metrics: Output[Metrics],
     report: Output[Artifact],
+    summary_md: Output[Markdown],
 ) -> None:
     """Fine-tune the classifier in a SageMaker training job; the model comes back into this step's Model directory.
 
@@ -47,16 +48,19 @@ def train_on_sagemaker(
             model.tar.gz URI as model_data_url.
         metrics: The job's final metrics (validation accuracy, F1 and loss; training loss).
         report: Training report JSON (job, status transitions, metrics, model_data, billable seconds).
+        summary_md: The job, its final metrics and where the model is, for the dashboard.
     """
     parameters = dict(locals())  # the training options by name
     import json
     from pathlib import Path
 
+    from components.common import report_md
     from components.sagemaker import aws, core
     from components.sagemaker.settings import SageMakerSettings
 
     settings = SageMakerSettings.from_env()
-    values = {k: v for k, v in parameters.items() if k not in ("hyperparameters", "model", "metrics", "report")}
+    outputs = ("hyperparameters", "model", "metrics", "report", "summary_md")
+    values = {k: v for k, v in parameters.items() if k not in outputs}
     outcome = core.train(
         settings, aws.clients(settings), {**values, **hyperparameters}, settings.image("train"), model.path
     )
@@ -64,3 +68,5 @@ def train_on_sagemaker(
     Path(report.path).write_text(json.dumps(outcome.report, indent=1, default=str))
     for name, value in sorted(outcome.metrics.items()):
         metrics.log_metric(name, value)
+    notes = [f"SageMaker training job {outcome.job_name}; model: {outcome.model_data}."]
+    report_md.write(summary_md.path, "Train (SageMaker)", sorted(outcome.metrics.items()), notes)

@@ -3,7 +3,7 @@
 from typing import NamedTuple
 
 from kfp import dsl
-from kfp.dsl import HTML, Artifact, Dataset, Metrics, Output
+from kfp.dsl import HTML, Artifact, Dataset, Markdown, Metrics, Output
 
 from components.common.image import COMPONENTS_IMAGE
 
@@ -22,6 +22,7 @@ def tune_on_sagemaker(
     report_html: Output[HTML],
     trials: Output[Dataset],
     metrics: Output[Metrics],
+    summary_md: Output[Markdown],
 ) -> NamedTuple("TuneOutputs", [("best_params", dict), ("best_value", float)]):
     """Search training hyper-parameters with SageMaker automatic model tuning; every trial is a training job.
 
@@ -42,12 +43,14 @@ def tune_on_sagemaker(
         report_html: Objective per trial, one slice per parameter, the trials table.
         trials: Trials table (Parquet): state, value, parameters, training job.
         metrics: Best value and trials by state.
+        summary_md: Trials by state and the best parameters, for the dashboard.
     """
     parameters = dict(locals())  # the options by name
     from components.common import options
     from components.sagemaker import aws, core
     from components.sagemaker.settings import SageMakerSettings
     from components.tune import core as tune_core
+    from components.tune import report
 
     settings = SageMakerSettings.from_env()
     config = options.from_mapping(tune_core.TuneConfig, parameters, ignore_unknown=True)
@@ -56,5 +59,6 @@ def tune_on_sagemaker(
     tune_core.write_outputs(outcome, report_json.path, trials.path, report_html.path)
     for name, value in outcome.headline().items():
         metrics.log_metric(name, value)
+    report.write_summary(summary_md.path, outcome.headline(), outcome.best_params)
     outputs = NamedTuple("TuneOutputs", [("best_params", dict), ("best_value", float)])  # noqa: UP014
     return outputs(outcome.best_params, outcome.best_value)

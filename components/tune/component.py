@@ -57,16 +57,13 @@ def tune_hyperparameters(
     parameters = dict(locals())  # the options are handed on by name
     import os
 
-    from components.common import report_md
-    from components.tune import core
+    from components.tune import core, report
 
     config, data = core.from_parameters(parameters)
     outcome = core.tune(config, data, os.path.dirname(report_json.path))
     core.write_outputs(outcome, report_json.path, trials.path, report_html.path)
     for name, value in outcome.headline().items():
         metrics.log_metric(name, value)
-    best = ", ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in outcome.best_params.items())
-    notes = [f"Best parameters: {best}." if best else "No tuning (tuning_trials 0): training keeps its options."]
-    report_md.write(summary_md.path, "Tune", outcome.headline(), notes)
+    report.write_summary(summary_md.path, outcome.headline(), outcome.best_params)
     outputs = NamedTuple("TuneOutputs", [("best_params", dict), ("best_value", float)])  # noqa: UP014
     return outputs(outcome.best_params, outcome.best_value)

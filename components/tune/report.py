@@ -7,10 +7,11 @@ states and errors are escaped wherever they appear); the charts are inline SVG l
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
+from pathlib import Path
 from typing import Any
 
-from components.common import report_html
+from components.common import report_html, report_md
 from components.tune import results as R
 
 COLOURS = {"COMPLETE": "#4e79a7", "PRUNED": "#f28e2b", "FAIL": "#e15759", "RUNNING": "#999", "WAITING": "#999"}
@@ -213,3 +214,11 @@ def render(result: R.StudyResult | None, log_params: Sequence[str] = ()) -> str:
         names=names,
         rows=rows,
     )
+
+
+def write_summary(path: str | Path, headline: Mapping[str, float], best_params: Mapping[str, Any]) -> None:
+    """The tune step's Markdown summary (`components.common.report_md`): trials by state, the best value and
+    parameters (every engine's component writes it)."""
+    best = ", ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in best_params.items())
+    notes = [f"Best parameters: {best}." if best else "No tuning (tuning_trials 0): training keeps its options."]
+    report_md.write(path, "Tune", headline, notes)

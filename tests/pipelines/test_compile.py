@@ -162,15 +162,28 @@ def test_cpu_profile_puts_no_gpu_placement_on_the_train_task(tmp_path: Path) -> 
     assert train["pvcMount"][0]["mountPath"] == "/mnt/feast"  # it still reads the feature store
 
 
-def test_every_step_gives_the_dashboard_a_markdown_summary(tmp_path: Path) -> None:
-    """Each step's component declares a `summary_md` Markdown output (the KFP UI renders it); training adds its
-    loss/validation curve as HTML, beside the HTML reports of bias, tuning and evaluation."""
-    spec = _spec(compile_pipeline(tmp_path / "p.yaml", profile="cpu"))
-    outputs = {
+def _outputs(spec: pipeline_spec_pb2.PipelineSpec) -> dict[str, dict[str, str]]:
+    """Each component that runs (has an executor) → its output artifacts' types."""
+    return {
         name.removeprefix("comp-"): {a: o.artifact_type.schema_title for a, o in c.output_definitions.artifacts.items()}
         for name, c in spec.components.items()
         if c.executor_label  # (the condition branches are components without an executor)
     }
+
+
+def test_the_sagemaker_targets_steps_give_a_markdown_summary_too(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("BERT_KFP_REGISTRY", "111122223333.dkr.ecr.us-east-1.amazonaws.com/bert-kfp")  # (ECR only)
+    outputs = _outputs(_spec(compile_pipeline(tmp_path / "p.yaml", target="sagemaker", profile="aws")))
+    assert len(outputs) == 9 and all(found["summary_md"] == "system.Markdown" for found in outputs.values())
+
+
+def test_every_step_gives_the_dashboard_a_markdown_summary(tmp_path: Path) -> None:
+    """Each step's component declares a `summary_md` Markdown output (the KFP UI renders it); training adds its
+    loss/validation curve as HTML, beside the HTML reports of bias, tuning and evaluation."""
+    spec = _spec(compile_pipeline(tmp_path / "p.yaml", profile="cpu"))
+    outputs = _outputs(spec)
     steps = {
         "prepare-reviews", "check-bias", "featurize-reviews", "ingest-features", "tune-hyperparameters",
         "train-classifier", "evaluate-classifier", "deploy-model", "skip-deployment",

@@ -97,6 +97,7 @@ def test_train_component_outputs_the_model_metrics_and_report(
             model=model,
             metrics=metrics,
             report=report,
+            summary_md=_artifact(dsl.Markdown, tmp_path, "summary"),
         )
         stub.assert_no_pending_responses()
     assert Path(model.path, "config.json").read_text() == "{}"
@@ -106,6 +107,8 @@ def test_train_component_outputs_the_model_metrics_and_report(
         written["hyperparameters"]["learning_rate"] == "3e-05" and written["hyperparameters"]["warmup_ratio"] == "0.1"
     )
     assert written["training_job"] == name
+    summary = (tmp_path / "summary").read_text()
+    assert summary.startswith("## Train (SageMaker)\n") and "| validation-accuracy | 0.8 |" in summary
 
 
 def test_tune_component_with_no_trials_returns_no_parameters(
@@ -126,6 +129,7 @@ def test_tune_component_with_no_trials_returns_no_parameters(
             report_html=_artifact(dsl.HTML, tmp_path, "r.html"),
             trials=_artifact(dsl.Dataset, tmp_path, "t.parquet"),
             metrics=_artifact(dsl.Metrics, tmp_path, "m"),
+            summary_md=_artifact(dsl.Markdown, tmp_path, "s.md"),
         )
     assert (outputs.best_params, outputs.best_value) == ({}, 0.0)
     assert json.loads((tmp_path / "r.json").read_text())["status"] == "skipped"
