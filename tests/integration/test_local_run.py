@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from components.common import tracking
+from components.common import logs, tracking
 from pipelines.__main__ import main
 from pipelines.sample_data import generate_reviews, write_sample_csv
 
@@ -34,8 +34,9 @@ def test_default_run_on_the_synthetic_sample(tmp_path: Path, capsys: pytest.Capt
     summary_path = tmp_path / "run" / "summary.json"
     printed = capsys.readouterr().out
     # A line per step start and end, the progress lines, the deployment and the summary's path; the rest: logs/.
+    # (Progress lines come by time, more of them on a slower machine: not counted.)
     assert str(summary_path) in printed and "Deployment: deployed version 1" in printed
-    assert len(printed.splitlines()) <= 40
+    assert len([line for line in printed.splitlines() if not logs.LINE.match(line)]) <= 40
     assert "✓ train-classifier" in printed and "✓ deploy-model" in printed and "Executing task" not in printed
     assert "Executing task 'train-classifier'" in (tmp_path / "run" / "logs" / "run.log").read_text()
     assert (tmp_path / "run" / "logs" / "train-classifier.log").stat().st_size > 0
