@@ -17,8 +17,9 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-#: Characters that start or end markup anywhere in a line (emphasis, code, links, HTML, table cells); the text
-#: never starts a line (a heading's ``#``, a list's ``+`` come first only in the text written here).
+#: Characters that start or end markup anywhere in a line (emphasis, code, links, HTML, table cells).  Those that
+#: mean something only at a line's start (``#``, ``+``, ``-``, ``1.``) are left: a note is a sentence the steps
+#: write, with the data's strings inside it, and a table cell never starts a line.
 _SPECIAL = re.compile(r"([\\`*_\[\]<>|~])")
 
 
