@@ -26,14 +26,12 @@ from typing import Any
 
 from components.bias_check.core import BiasGates
 from components.common import schema
+from components.common.training_options import HealthArguments, IOArguments, TrainingArguments
 from components.deploy.config import DeployConfig
 from components.evaluate.config import EvaluateConfig
 from components.feast_ingest.core import IngestConfig
 from components.featurize.core import FeaturizeConfig
 from components.prepare_data.core import PrepareConfig
-from components.train.cli import IOArguments
-from components.train.core import TrainingArguments
-from components.train.health import HealthArguments
 from components.tune.core import TuneConfig
 
 #: The output name KFP gives a component's return value (deploy's report is the JSON it returns).
