@@ -194,3 +194,20 @@ def load(model_dir: str | Path, backend: str = "auto", threads: int = 0, cpu: bo
             "Pass a directory written by train."
         ) from error
     return Classifier(chosen, tokenizer, labels, vocab_size, os.fspath(path), run, getattr(run, "model", None))
+
+
+def predict_classes(
+    model_dir: str | Path, examples: D.Examples, batch_size: int = 64, split: str = "test"
+) -> np.ndarray:
+    """Predicted class ids of ``examples`` (input order) by the classifier in ``model_dir``, loaded as the model
+    server loads it (`load`: its ONNX model when the directory has one, else
+    PyTorch, on the GPU when there is one); ``split`` names the examples in errors.
+
+    Raises:
+        ValueError: See `load`; or token ids the model's tokenizer cannot have produced.
+    """
+    from components.common.modeling import first_token_id
+
+    classifier = load(model_dir)
+    D.check_vocabulary(examples, split, classifier.vocab_size, first_token_id(classifier.tokenizer), str(model_dir))
+    return classifier.logits(examples, batch_size).argmax(axis=1)

@@ -3,8 +3,8 @@
 `resolve_base_model` and `load_tokenizer` check a model name or directory with an error a user can act on;
 `load_classifier` builds `AutoModelForSequenceClassification` with the pipeline's 3 labels (to fine-tune);
 `load_trained_classifier` loads one that train wrote and checks its labels; `predict` runs batched,
-dynamically padded inference over `batching.Examples` (`softmax` turns its logits into probabilities), and
-`predict_classes` does it for a model directory.
+dynamically padded inference over `batching.Examples` (`softmax` turns its logits into probabilities);
+`components.common.inference.predict_classes` does it for a model directory.
 """
 
 from __future__ import annotations
@@ -308,20 +308,3 @@ def softmax(logits: np.ndarray) -> np.ndarray:
     shifted = logits.astype(np.float64) - logits.max(axis=1, keepdims=True)
     exp = np.exp(shifted)
     return exp / exp.sum(axis=1, keepdims=True)
-
-
-def predict_classes(
-    model_dir: str | Path, examples: D.Examples, batch_size: int = 64, split: str = "test"
-) -> np.ndarray:
-    """Predicted class ids of ``examples`` (input order) by the classifier in ``model_dir``, loaded as the model
-    server loads it (`components.common.inference.load`: its ONNX model when the directory has one, else
-    PyTorch, on the GPU when there is one); ``split`` names the examples in errors.
-
-    Raises:
-        ValueError: See `inference.load`; or token ids the model's tokenizer cannot have produced.
-    """
-    from components.common import inference
-
-    classifier = inference.load(model_dir)
-    D.check_vocabulary(examples, split, classifier.vocab_size, first_token_id(classifier.tokenizer), str(model_dir))
-    return classifier.logits(examples, batch_size).argmax(axis=1)

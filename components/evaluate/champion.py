@@ -32,7 +32,7 @@ import numpy as np
 
 from components.common import batching as D
 from components.common import schema
-from components.common.modeling import predict_classes
+from components.common.inference import predict_classes
 
 if TYPE_CHECKING:  # pragma: no cover - typing only
     from components.common.tracking import RegisteredVersion

@@ -29,8 +29,8 @@ import numpy as np
 
 from components.common import batching as D
 from components.common import report_html, schema
+from components.common.inference import predict_classes as predict  # noqa: F401 (bench train calls it from here)
 from components.common.metrics import classification_scores
-from components.common.modeling import predict_classes as predict  # noqa: F401 (bench train calls it from here)
 from components.evaluate import champion as gate
 from components.evaluate.champion import Quality, TrainingOutcome, champion_accuracy, decide, tokenizer_fingerprint
 from components.evaluate.config import EvaluateConfig

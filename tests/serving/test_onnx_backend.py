@@ -143,9 +143,8 @@ def test_evaluate_scores_the_onnx_model_when_the_directory_has_one(exported, tmp
     with pytest.raises(ValueError):  # no weights: PyTorch could not have scored it
         predict_probabilities(bare, checked, backend="pytorch")
     # the champion's re-evaluation on another split (components.evaluate.champion) scores it the same way
-    from components.common import modeling
 
-    np.testing.assert_array_equal(modeling.predict_classes(bare, checked), served.argmax(1))
+    np.testing.assert_array_equal(inference.predict_classes(bare, checked), served.argmax(1))
 
 
 def test_the_server_runs_onnx_when_present_and_pytorch_when_absent(exported, model_dir: Path, tmp_path: Path) -> None:
