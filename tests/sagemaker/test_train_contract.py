@@ -215,6 +215,17 @@ class Running:
             self.process.kill()
             self.process.wait()
 
+    def terminate(self, timeout: float = 120) -> tuple[int, float]:
+        """SIGTERM (as StopTrainingJob sends it); the exit code and the seconds until the process ended."""
+        sent = time.monotonic()
+        self.process.send_signal(signal.SIGTERM)
+        try:
+            code = self.process.wait(timeout=timeout)
+        finally:
+            self.kill()
+        self._reader.join(10)
+        return code, time.monotonic() - sent
+
 
 # --- a training job that completes -------------------------------------------------------------------------
 
@@ -373,14 +384,7 @@ def test_sigterm_leaves_a_checkpoint_that_a_restarted_container_resumes_from(exp
         running = Running(root)
         first = int(running.wait_for(r"\bstep (\d+)/1000 \|").group(1))
         running.wait_for(rf"\bstep {first + 1}/1000 \|")
-        sent = time.monotonic()
-        running.process.send_signal(signal.SIGTERM)
-        try:
-            code = running.process.wait(timeout=120)
-        finally:
-            running.kill()
-        running._reader.join(10)
-        stopped = time.monotonic() - sent
+        code, stopped = running.terminate()
         print(f"SIGTERM at step {first + 1}: exit {code} after {stopped:.1f} s")
         assert stopped < 120
         assert code == entry.EXIT_SIGTERM, "\n".join(running.lines[-40:])
@@ -411,12 +415,7 @@ def test_two_processes_under_torchrun_train_and_stop_together(export: Export, tm
     command = entry.torchrun_command(entry.Resources(), 2, root)
     running = Running(root, command)
     running.wait_for(r"\bstep 2/8 \|")
-    running.process.send_signal(signal.SIGTERM)
-    try:
-        code = running.process.wait(timeout=120)
-    finally:
-        running.kill()
-    running._reader.join(10)
+    code, _ = running.terminate()
     assert code != 0 and any("SIGTERM: checkpoint saved at step" in line for line in running.lines)
     saved = sorted((root / "checkpoints" / "checkpoints").glob("checkpoint-*"), key=lambda p: int(p.name[11:]))
     step = json.loads((saved[-1] / "trainer_state.json").read_text())["global_step"]
