@@ -83,16 +83,12 @@ class HealthMonitor:
         if not overflow_skipped and "vanishing_gradient" in rules and math.isfinite(grad_norm):
             self._vanishing_run = self._vanishing_run + 1 if grad_norm < self.config.vanishing_grad_norm else 0
             if self._vanishing_run == self.config.gradient_patience:
-                fired.append(
-                    Firing(
-                        "vanishing_gradient",
-                        step,
-                        grad_norm,
-                        f"gradient norm {grad_norm:.3g} below {self.config.vanishing_grad_norm:g} for "
-                        f"{self.config.gradient_patience} steps: the model has stopped learning (learning rate "
-                        "too small, saturated activations, or a frozen network)",
-                    )
+                why = (
+                    f"gradient norm {grad_norm:.3g} below {self.config.vanishing_grad_norm:g} for "
+                    f"{self.config.gradient_patience} steps: the model has stopped learning (learning rate "
+                    "too small, saturated activations, or a frozen network)"
                 )
+                fired.append(Firing("vanishing_gradient", step, grad_norm, why))
         if "loss_diverged" in rules and not overflow_skipped:
             fired += self._diverged_step(step, loss)
         if "loss_not_decreasing" in rules and math.isfinite(loss):
@@ -106,56 +102,39 @@ class HealthMonitor:
             detail = f"{what} is {value} at step {step}"
         else:
             detail = f"{what} {value:.4g} at step {step} is {value / start:.1f}× the first step's {start:.4g}"
-        return Firing(
-            "loss_diverged",
-            step,
-            value,
-            f"{detail}: training diverged (lower --learning-rate, keep warm-up and --max-grad-norm, check the data)",
-        )
+        why = f"{detail}: training diverged (lower --learning-rate, keep warm-up and --max-grad-norm, check the data)"
+        return Firing("loss_diverged", step, value, why)
 
     def _diverged_step(self, step: int, loss: float) -> list[Firing]:
         if self.fired("loss_diverged"):
             return []
         if self._start_loss is None and math.isfinite(loss):
             self._start_loss = loss
-        if not math.isfinite(loss):
-            return [self._divergence(step, loss, "training loss")]
         high = self._start_loss is not None and loss > self.config.divergence_factor * self._start_loss
         self._diverged_run = self._diverged_run + 1 if high else 0
-        if self._diverged_run >= self.config.gradient_patience:
+        if not math.isfinite(loss) or self._diverged_run >= self.config.gradient_patience:
             return [self._divergence(step, loss, "training loss")]
         return []
 
     def _exploding(self, step: int, loss: float, grad_norm: float) -> list[Firing]:
-        if not math.isfinite(loss):
-            was = self._exploding_run
-            self._exploding_run = max(was + 1, self.config.gradient_patience)
-            if was >= self.config.gradient_patience:
-                return []
-            return [
-                Firing(
-                    "exploding_gradient",
-                    step,
-                    loss,
-                    f"training loss is {loss} at step {step}: training diverged (lower the learning rate, "
-                    "keep --max-grad-norm, check the data)",
-                )
-            ]
-        bad = not math.isfinite(grad_norm) or grad_norm > self.config.exploding_grad_norm
+        """A non-finite loss fires at once; a gradient norm above the limit (or not finite) after a run of steps."""
+        patience, loss_ok = self.config.gradient_patience, math.isfinite(loss)
+        bad = not loss_ok or not math.isfinite(grad_norm) or grad_norm > self.config.exploding_grad_norm
         was = self._exploding_run
-        self._exploding_run = self._exploding_run + 1 if bad else 0
-        if bad and was < self.config.gradient_patience <= self._exploding_run:
-            return [
-                Firing(
-                    "exploding_gradient",
-                    step,
-                    grad_norm,
-                    f"gradient norm {grad_norm:.3g} above {self.config.exploding_grad_norm:g} for "
-                    f"{self.config.gradient_patience} steps: training is unstable (lower the learning rate, "
-                    "add warm-up, keep --max-grad-norm)",
-                )
-            ]
-        return []
+        self._exploding_run = (was + 1 if loss_ok else max(was + 1, patience)) if bad else 0
+        if not bad or not was < patience <= self._exploding_run:
+            return []
+        if not loss_ok:
+            why = (
+                f"training loss is {loss} at step {step}: training diverged (lower the learning rate, "
+                "keep --max-grad-norm, check the data)"
+            )
+            return [Firing("exploding_gradient", step, loss, why)]
+        why = (
+            f"gradient norm {grad_norm:.3g} above {self.config.exploding_grad_norm:g} for {patience} steps: "
+            "training is unstable (lower the learning rate, add warm-up, keep --max-grad-norm)"
+        )
+        return [Firing("exploding_gradient", step, grad_norm, why)]
 
     def _loss(self, step: int, loss: float) -> list[Firing]:
         self._window.append(loss)
@@ -168,19 +147,14 @@ class HealthMonitor:
             self._best_window, self._stalled_windows = mean, 0
             return []
         self._stalled_windows += 1
-        if self._stalled_windows == self.config.loss_patience:
-            return [
-                Firing(
-                    "loss_not_decreasing",
-                    step,
-                    mean,
-                    f"mean training loss {mean:.4f} over the last {window} steps has not fallen "
-                    f"{self.config.loss_min_decrease:.2%} below its best window ({self._best_window:.4f}) for "
-                    f"{self.config.loss_patience} windows (learning rate too low or too high, or labels "
-                    "unrelated to the text)",
-                )
-            ]
-        return []
+        if self._stalled_windows != self.config.loss_patience:
+            return []
+        why = (
+            f"mean training loss {mean:.4f} over the last {window} steps has not fallen "
+            f"{self.config.loss_min_decrease:.2%} below its best window ({self._best_window:.4f}) for "
+            f"{self.config.loss_patience} windows (learning rate too low or too high, or labels unrelated to the text)"
+        )
+        return [Firing("loss_not_decreasing", step, mean, why)]
 
     def on_evaluation(self, step: int, train_loss: float, val_loss: float) -> list[Firing]:
         """Check the overfitting rule after an evaluation; ``train_loss`` is the mean since the last one."""
@@ -193,16 +167,12 @@ class HealthMonitor:
             last_train, last_val = self._last_eval
             self._overfit_run = self._overfit_run + 1 if val_loss > last_val and train_loss < last_train else 0
             if self._overfit_run == self.config.overfit_patience:
-                fired.append(
-                    Firing(
-                        "overfitting",
-                        step,
-                        val_loss,
-                        f"validation loss rose to {val_loss:.4f} while training loss fell to {train_loss:.4f}, "
-                        f"{self.config.overfit_patience} evaluations in a row: the model memorises the training "
-                        "split (fewer epochs, early stopping, more data or weight decay)",
-                    )
+                why = (
+                    f"validation loss rose to {val_loss:.4f} while training loss fell to {train_loss:.4f}, "
+                    f"{self.config.overfit_patience} evaluations in a row: the model memorises the training "
+                    "split (fewer epochs, early stopping, more data or weight decay)"
                 )
+                fired.append(Firing("overfitting", step, val_loss, why))
         self._last_eval = (train_loss, val_loss)
         self.firings += fired
         return fired
