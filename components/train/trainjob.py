@@ -49,10 +49,8 @@ def node0_pod(api_client: Any, namespace: str, name: str) -> str | None:
     from kubernetes.client import CoreV1Api
 
     pods = CoreV1Api(api_client).list_namespaced_pod(namespace, label_selector=node0_selector(name)).items
-    if not pods:
-        return None
-    newest = max(pods, key=lambda p: (p.metadata.creation_timestamp, p.metadata.name))
-    return str(newest.metadata.name)
+    newest = max(pods, key=lambda p: (p.metadata.creation_timestamp, p.metadata.name), default=None)
+    return None if newest is None else str(newest.metadata.name)
 
 
 def split_lines(pending: bytes, chunk: bytes) -> tuple[list[str], bytes]:
@@ -120,9 +118,6 @@ class LogFollower:
         finally:
             response.release_conn()
 
-    def _ended(self, core: Any, pod: str) -> bool:
-        return core.read_namespaced_pod(pod, self.namespace).status.phase in ("Succeeded", "Failed")
-
     def _run(self) -> None:
         from kubernetes.client import CoreV1Api
         from kubernetes.client.exceptions import ApiException
@@ -136,21 +131,13 @@ class LogFollower:
                     self.pod, self._seen = pod, 0
                 if pod is not None:
                     self._follow(core, pod)
-                    if self._ended(core, pod):
-                        return
+                    if core.read_namespaced_pod(pod, self.namespace).status.phase in ("Succeeded", "Failed"):
+                        return  # the pod has ended and its log is read
             except ApiException as error:  # 400: container creating; 404: not there yet
                 self.last_error = f"{error.status} {error.reason}"
             except Exception as error:  # a dropped connection: ask again
                 self.last_error = f"{type(error).__name__}: {error}"
             self._stop.wait(self.retry_s)
-
-
-def _not_installed(resource: kube.CustomResource) -> ValueError:
-    return ValueError(
-        f"Kubeflow Trainer is not installed: the CRD {resource.crd_name} is missing on this cluster; install "
-        "Kubeflow Trainer v2 (kubeflow/trainer manifests, with the torch-distributed runtime) or use a profile "
-        "with gpu.nodes 1"
-    )
 
 
 def run_trainjob(
@@ -164,17 +151,9 @@ def run_trainjob(
     follower: LogFollower | None = None,
     resource: kube.CustomResource = TRAINJOBS,
 ) -> Json:
-    """Create ``job``, wait until it is ``Complete`` or ``Failed``, and return the TrainJob as last read.
-
-    Args:
-        api_client: A ``kubernetes.client.ApiClient``.
-        job: What `render_trainjob` returned.
-        namespace: Where to create it.
-        timeout_s: How long to wait for the end.
-        poll_s: Seconds between two reads of its status.
-        cleanup: Delete the TrainJob afterwards, whatever the outcome.
-        follower: Started after the create and stopped at the end (the node-0 log).
-        resource: Where TrainJobs live (Kubeflow Trainer's by default).
+    """Create ``job`` (`render_trainjob`'s) in ``namespace`` and start ``follower``; read the TrainJob every
+    ``poll_s`` seconds until it is ``Complete`` (returned as last read) or ``Failed``; then stop the follower and,
+    with ``cleanup``, delete the TrainJob whatever the outcome.  ``resource``: where TrainJobs live.
 
     Raises:
         ValueError: Kubeflow Trainer is not installed (the TrainJob CRD is missing).
@@ -186,7 +165,12 @@ def run_trainjob(
     custom = CustomObjectsApi(api_client)
     name = job["metadata"]["name"]
     args = resource.args(namespace)
-    kube.create_custom_object(api_client, resource, namespace, job, _not_installed(resource))
+    not_installed = ValueError(
+        f"Kubeflow Trainer is not installed: the CRD {resource.crd_name} is missing on this cluster; install "
+        "Kubeflow Trainer v2 (kubeflow/trainer manifests, with the torch-distributed runtime) or use a profile "
+        "with gpu.nodes 1"
+    )
+    kube.create_custom_object(api_client, resource, namespace, job, not_installed)
     log.info("TrainJob %s/%s created: %d node(s)", namespace, name, job["spec"]["trainer"].get("numNodes", 1))
     if follower is not None:
         follower.start()
@@ -256,20 +240,10 @@ def train_on_cluster(
     poll_s: float = 10.0,
     name: str = "",
 ) -> Path:
-    """Train on ``cluster.nodes`` nodes with a TrainJob; the model and report land where ``values`` say.
-
-    Args:
-        values: The training options of the step (`cli.component_options`): ``model_dir`` and ``report`` are
-            the step's outputs; checkpoints, model and report are written on the shared PVC first.
-        cluster: The profile's cluster entries (nodes > 1, with a trainjob entry).
-        keep_checkpoints: Keep the run's directory on the shared PVC after success (a checkpoint root was given).
-        api_client: Default: the pod's in-cluster client.
-        namespace: Default: the profile's trainjob namespace, else the pod's own.
-        poll_s: Seconds between two reads of the TrainJob's status.
-        name: The TrainJob's name (default: `job_name`).
-
-    Returns:
-        The run's directory on the shared PVC.
+    """Train on ``cluster.nodes`` nodes with a TrainJob (see the module docstring); return the run's directory on
+    the shared PVC, removed after success unless ``keep_checkpoints``.  ``values``: `cli.component_options`' (its
+    ``model_dir`` and ``report`` are the step's outputs); ``api_client``: default the pod's in-cluster client;
+    ``namespace``: default the profile's trainjob namespace, else the pod's own; ``name``: default `job_name`.
 
     Raises:
         ValueError: Not in a pod, no namespace, Kubeflow Trainer not installed, a bad profile.
