@@ -111,13 +111,6 @@ def write_outputs(report_path: str | Path, curve_path: str | Path, summary_path:
         f"Health rules fired: {', '.join(fired)}." if fired else "No health rule fired.",
         "Loss and validation curves: the curve_html output.",
     ]
-    report_md.write(
-        summary_path,
-        "Train",
-        figures,
-        notes,
-        (
-            ("step", "training loss", "validation loss", "accuracy", "macro-F1"),
-            [(h.get("step"), *(_number(h.get(k)) for k in _COLUMNS)) for h in report.get("history") or []],
-        ),
-    )
+    header = ("step", "training loss", "validation loss", "accuracy", "macro-F1")
+    rows = [(h.get("step"), *(_number(h.get(k)) for k in _COLUMNS)) for h in report.get("history") or []]
+    report_md.write(summary_path, "Train", figures, notes, (header, rows))

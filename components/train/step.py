@@ -91,57 +91,46 @@ def run(
     """
     main = int(os.environ.get("RANK", 0)) == 0  # (torchrun's rank: one process logs and writes the report)
     with Progress("train") if main else contextlib.nullcontext():
-        return _run(io, model_args, data_args, args, health_args, main)
+        set_status("reading the splits")
+        tracker = open_tracker(io, {"step": "train"}) if main else None
+        splits = read_splits(io)
+        set_status(f"loading the model for {len(splits[0])} training reviews")
+        parameters = {**vars(model_args), **vars(data_args), **vars(args), **vars(health_args)}
+        started = False
 
+        def on_log(metrics: dict[str, float], step: int) -> None:
+            nonlocal started
+            if tracker is None:
+                return
+            if not started:  # the inputs are valid by now: open the run
+                started = True
+                tracker.log_params(parameters, prefix="train.")
+            tracker.log_metrics(metrics, step, prefix="train/")
 
-def _run(
-    io: IOArguments,
-    model_args: ModelArguments,
-    data_args: DataArguments,
-    args: TrainingArguments,
-    health_args: HealthArguments,
-    main: bool,
-) -> core.TrainResult:
-    set_status("reading the splits")
-    tracker = open_tracker(io, {"step": "train"}) if main else None
-    train_rows, validation_rows = read_splits(io)
-    set_status(f"loading the model for {len(train_rows)} training reviews")
-    started = {"done": False}
-
-    def on_log(metrics: dict[str, float], step: int) -> None:
-        if tracker is None:
-            return
-        if not started["done"]:  # the inputs are valid by now: open the run
-            started["done"] = True
-            tracker.log_params(
-                {**vars(model_args), **vars(data_args), **vars(args), **vars(health_args)}, prefix="train."
-            )
-        tracker.log_metrics(metrics, step, prefix="train/")
-
-    model_dir = Path(io.model_dir or Path(args.output_dir) / "model")
-    try:
-        result = core.train(train_rows, validation_rows, model_args, data_args, args, health_args, model_dir, on_log)
-    except Exception:
-        if tracker is not None and started["done"]:
-            tracker.end("FAILED")
-        raise
-    set_status("writing the report and logging the run")
-    report = result.to_dict()
-    if tracker is not None:
-        if not started["done"]:
-            tracker.log_params(result.parameters, prefix="train.")
-        tracker.log_metrics(finite(result.metrics), result.global_step, prefix="train_final/")
-        tags = {f"health.{rule}": "fired" if v["fired"] else "ok" for rule, v in result.health["rules"].items()}
-        tracker.set_tags({**tags, "train.stop_reason": result.stop_reason, "base_model": result.base_model})
-        report["mlflow"] = {
-            "run_id": tracker.run_id,
-            "experiment": tracker.experiment,
-            "model_uri": tracker.log_artifacts(model_dir, "model"),
-        }
-        tracker.log_text(json.dumps(report, indent=1, default=str), "train/training_report.json")
-        tracker.end()
-    if main:
-        path = Path(io.report or Path(args.output_dir) / "training_report.json")
-        path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text(json.dumps(report, indent=1, default=str))
-    return result
+        model_dir = Path(io.model_dir or Path(args.output_dir) / "model")
+        try:
+            result = core.train(*splits, model_args, data_args, args, health_args, model_dir, on_log)
+        except Exception:
+            if tracker is not None and started:
+                tracker.end("FAILED")
+            raise
+        set_status("writing the report and logging the run")
+        report = result.to_dict()
+        if tracker is not None:
+            if not started:
+                tracker.log_params(parameters, prefix="train.")
+            tracker.log_metrics(finite(result.metrics), result.global_step, prefix="train_final/")
+            tags = {f"health.{rule}": "fired" if v["fired"] else "ok" for rule, v in result.health["rules"].items()}
+            tracker.set_tags({**tags, "train.stop_reason": result.stop_reason, "base_model": result.base_model})
+            report["mlflow"] = {
+                "run_id": tracker.run_id,
+                "experiment": tracker.experiment,
+                "model_uri": tracker.log_artifacts(model_dir, "model"),
+            }
+            tracker.log_text(json.dumps(report, indent=1, default=str), "train/training_report.json")
+            tracker.end()
+        if main:
+            path = Path(io.report or Path(args.output_dir) / "training_report.json")
+            path.parent.mkdir(parents=True, exist_ok=True)
+            path.write_text(json.dumps(report, indent=1, default=str))
+        return result
