@@ -12,8 +12,7 @@
 - The history of evaluations, the loss sums, the health monitor's counters, the stop reason and the settings'
   fingerprint: `state` puts them into each checkpoint's ``trainer_state.json`` (Trainer's ``ExportableState``),
   and a resumed run takes them back at ``on_train_begin``, with EarlyStoppingCallback's patience counter.
-- SIGTERM (`SignalStop`: a pod deleted, SageMaker's StopTrainingJob or spot interruption): a checkpoint at the end
-  of the current optimizer step, then `Interrupted`; a re-run on the same output directory resumes there.
+- SIGTERM: a checkpoint at the end of the current optimizer step, then `Interrupted` (`SignalStop`).
 """
 
 from __future__ import annotations
@@ -55,12 +54,6 @@ class Throughput:
         self.padded_tokens = 0
         self.seconds = 0.0
         self._recent: list[tuple[int, float]] = []  # (step, training seconds so far) for the ETA
-
-    def add_batch(self, rows: int, tokens: Any, padded_tokens: int) -> None:
-        """Count a batch; ``tokens`` (the non-padding ones) may be a tensor on the device, read at the end."""
-        self.samples += rows
-        self.tokens += tokens
-        self.padded_tokens += padded_tokens
 
     def samples_per_second(self) -> float:
         return self.samples * self.world_size / self.seconds if self.seconds else 0.0
@@ -123,8 +116,10 @@ class CountingTrainer(Trainer):
     meter: Throughput
 
     def training_step(self, model: Any, inputs: dict[str, Any], num_items_in_batch: Any = None) -> Any:
-        ids = inputs["input_ids"]
-        self.meter.add_batch(ids.shape[0], inputs["attention_mask"].sum(), ids.numel())  # no device sync
+        ids, meter = inputs["input_ids"], self.meter
+        meter.samples += ids.shape[0]
+        meter.tokens += inputs["attention_mask"].sum()  # a tensor on the device, read at the end: no device sync
+        meter.padded_tokens += ids.numel()
         return super().training_step(model, inputs, num_items_in_batch)
 
 
@@ -132,69 +127,52 @@ class Interrupted(RuntimeError):
     """Training stopped on a signal once a checkpoint was saved (`SignalStop`); a re-run on the same output
     directory resumes from that checkpoint."""
 
-    def __init__(self, signal_name: str, step: int, checkpoint: str) -> None:
-        self.signal_name, self.step, self.checkpoint = signal_name, step, checkpoint
-        super().__init__(
-            f"Training stopped by {signal_name} at step {step}: checkpoint saved in {checkpoint}; a run on the same "
-            "output directory resumes there."
-        )
-
 
 class SignalStop:
     """Stop on SIGTERM with a checkpoint: a pod being deleted, SageMaker's StopTrainingJob or a spot interruption
     (120 s before the end), or torchrun passing the signal on to its processes (30 s before SIGKILL).
 
-    The handler only sets a flag (`install`: from the start of training to its end, in the main thread, where
-    Python runs signal handlers).  At the end of the optimizer step under way `TrainingMonitor` asks Trainer for a
-    checkpoint and the end of training, and once the checkpoint is saved raises `Interrupted`: nothing after it
-    runs (no final evaluation, no model exported from a half-trained run).  Under DDP the processes agree at each
-    step's end (the flag all-reduced with MAX), so that all of them stop after the same step.
+    The handler only sets a flag (`install`: at the start of training, in the main thread, where Python runs signal
+    handlers; `core.train` uninstalls it when training ends, however it ends).  At the end of the optimizer step
+    under way `TrainingMonitor` asks Trainer for a checkpoint and the end of training, and once the checkpoint is
+    saved raises `Interrupted`: nothing after it runs (no final evaluation, no model exported from a half-trained
+    run).  Under DDP the processes agree at each step's end (the flag all-reduced with MAX), so that all of them
+    stop after the same step.
     """
 
-    signals = (signal.SIGTERM,)
-
     def __init__(self) -> None:
-        self.received: int | None = None
+        self.received = ""  # the signal's name
         self.stopping = False
-        self._previous: dict[int, Any] = {}
+        self._previous: Any = None
 
     def install(self) -> None:
-        if threading.current_thread() is not threading.main_thread() or self._previous:
-            return
-        for number in self.signals:
-            self._previous[number] = signal.signal(number, self._handle)
+        if threading.current_thread() is threading.main_thread() and self._previous is None:
+            self._previous = signal.signal(signal.SIGTERM, self._handle)
 
     def uninstall(self) -> None:
-        for number, handler in self._previous.items():
-            signal.signal(number, handler)
-        self._previous.clear()
+        if self._previous is not None:
+            signal.signal(signal.SIGTERM, self._previous)
+            self._previous = None
 
     def _handle(self, number: int, frame: Any) -> None:
-        self.received = number
+        self.received = signal.Signals(number).name
 
     def agreed(self, args: Any) -> bool:
         """Whether to stop after this step: the flag, or under DDP any process's flag (``args``: Trainer's)."""
-        stop = self.received is not None
-        if args.world_size > 1:
+        stop = bool(self.received)
+        if args.world_size > 1:  # (Trainer has started the process group)
             import torch
 
-            if torch.distributed.is_available() and torch.distributed.is_initialized():
-                flag = torch.tensor([int(stop)], device=args.device)
-                torch.distributed.all_reduce(flag, op=torch.distributed.ReduceOp.MAX)
-                stop = bool(flag.item())
+            flag = torch.tensor([int(stop)], device=args.device)
+            torch.distributed.all_reduce(flag, op=torch.distributed.ReduceOp.MAX)
+            stop = bool(flag.item())
         self.stopping = self.stopping or stop
         return self.stopping
 
-    def name(self) -> str:
-        return signal.Signals(self.received).name if self.received is not None else "another process's signal"
-
 
 class TrainingMonitor(TrainerCallback, ExportableState):
-    """Health rules, progress and metric lines, evaluations and checkpoints at epoch ends, history, stop reason.
-
-    ``args`` is a `core.TrainingArguments` (ours: ``logging_steps``, ``save_steps``); ``meter`` counts the rows
-    and seconds of the optimizer steps (Trainer's ``training_step`` adds the rows, this callback the seconds).
-    """
+    """See the module docstring.  ``args`` is a `core.TrainingArguments` (ours: ``logging_steps``, ``save_steps``);
+    ``meter`` counts the rows (Trainer's ``training_step``) and the seconds (this callback) of the optimizer steps."""
 
     def __init__(
         self,
@@ -220,7 +198,6 @@ class TrainingMonitor(TrainerCallback, ExportableState):
         }
         self.window: list[float] = []
         self.last_eval_step = self.last_save_step = -1
-        self.grad_norm = float("nan")
         self.main = True
         self.fp16 = False
         self.device: Any = None
@@ -260,9 +237,6 @@ class TrainingMonitor(TrainerCallback, ExportableState):
         self.signal_stop.install()
         self._mark = time.perf_counter()
 
-    def on_train_end(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
-        self.signal_stop.uninstall()
-
     def on_step_end(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
         step = state.global_step
         if self.args.save_steps and step % self.args.save_steps == 0:
@@ -280,12 +254,14 @@ class TrainingMonitor(TrainerCallback, ExportableState):
         self.last_save_step = state.global_step
         self._mark = time.perf_counter()
         if self.signal_stop.stopping:
-            self.signal_stop.uninstall()
-            step, name = state.global_step, self.signal_stop.name()
-            checkpoint = str(Path(args.output_dir) / f"checkpoint-{step}")
+            step, name = state.global_step, self.signal_stop.received or "another process's signal"
+            checkpoint = Path(args.output_dir) / f"checkpoint-{step}"
             if self.main:
                 log.warning("%s: checkpoint saved at step %d in %s; stopping", name, step, checkpoint)
-            raise Interrupted(name, step, checkpoint)
+            raise Interrupted(
+                f"Training stopped by {name} at step {step}: checkpoint saved in {checkpoint}; a run on the same "
+                "output directory resumes there."
+            )
 
     def on_log(self, args: Any, state: Any, control: Any, logs: dict[str, float] | None = None, **kwargs: Any) -> None:
         """One optimizer step's numbers (Trainer logs every step; its other logs carry no ``loss``)."""
@@ -294,8 +270,8 @@ class TrainingMonitor(TrainerCallback, ExportableState):
         self.meter.seconds += time.perf_counter() - self._mark
         self.meter.steps += 1
         step, loss = state.global_step, float(logs["loss"])
-        self.grad_norm = float(logs.get("grad_norm", math.nan))
-        self._warn(self.health.on_step(step, loss, self.grad_norm, self.fp16 and not math.isfinite(self.grad_norm)))
+        grad_norm = float(logs.get("grad_norm", math.nan))
+        self._warn(self.health.on_step(step, loss, grad_norm, self.fp16 and not math.isfinite(grad_norm)))
         if math.isfinite(loss):
             for key in ("loss", "since_eval"):
                 self.run[f"{key}_sum"] += loss
@@ -304,10 +280,8 @@ class TrainingMonitor(TrainerCallback, ExportableState):
         if self.main:  # what the step's `Progress` says if a step outlasts its interval
             set_status(f"step {step}/{state.max_steps}, loss {loss:.4f}, {self.meter.mean_step():.1f} s/step")
         if step % self.args.logging_steps == 0 or self.ticker.due():
-            self._progress(step, state, float(logs.get("learning_rate", math.nan)))
-        if self.health.should_stop and not self.stop_reason:
-            self.run["stop_reason"] = "health:" + self.health.firings[0].rule
-            control.should_training_stop = control.should_save = True
+            self._progress(step, state, float(logs.get("learning_rate", math.nan)), grad_norm)
+        if self._health_stop(control):
             control.should_evaluate = self.last_eval_step != step
         self._mark = time.perf_counter()
 
@@ -337,16 +311,10 @@ class TrainingMonitor(TrainerCallback, ExportableState):
         }
         run["history"].append(entry)
         self.last_eval_step = step
-        stopped_early = self.early_stopping is not None and (
-            self.early_stopping.early_stopping_patience_counter >= self.early_stopping.early_stopping_patience
-        )
-        if self.health.should_stop and not self.stop_reason:
-            run["stop_reason"] = "health:" + self.health.firings[0].rule
-            control.should_training_stop = control.should_save = True
-        elif stopped_early and not self.stop_reason:
-            run["stop_reason"] = "early_stopping"
-        elif step >= state.max_steps and not self.stop_reason:
-            run["stop_reason"] = "completed"
+        early = self.early_stopping
+        stopped_early = early is not None and early.early_stopping_patience_counter >= early.early_stopping_patience
+        if not self._health_stop(control) and not self.stop_reason:
+            run["stop_reason"] = "early_stopping" if stopped_early else "completed" if step >= state.max_steps else ""
         if self.main:
             # The metric line a tuning trial reports from (Optuna engine, Katib's StdOut collector): stdout.
             print(trial_metrics.format_line(len(run["history"]), step, result), flush=True)
@@ -357,12 +325,20 @@ class TrainingMonitor(TrainerCallback, ExportableState):
 
     # --- helpers ------------------------------------------------------------------------------------------
 
+    def _health_stop(self, control: Any) -> bool:
+        """Under policy ``stop``, the first firing ends training with a checkpoint."""
+        if not self.health.should_stop or self.stop_reason:
+            return False
+        self.run["stop_reason"] = "health:" + self.health.firings[0].rule
+        control.should_training_stop = control.should_save = True
+        return True
+
     def _warn(self, firings: list[Any]) -> None:
         for firing in firings:
             if self.main:
                 log.warning("health rule %s fired at step %d: %s", firing.rule, firing.step, firing.message)
 
-    def _progress(self, step: int, state: Any, learning_rate: float) -> None:
+    def _progress(self, step: int, state: Any, learning_rate: float, grad_norm: float) -> None:
         """A progress line and the numbers for ``on_log`` (main process only)."""
         window, self.window = self.window, []
         if not self.main:
@@ -370,7 +346,7 @@ class TrainingMonitor(TrainerCallback, ExportableState):
         metrics = {
             "loss": sum(window) / len(window) if window else math.nan,
             "learning_rate": learning_rate,
-            "grad_norm": self.grad_norm,
+            "grad_norm": grad_norm,
             "epoch": state.epoch,
             "samples_per_second": self.meter.samples_per_second(),
             "step_time_s": self.meter.mean_step(),

@@ -243,22 +243,6 @@ def export_model(
     return exported
 
 
-def prepare_inputs(
-    train_rows: Any, validation_rows: Any, model_args: ModelArguments, data_args: DataArguments
-) -> tuple[D.Examples, D.Examples, str, PreTrainedTokenizerBase]:
-    """Validate the splits and the base model before anything is trained or written.
-
-    Raises:
-        ValueError: See `batching.to_examples`, `modeling.resolve_base_model`, `modeling.load_tokenizer`.
-    """
-    options.check_fields(data_args)
-    train_examples = D.to_examples(train_rows, "train", data_args.max_seq_length)
-    val_examples = D.to_examples(validation_rows, "validation", data_args.max_seq_length)
-    name = resolve_base_model(model_args.base_model)
-    tokenizer = load_tokenizer(name)
-    return train_examples, val_examples, name, tokenizer
-
-
 def train(
     train_rows: Any,
     validation_rows: Any,
@@ -274,7 +258,8 @@ def train(
     ``on_log`` is called on the main process with (metrics, step) at progress lines and evaluations.
 
     Raises:
-        ValueError: Bad settings, bad or empty splits, a model without tokenizer, features from another
+        ValueError: Bad settings, bad or empty splits (`batching.to_examples`), a base model that is not there or
+            has no tokenizer (`modeling.resolve_base_model`, `modeling.load_tokenizer`), features from another
             tokenizer, or checkpoints in ``output_dir`` from a run with other settings.
     """
     import torch
@@ -286,7 +271,11 @@ def train(
     health_args = health_args or HealthArguments()
     args.validate()
     health_args.validate()
-    train_examples, val_examples, name, tokenizer = prepare_inputs(train_rows, validation_rows, model_args, data_args)
+    options.check_fields(data_args)
+    train_examples = D.to_examples(train_rows, "train", data_args.max_seq_length)
+    val_examples = D.to_examples(validation_rows, "validation", data_args.max_seq_length)
+    name = resolve_base_model(model_args.base_model)
+    tokenizer = load_tokenizer(name)
     cuda = torch.cuda.is_available() and not args.use_cpu
     dtype = pick_precision(args.precision, torch.device("cuda" if cuda else "cpu"))
     precision = str(dtype).replace("torch.", "") if dtype else "fp32"
@@ -329,8 +318,9 @@ def train(
         try:
             with quiet_transformers():  # (no "Writing model shards" bars between the progress lines)
                 trainer.train(resume_from_checkpoint=str(resume) if resume else None)
-        finally:  # Trainer's full_determinism is process-wide: what it was before
+        finally:  # Trainer's full_determinism and our SIGTERM handler are process-wide: back to what they were
             torch.use_deterministic_algorithms(deterministic)
+            monitor.signal_stop.uninstall()
         state = asdict(trainer.state)
     global_step = int(state["global_step"])
     best_step = int(state.get("best_global_step") or global_step)
