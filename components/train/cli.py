@@ -50,16 +50,8 @@ def processes(io: IOArguments, args: TrainingArguments) -> int:
 
 def launch(nproc: int, argv: Sequence[str]) -> int:
     """Re-run this CLI under `torchrun` with ``nproc`` processes on this node; return its exit code."""
-    command = [
-        sys.executable,
-        "-m",
-        "torch.distributed.run",
-        "--standalone",
-        f"--nproc_per_node={nproc}",
-        "-m",
-        MODULE,
-        *argv,
-    ]
+    command = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={nproc}"]
+    command += ["-m", MODULE, *argv]
     log.info("Launching %d training processes: %s", nproc, " ".join(command))
     return subprocess.run(command, check=False).returncode
 
@@ -104,10 +96,8 @@ def component_options(
     report: str,
 ) -> dict[str, Any]:
     """The training options of the component's call: its parameters that are training options, by name,
-    overridden by ``hyperparameters`` (from tuning).
-
-    Checkpoints go to ``<checkpoint_root>/<pipeline_run_id>/train`` (a retried task resumes there), or to
-    a temporary directory when ``checkpoint_root`` is empty.
+    overridden by ``hyperparameters`` (from tuning); checkpoints under ``checkpoint_root`` (a retried task resumes
+    there), else in a temporary directory.
 
     Raises:
         ValueError: A hyperparameter that is not a training option (the message lists the valid ones).
