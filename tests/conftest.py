@@ -2,13 +2,28 @@
 
 from __future__ import annotations
 
+import logging
 import os
+from collections.abc import Iterator
 from pathlib import Path
 
 import pandas as pd
 import pytest
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
+
+
+@pytest.fixture(autouse=True)
+def _components_logging_as_a_new_process() -> Iterator[None]:
+    """Each test sees the ``components`` logger as a fresh process does: a CLI run in-process by one test
+    (`components.common.logs.configure_logging`) would otherwise print the progress lines and warnings of every
+    later test on stderr, and a later test of one-error-line stderr would count them."""
+    logger = logging.getLogger("components")
+    saved = (list(logger.handlers), logger.level, logger.propagate)
+    yield
+    logger.handlers[:] = saved[0]
+    logger.setLevel(saved[1])
+    logger.propagate = saved[2]
 
 
 @pytest.fixture(scope="session")

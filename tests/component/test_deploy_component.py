@@ -40,10 +40,15 @@ def test_evaluate_then_deploy_components(tmp_path: Path) -> None:
     shutil.copytree(testing.skilled_classifier(tmp_path / "skilled"), model.path)
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
     predictions = _artifact(dsl.Dataset, tmp_path, "predictions")
+    data_report = _artifact(dsl.Artifact, tmp_path, "data-report")
+    Path(data_report.path).write_text(json.dumps({"source": "reviews.csv", "data_sha256": "abc123", "rows_out": 150}))
     evaluated = evaluate_classifier.python_func(
         feature_store=str(store),
         feast_config="local",
         model=model,
+        data_report=data_report,
+        reviews=dsl.Dataset(uri=str(store.parent / "reviews.parquet")),
+        max_seq_length=32,
         min_accuracy=0.0,
         mlflow_tracking_uri=uri,
         registered_model_name="clf",

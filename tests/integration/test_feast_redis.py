@@ -111,7 +111,8 @@ def test_cluster_store_reads_back_from_redis_and_duckdb(tmp_path: Path, cluster_
     for rid in sample:
         expected = tokenizer(texts[rid], max_length=64, truncation=True)["input_ids"]
         assert online.loc[rid, F.INPUT_IDS] == offline.loc[rid, F.INPUT_IDS] == expected
-        assert online.loc[rid, F.LABEL_ID] == offline.loc[rid, F.LABEL_ID]
+        assert online.loc[rid, schema.FACET] == offline.loc[rid, schema.FACET]
+    assert F.LABEL_ID not in online.columns and F.SPLIT not in online.columns  # offline only (review_labels)
     assert sum(len(frame) for frame in F.get_training_features(store).values()) == 120
 
 

@@ -388,8 +388,10 @@ def test_resume_after_sigkill_matches_an_uninterrupted_run(tmp_path: Path, tiny:
     frame.to_parquet(features)
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "PYTHONPATH": str(ROOT)}
 
-    straight = tmp_path / "straight"  # uninterrupted, in this process (the same code as the CLI process)
-    assert cli.main(_cli(tiny_dropout, features, straight)[3:]) == 0
+    # uninterrupted, in a process of its own as the killed one: this process' torch state (its thread count, which
+    # another test's in-process model server may have set) would change the float sums' order
+    straight = tmp_path / "straight"
+    subprocess.run(_cli(tiny_dropout, features, straight), check=True, env=env, cwd=ROOT, capture_output=True)
 
     killed = tmp_path / "killed"
     process = subprocess.Popen(
