@@ -21,7 +21,7 @@ import logging
 import os
 import shlex
 import shutil
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -181,6 +181,20 @@ def checkpoint_dirs(output_dir: str | Path) -> list[Path]:
     return [p for _, p in sorted(found)]
 
 
+def balanced_class_weights(label_ids: Any) -> list[float]:
+    """Weights per class id that make every class count alike in the loss: rows ÷ (classes × the class's rows)
+    (scikit-learn's ``class_weight="balanced"``).
+
+    Raises:
+        ValueError: A class has no row (its weight would be infinite).
+    """
+    counts = np.bincount(np.asarray(label_ids, dtype=np.int64), minlength=D.NUM_LABELS)
+    if (counts == 0).any():
+        missing = ", ".join(D.CLASS_NAMES[i] for i in np.flatnonzero(counts == 0))
+        raise ValueError(f"Class weights need rows of every class; the training split has none of: {missing}.")
+    return [float(w) for w in counts.sum() / (len(counts) * counts)]
+
+
 def fingerprint(model_name: str, data_args: DataArguments, args: TrainingArguments, world_size: int, rows: int) -> dict:
     """The settings a resumed run must share with the run that wrote the checkpoints."""
     same = ("per_device_train_batch_size", "gradient_accumulation_steps", "learning_rate", "seed", "max_steps")
@@ -252,10 +266,13 @@ def train(
     health_args: HealthArguments | None = None,
     model_dir: str | Path | None = None,
     on_log: Callable[[dict[str, float], int], None] | None = None,
+    class_weights: Sequence[float] | None = None,
 ) -> TrainResult:
     """Fine-tune with `transformers.Trainer` (see the module docstring) and write the final model to
     ``model_dir`` (default ``<output_dir>/model``) with ``training_outcome.json`` beside it for evaluate's gate.
     ``on_log`` is called on the main process with (metrics, step) at progress lines and evaluations.
+    ``class_weights`` (one per class id, e.g. `balanced_class_weights`): the training loss weighted by class
+    (`callbacks.weighted_loss`), for data that prepare did not balance; None: the model's own loss.
 
     Raises:
         ValueError: Bad settings, bad or empty splits (`batching.to_examples`), a base model that is not there or
@@ -266,7 +283,14 @@ def train(
     from transformers import DataCollatorWithPadding, EarlyStoppingCallback, PrinterCallback, set_seed
 
     from components.common.modeling import first_token_id, load_classifier, pick_precision
-    from components.train.callbacks import CountingTrainer, Throughput, TrainingMonitor, gpu_stats, scores
+    from components.train.callbacks import (
+        CountingTrainer,
+        Throughput,
+        TrainingMonitor,
+        gpu_stats,
+        scores,
+        weighted_loss,
+    )
 
     health_args = health_args or HealthArguments()
     args.validate()
@@ -288,6 +312,8 @@ def train(
     D.check_vocabulary(train_examples, "train", *check)
     D.check_vocabulary(val_examples, "validation", *check)
     expected = fingerprint(name, data_args, args, world, len(train_examples))
+    if class_weights is not None:
+        expected["class_weights"] = [round(float(w), 6) for w in class_weights]
     with hf_args.main_process_first(desc="checkpoints"):
         resume = start(Path(args.output_dir), args.resume, expected, main)
     meter = Throughput(world)
@@ -308,6 +334,7 @@ def train(
             train_dataset=EpochOrder(train_examples, batch, args.seed, data_args.group_by_length),
             eval_dataset=[EpochOrder.row(val_examples, i) for i in np.argsort(val_examples.lengths, kind="stable")],
             compute_metrics=scores,
+            compute_loss_func=weighted_loss(class_weights) if class_weights is not None else None,
             callbacks=[c for c in (early, monitor) if c is not None],
         )
         trainer.meter = meter

@@ -472,3 +472,46 @@ def test_ddp_on_two_cpu_processes_matches_one_process(tmp_path: Path, tiny: Path
     assert a["global_step"] == b["global_step"] == 16
     for key in ("eval_loss", "eval_accuracy", "train_loss"):
         assert b["metrics"][key] == pytest.approx(a["metrics"][key], abs=1e-4), key
+
+
+# --- class weights (training on data prepare did not balance) -------------------------------------------
+
+
+def test_balanced_class_weights_follow_scikit_learns_rule() -> None:
+    assert core.balanced_class_weights([0, 1, 1, 2, 2, 2]) == pytest.approx([2.0, 1.0, 2 / 3])
+    with pytest.raises(ValueError, match="none of: neutral"):
+        core.balanced_class_weights([0, 2, 2])
+
+
+def test_weighted_loss_is_trainers_contract() -> None:
+    import torch
+
+    from components.train.callbacks import weighted_loss
+
+    logits = torch.tensor([[2.0, 0.5, -1.0], [0.1, 0.2, 0.3], [-1.0, 0.0, 3.0], [0.0, 1.0, 0.0]])
+    labels = torch.tensor([0, 1, 2, 1])
+    each = torch.nn.functional.cross_entropy(logits, labels, reduction="none")
+    plain = weighted_loss([1.0, 1.0, 1.0])
+    assert plain({"logits": logits}, labels).item() == pytest.approx(each.mean().item())  # no count: batch mean
+    # Trainer's num_items_in_batch (the rows of the whole accumulated batch) divides the sum
+    assert plain({"logits": logits}, labels, num_items_in_batch=8).item() == pytest.approx(each.sum().item() / 8)
+    skewed = weighted_loss([1.0, 3.0, 0.5])
+    expected = (each * torch.tensor([1.0, 3.0, 0.5, 3.0])).sum().item() / 4
+    assert skewed({"logits": logits}, labels, num_items_in_batch=4).item() == pytest.approx(expected)
+
+
+def test_class_weights_reach_the_training_loss(tmp_path: Path, tiny: Path, synthetic) -> None:
+    def losses(name: str, weights: list[float] | None) -> list[float]:
+        logged: list[float] = []
+        core.train(
+            *synthetic, core.ModelArguments(str(tiny)), core.DataArguments(max_seq_length=32),
+            _args(tmp_path / name, num_train_epochs=1), class_weights=weights,
+            on_log=lambda m, s: logged.extend([m["loss"]] if "loss" in m else []),
+        )  # fmt: skip
+        assert len(logged) == 4  # 8 steps, a progress line every 2
+        return logged
+
+    plain = losses("none", None)
+    # equal weights: the model's own loss (a batch mean) as Trainer's sum over num_items_in_batch
+    assert losses("equal", [1.0, 1.0, 1.0]) == pytest.approx(plain, rel=1e-5)
+    assert losses("skewed", [4.0, 0.25, 0.25]) != pytest.approx(plain, rel=1e-3)
