@@ -143,6 +143,18 @@ def create_custom_object(
         raise
 
 
+def delete_custom_object(custom: Any, args: tuple[str, str, str, str], name: str) -> None:
+    """Delete custom object ``name`` (``custom``: a ``CustomObjectsApi``; ``args``: `CustomResource.args`), its
+    dependents in the background; one that is already gone is not an error."""
+    from kubernetes.client.exceptions import ApiException
+
+    try:
+        custom.delete_namespaced_custom_object(*args, name, propagation_policy="Background")
+    except ApiException as error:
+        if error.status != 404:
+            raise
+
+
 def dropped_fields(sent: Any, kept: Any, path: str = "") -> list[str]:
     """The paths of fields in ``sent`` that ``kept`` lacks (what a model or an API server pruned as unknown)."""
     if isinstance(sent, dict) and isinstance(kept, dict):

@@ -195,10 +195,9 @@ class InferenceServiceClient:
         from kubernetes.client.exceptions import ApiException
 
         try:
-            self.api.delete_namespaced_custom_object(*self.args, name, propagation_policy="Background")
+            kube.delete_custom_object(self.api, self.args, name)
         except ApiException as error:
-            if error.status != 404:
-                raise self._error(error, "delete") from None
+            raise self._error(error, "delete") from None
 
 
 def _server_message(error: Any) -> str:

@@ -160,7 +160,6 @@ def run_trainjob(
         TrainJobError: The TrainJob failed or did not finish within ``timeout_s``.
     """
     from kubernetes.client import CustomObjectsApi
-    from kubernetes.client.exceptions import ApiException
 
     custom = CustomObjectsApi(api_client)
     name = job["metadata"]["name"]
@@ -193,11 +192,7 @@ def run_trainjob(
         if follower is not None:
             follower.stop()
         if cleanup:
-            try:
-                custom.delete_namespaced_custom_object(*args, name, propagation_policy="Background")
-            except ApiException as error:
-                if error.status != 404:
-                    raise
+            kube.delete_custom_object(custom, args, name)
 
 
 # --- the train step's side ---------------------------------------------------------------------------------

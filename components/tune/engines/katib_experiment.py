@@ -299,7 +299,6 @@ def run_katib(
             Katib does not watch TrainJobs (the fix named).
     """
     from kubernetes.client import CustomObjectsApi
-    from kubernetes.client.exceptions import ApiException
 
     custom = CustomObjectsApi(api_client)
     name = experiment["metadata"]["name"]
@@ -341,8 +340,4 @@ def run_katib(
             time.sleep(poll_s)
     finally:
         if cleanup:
-            try:
-                custom.delete_namespaced_custom_object(*args, name, propagation_policy="Background")
-            except ApiException as error:
-                if error.status != 404:
-                    raise
+            kube.delete_custom_object(custom, args, name)
