@@ -32,6 +32,7 @@ from __future__ import annotations
 
 import logging
 import os
+import shutil
 import sqlite3
 import subprocess
 import tempfile
@@ -44,6 +45,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 from urllib.parse import unquote, urlparse
+
+from components.common.inference import ONNX_DIR
 
 if TYPE_CHECKING:  # pragma: no cover - typing only
     import pandas as pd
@@ -528,7 +531,11 @@ def log_classifier(uri: str, run_id: str, model_dir: str | Path, max_seq_length:
             )
     finally:
         flavour_log.setLevel(level)
-    location = _client(uri).get_logged_model(info.model_id).artifact_location
+    client = _client(uri)
+    onnx = Path(model_dir) / ONNX_DIR
+    if onnx.is_dir():  # the variants train kept (`components.common.onnx_export`): what the model server runs
+        client.log_model_artifacts(info.model_id, str(onnx), ONNX_DIR)
+    location = client.get_logged_model(info.model_id).artifact_location
     return LoggedClassifier(info.model_uri, info.model_id, location)
 
 
@@ -632,7 +639,8 @@ def download_classifier(uri: str, source: str, destination: str | Path) -> Path:
     evaluate and the model server load, under ``destination``.
 
     A version logged by `log_classifier` (an MLflow model, ``MLmodel`` at its root) is downloaded and its
-    weights and tokenizer saved together with ``save_pretrained`` into ``destination/huggingface``; a version
+    weights and tokenizer saved together with ``save_pretrained`` into ``destination/huggingface``, with the
+    ONNX models logged beside them (so the model server runs the variant evaluate scored); a version
     registered before, whose source is that folder itself, is downloaded as it is.
     """
     import mlflow.transformers
@@ -648,4 +656,6 @@ def download_classifier(uri: str, source: str, destination: str | Path) -> Path:
         folder = target / "huggingface"
         parts["model"].save_pretrained(folder)
         parts["tokenizer"].save_pretrained(folder)
+    if (local / ONNX_DIR).is_dir():  # logged beside the flavour's files by `log_classifier`
+        shutil.copytree(local / ONNX_DIR, folder / ONNX_DIR)
     return folder

@@ -135,16 +135,26 @@ def test_the_champion_loads_with_pyfunc_and_answers_as_the_model_server(
     assert flavours["transformers"]["task"] == "text-classification"
 
 
-def test_the_champion_downloads_as_the_folder_the_model_server_loads(champion: dict[str, Any], tmp_path: Path) -> None:
+def test_the_champion_downloads_as_the_folder_the_model_server_loads(
+    champion: dict[str, Any], trained: Path, tmp_path: Path
+) -> None:
     """`make serve` and evaluate's re-scoring read a registered version as train's folder (weights, config,
-    tokenizer together)."""
+    tokenizer together), with the ONNX models train kept: the server runs the variant evaluate scored."""
+    from components.common import inference
     from serving.champion import champion_dir
     from serving.classifier import SentimentClassifier
 
     path, version = champion_dir(champion["uri"], NAME, tmp_path)
     assert version.startswith(f"{NAME} version 1 (alias champion")
     assert {"config.json", "model.safetensors", "tokenizer.json"} <= {p.name for p in path.iterdir()}
-    assert SentimentClassifier.load(path, MAX_SEQ_LENGTH).labels == ("negative", "neutral", "positive")
+    kept = sorted(p.name for p in (trained / inference.ONNX_DIR).iterdir())
+    assert kept and sorted(p.name for p in (path / inference.ONNX_DIR).iterdir()) == kept
+    assert inference.choose(path) == inference.choose(trained) != "pytorch"
+    served = SentimentClassifier.load(path, MAX_SEQ_LENGTH)
+    assert served.labels == ("negative", "neutral", "positive")
+    texts = ["Lovely fabric, fits well.", "It tore after one wash.", "It is fine, nothing special."]
+    here = SentimentClassifier.load(trained, MAX_SEQ_LENGTH).classify(texts)
+    assert [p.score for p in served.classify(texts)] == pytest.approx([p.score for p in here], abs=1e-6)
 
 
 def test_the_input_data_is_the_runs_mlflow_dataset(champion: dict[str, Any], data: dict[str, Any]) -> None:
