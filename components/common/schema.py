@@ -44,5 +44,9 @@ TRAINING_OUTCOME_FILE = "training_outcome.json"
 
 def text_key(text: str) -> str:
     """The text of a review as duplicates are found: surrounding whitespace stripped, inner runs of whitespace
-    as one space (prepare de-duplicates on it; featurize never puts one key in two splits)."""
-    return " ".join(str(text).split())
+    as one space (prepare de-duplicates on it; featurize never puts one key in two splits).
+
+    A text already in that form is returned itself, not as an equal copy: a list of the keys of a million
+    reviews then holds few texts a second time."""
+    key = " ".join(str(text).split())
+    return text if type(text) is str and key == text else key

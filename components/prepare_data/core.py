@@ -174,16 +174,16 @@ def review_ids(frame: pd.DataFrame) -> pd.Series:
     The same file gives the same ids on every run and every machine, and so does a re-ordered file
     (identical duplicate reviews are told apart by their order of appearance).
     """
-    keys = (
-        frame[schema.TEXT].astype(str)
-        + "\x1f"
-        + frame[schema.FACET].astype(str)
-        + "\x1f"
-        + frame[schema.LABEL].astype(str)
-    )
-    occurrence = keys.groupby(keys).cumcount()
+    parts = [frame[column].astype(str) for column in (schema.TEXT, schema.FACET, schema.LABEL)]
+    if any(part.str.contains("\x1f", regex=False).any() for part in parts[:2]):
+        # The separator inside a text or facet value: only the joined key tells such rows apart as it always did.
+        keys = parts[0] + "\x1f" + parts[1] + "\x1f" + parts[2]
+        occurrence = keys.groupby(keys, sort=False).cumcount()
+    else:  # the same occurrence numbers without a joined copy of every text
+        occurrence = pd.concat(parts, axis=1, keys=range(3)).groupby([0, 1, 2], sort=False).cumcount()
+    rows = zip(*parts, occurrence, strict=True)
     return pd.Series(
-        [hashlib.sha1(f"{k}\x1f{n}".encode()).hexdigest()[:16] for k, n in zip(keys, occurrence, strict=True)],
+        [hashlib.sha1(f"{t}\x1f{f}\x1f{label}\x1f{n}".encode()).hexdigest()[:16] for t, f, label, n in rows],
         index=frame.index,
         dtype="string",
     )
@@ -388,7 +388,7 @@ def deduplicate(frame: pd.DataFrame) -> tuple[pd.DataFrame, dict[str, int]]:
     """Each text once (see the module docstring): the first row of a text with one label; no row of a text
     with several labels.  Returns the rows kept (in order) and the counts dropped."""
     keys = frame[schema.TEXT].map(schema.text_key)
-    labels_per_text = frame.groupby(keys)[schema.LABEL].transform("nunique")
+    labels_per_text = frame.groupby(keys, sort=False)[schema.LABEL].transform("nunique")
     conflicting = labels_per_text > 1
     duplicate = keys.duplicated() & ~conflicting
     kept = frame[~(conflicting | duplicate)].reset_index(drop=True)
