@@ -14,12 +14,15 @@ the store directory is writable and the online store reachable), then
 All-or-nothing where the store allows it: a failure in 2-3 removes the offline file this ingest added and
 undoes its own registry change (definitions it created are deleted again, unless another ingest's offline
 data already depends on them; definitions it replaced are re-applied).  Other runs' registry changes are
-never overwritten by a snapshot.  The SQLite online store (embedded default) is written in one
-`write_to_online_store` call, which Feast commits as one SQLite transaction, so it is all-or-nothing too.
-**Redis is not transactional**: it is written in batches of `online_batch_size` rows, and a failure part
-way (Redis going away mid-ingest) can leave some rows' online values updated while the offline data and
-registry are rolled back; re-running the ingest converges.  Offline rows become visible to readers when
-their file lands (step 1), before the online write.
+never overwritten by a snapshot.  The online store is written in `write_to_online_store` calls of
+`online_batch_size` rows (50,000): Feast turns every row of a call into protobuf values in memory first, about
+6 KB a row, so one call for 1M rows needed over 6 GB.  The SQLite online store (embedded default) commits each
+call as one SQLite transaction: an ingest of up to `online_batch_size` rows (the course's data, balanced or not)
+is all-or-nothing too; a larger one that fails part way leaves the batches already written (those rows' online
+values updated) while the offline data and registry are rolled back.  **Redis is not transactional** at all:
+a failure part way (Redis going away mid-ingest) can leave some rows of a batch updated.  Either way,
+re-running the ingest converges.  Offline rows become visible to readers when their file lands (step 1),
+before the online write.
 """
 
 from __future__ import annotations
@@ -75,10 +78,10 @@ class IngestConfig:
         },
     )
     online_batch_size: int = field(
-        default=20_000,
+        default=50_000,
         metadata={
-            "help": "Rows per write_to_online_store call for non-transactional online stores (Redis); "
-            "SQLite is written in one call (one transaction).",
+            "help": "Rows per write_to_online_store call (Feast holds a call's rows as protobuf values, about "
+            "6 KB each); each call is one SQLite transaction, Redis is not transactional.",
             "min": 1,
         },
     )
@@ -162,7 +165,7 @@ def _registry_file(config: RepoConfig) -> Path | None:
 
 
 def _transactional(config: RepoConfig) -> bool:
-    """Whether one `write_to_online_store` call is all-or-nothing (Feast's SQLite store: one transaction)."""
+    """Whether a `write_to_online_store` call is all-or-nothing (Feast's SQLite store: one transaction)."""
     return str(config.online_store.type) in ("sqlite", "feast.infra.online_stores.sqlite.SqliteOnlineStore")
 
 
@@ -245,15 +248,35 @@ def registry_lock(config: RepoConfig) -> Iterator[None]:
 # --- offline ---------------------------------------------------------------------------------------------
 
 
+class _Digest:
+    """A write-only file that keeps only the SHA-256 of what is written to it."""
+
+    closed = False
+
+    def __init__(self) -> None:
+        self.sha256 = hashlib.sha256()
+
+    def write(self, data: Any) -> int:
+        self.sha256.update(data)
+        return memoryview(data).nbytes
+
+    def flush(self) -> None:
+        pass
+
+    def close(self) -> None:
+        self.closed = True
+
+
 class OfflineFile:
-    """This ingest's own Parquet file in the offline directory (local or s3://), named by its content."""
+    """This ingest's own Parquet file in the offline directory (local or s3://), named by its content: the
+    SHA-256 of the rows' Arrow IPC stream, hashed as it is written (never held whole in memory)."""
 
     def __init__(self, directory: str, table: pa.Table) -> None:
-        sink = pa.BufferOutputStream()
-        with pa.ipc.new_stream(sink, table.schema) as writer:
+        digest = _Digest()
+        with pa.ipc.new_stream(pa.PythonFile(digest, mode="w"), table.schema) as writer:
             writer.write_table(table)
         self.directory = directory.rstrip("/")
-        self.name = f"features-{hashlib.sha256(sink.getvalue()).hexdigest()[:24]}.parquet"
+        self.name = f"features-{digest.sha256.hexdigest()[:24]}.parquet"
         self.uri = f"{self.directory}/{self.name}"
         self.table = table
         self.created = False
@@ -326,14 +349,20 @@ def undo_register(store: FeatureStore, objects: list[Any], before: list[Any], ke
 
 def write_online(store: FeatureStore, table: pa.Table, batch_rows: int) -> str:
     """Write the rows' online features (`features.ONLINE_FEATURES`, not the labels) with
-    `FeatureStore.write_to_online_store`; returns how (for the report)."""
+    `FeatureStore.write_to_online_store`, ``batch_rows`` rows a call; returns how (for the report)."""
     table = table.select([schema.REVIEW_ID, *F.ONLINE_FEATURES, F.EVENT_TIMESTAMP])
-    if _transactional(store.config):
-        store.write_to_online_store(F.FEATURE_VIEW, table.to_pandas(), allow_registry_cache=False)
-        return "write_to_online_store (one SQLite transaction)"
+    sqlite = _transactional(store.config)
     for start in range(0, table.num_rows, batch_rows):
-        store.write_to_online_store(F.FEATURE_VIEW, table.slice(start, batch_rows).to_pandas())
-    return f"write_to_online_store (batches of {batch_rows} rows, not transactional)"
+        frame = table.slice(start, batch_rows).to_pandas()
+        if sqlite:
+            store.write_to_online_store(F.FEATURE_VIEW, frame, allow_registry_cache=False)
+        else:
+            store.write_to_online_store(F.FEATURE_VIEW, frame)
+    if not sqlite:
+        return f"write_to_online_store (batches of {batch_rows} rows, not transactional)"
+    if table.num_rows <= batch_rows:
+        return "write_to_online_store (one SQLite transaction)"
+    return f"write_to_online_store (batches of {batch_rows} rows, one SQLite transaction each)"
 
 
 # --- the step --------------------------------------------------------------------------------------------
