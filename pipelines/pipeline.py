@@ -20,10 +20,8 @@ from pipelines.profiles import Profile, use_feature_store, use_mlflow
 from pipelines.targets import Target, kfp_target
 
 PIPELINE_NAME = "bert-review-sentiment"
-DESCRIPTION = (
-    "Product reviews → Clarify bias check → BERT features → Feast → Katib-style tuning (Optuna) → PyTorch "
-    "fine-tuning → evaluation with the deploy gate → MLflow registry, local model server or KServe canary."
-)
+#: The steps every target shares; the target's `runs_on` follows.
+DESCRIPTION = "Product reviews → Clarify bias check → BERT features → Feast → "
 
 
 #: What the pipeline returns: each step's report (`pipelines.steps`: its ``output``), an artifact of JSON, or the
@@ -211,4 +209,5 @@ def build_pipeline(profile: Profile | None = None, target: Target | None = None)
     review_sentiment_pipeline.__doc__ = P.docstring(
         "Build, train, evaluate and deploy a BERT review-sentiment classifier.", names
     )
-    return dsl.pipeline(name=PIPELINE_NAME, description=DESCRIPTION)(review_sentiment_pipeline)
+    description = f"{DESCRIPTION}{steps.runs_on}."
+    return dsl.pipeline(name=PIPELINE_NAME, description=description)(review_sentiment_pipeline)

@@ -68,6 +68,8 @@ class Target:
     tune: Step
     train: Step
     deploy: Step
+    #: What the three steps run on, for the pipeline's description.
+    runs_on: str = ""
 
     def components(self) -> list[Any]:
         return [self.tune.component, self.train.component, self.deploy.component]
@@ -87,6 +89,8 @@ def kfp_target() -> Target:
         tune=Step(tune_hyperparameters, _on_cluster),
         train=Step(train_classifier, _on_cluster),
         deploy=Step(deploy_model, use_mlflow),
+        runs_on="Katib-style tuning (Optuna or Katib) → PyTorch fine-tuning (in the pod or a Kubeflow TrainJob) → "
+        "evaluation with the deploy gate → MLflow registry, local model server or KServe canary",
     )
 
 
@@ -123,6 +127,8 @@ def sagemaker_target() -> Target:
         tune=Step(tune_on_sagemaker, _on_sagemaker),
         train=Step(train_on_sagemaker, _on_sagemaker),
         deploy=Step(deploy_sagemaker_endpoint, _deploy_on_sagemaker),
+        runs_on="SageMaker hyper-parameter tuning → SageMaker training job → evaluation with the deploy gate → "
+        "MLflow registry, SageMaker endpoint canary",
     )
 
 
