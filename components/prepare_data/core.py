@@ -180,7 +180,8 @@ def review_ids(frame: pd.DataFrame) -> pd.Series:
         keys = parts[0] + "\x1f" + parts[1] + "\x1f" + parts[2]
         occurrence = keys.groupby(keys, sort=False).cumcount()
     else:  # the same occurrence numbers without a joined copy of every text
-        occurrence = pd.concat(parts, axis=1, keys=range(3)).groupby([0, 1, 2], sort=False).cumcount()
+        columns = pd.DataFrame({i: part.to_numpy() for i, part in enumerate(parts)})
+        occurrence = columns.groupby([0, 1, 2], sort=False).cumcount().to_numpy()
     rows = zip(*parts, occurrence, strict=True)
     return pd.Series(
         [hashlib.sha1(f"{t}\x1f{f}\x1f{label}\x1f{n}".encode()).hexdigest()[:16] for t, f, label, n in rows],

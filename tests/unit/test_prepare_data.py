@@ -101,7 +101,8 @@ def test_review_ids_equal_the_joined_key_ids(texts: list[str], facets: list[str]
             schema.TEXT: pd.array(texts, dtype="string"),
             schema.FACET: pd.array(facets, dtype="string"),
             schema.LABEL: pd.array([1, 1, 1, 0, 1, 1][: len(texts)], dtype="int8"),
-        }
+        },
+        index=[7, 7, 3, 3, 9, 9][: len(texts)],  # a frame's index need not be unique
     )
     ids = core.review_ids(frame)
     assert ids.tolist() == _joined_key_ids(frame)
