@@ -33,6 +33,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import os
+import shutil
 import sys
 import tempfile
 import time
@@ -62,6 +63,7 @@ def main(argv: list[str]) -> dict:
     parser.add_argument("--warmup-ratio", type=float, default=0.1)
     parser.add_argument("--seed", type=int, default=42)
     parser.add_argument("--budget-minutes", type=float, default=0.0, help="Default: 20, tuned 45, all data 60.")
+    parser.add_argument("--keep-model", default="", help="Copy the final model directory here (bench quantize).")
     parser.add_argument(
         "--all-data", action="store_true", help="Train on every review outside the balanced validation/test splits."
     )
@@ -109,6 +111,8 @@ def main(argv: list[str]) -> dict:
             splits["test"], training.model_dir, Path(tmp) / "eval.json", Path(tmp) / "eval.html", tracking_uri=None
         )
         variants = served_variants(training.model_dir, splits["test"])
+        if args.keep_model:
+            shutil.copytree(training.model_dir, args.keep_model, dirs_exist_ok=True)
     total = time.perf_counter() - started
     extra: dict[str, Any] = {}
     if tuning is not None:

@@ -38,7 +38,8 @@ MAX_CHECK_REVIEWS = 1000
 OPSET = 17
 
 
-def _export_fp32(model_dir: Path, path: Path) -> None:
+def export_fp32(model_dir: Path, path: Path) -> None:
+    """``model_dir``'s classifier as an fp32 ONNX model at ``path`` (logits from ids and mask, dynamic axes)."""
     import torch
 
     from components.common import modeling
@@ -75,7 +76,13 @@ def _export_fp32(model_dir: Path, path: Path) -> None:
         )
 
 
-def _quantize(source: Path, target: Path) -> None:
+#: `quantize_dynamic`'s settings of the int8 model: int8 weights per output channel, 7-bit (see the module docstring).
+INT8_SETTINGS: dict[str, Any] = {"per_channel": True, "reduce_range": True}
+
+
+def quantize(source: Path, target: Path, **settings: Any) -> None:
+    """The int8 dynamically quantised model of ``source`` at ``target`` (`INT8_SETTINGS`, overridden by
+    ``settings``: any other `quantize_dynamic` argument, e.g. ``nodes_to_exclude``)."""
     import logging
 
     from onnxruntime.quantization import QuantType, quantize_dynamic
@@ -84,7 +91,7 @@ def _quantize(source: Path, target: Path) -> None:
     level = root.level
     root.setLevel(logging.ERROR)  # "consider pre-processing": a hint for static quantisation
     try:
-        quantize_dynamic(str(source), str(target), per_channel=True, reduce_range=True, weight_type=QuantType.QInt8)
+        quantize_dynamic(str(source), str(target), **{"weight_type": QuantType.QInt8, **INT8_SETTINGS, **settings})
     finally:
         root.setLevel(level)
 
@@ -111,9 +118,9 @@ def export(
     path = Path(model_dir)
     fp32, q8 = inference.onnx_path(path), inference.onnx_path(path, int8=True)
     shutil.rmtree(fp32.parent, ignore_errors=True)
-    _export_fp32(path, fp32)
+    export_fp32(path, fp32)
     if int8:
-        _quantize(fp32, q8)
+        quantize(fp32, q8)
     report: dict[str, Any] = {"variants": [], "checked_reviews": 0, "agreement": {}, "dropped": {}}
     if check is not None and len(check):
         rows = min(len(check), MAX_CHECK_REVIEWS)

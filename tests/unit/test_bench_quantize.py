@@ -1,0 +1,29 @@
+"""bench quantize on a small random classifier: every setting quantises, scores and times the same reviews."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from bench import quantize
+from serving.testing import untrained_classifier
+from tests import testing
+
+
+def test_each_setting_is_scored_against_pytorch(tmp_path: Path, reviews_csv: Path, monkeypatch) -> None:
+    monkeypatch.setenv("REVIEWS_CSV", str(reviews_csv))
+    model = untrained_classifier(str(testing.tiny_model(tmp_path / "tiny")), tmp_path / "model")
+    found = quantize.main(["--model-dir", str(model), "--max-seq-length", "32"])
+    variants = found["variants"]
+    assert found["reviews"] == 708 and found["baseline"] == 0.99  # the balanced validation + test splits
+    assert len(variants) == 2 + 5 and variants["onnx fp32"]["equal_to_pytorch"] == 1.0
+    for name, figures in variants.items():
+        assert figures["ms_per_review"] > 0 and 0 <= figures["accuracy"] <= 1, name
+    assert found["value"] == variants["onnx int8, train (per channel, 7-bit)"]["equal_to_pytorch"]
+    assert not (model / "onnx").exists()  # quantised in a copy: the model directory is left as it was
+
+
+def test_a_directory_without_a_model_is_refused(tmp_path: Path) -> None:
+    with pytest.raises(SystemExit, match="not a model directory"):
+        quantize.main(["--model-dir", str(tmp_path)])
