@@ -19,7 +19,7 @@ final model is scored, so the configuration is chosen by validation only.
 
 ``--all-data`` keeps the same balanced validation and test splits and trains on every other cleaned review
 (prepare without balancing: about 21.9k instead of 6.4k, three quarters of them positive) with the loss
-weighted by class (`core.balanced_class_weights`, Trainer's ``compute_loss_func``); 2 epochs within 60 minutes
+weighted by class (`batching.balanced_class_weights`, Trainer's ``compute_loss_func``); 2 epochs within 60 minutes
 by default (each epoch sees 3.4 times the balanced run's rows).
 
     python -m bench quality --all-data [--epochs 2]
@@ -92,7 +92,7 @@ def main(argv: list[str]) -> dict:
     learning_rate, batch_size, tuning = args.learning_rate, args.batch_size, None
     class_weights = None
     if args.all_data:
-        from components.train.core import balanced_class_weights
+        from components.common.batching import balanced_class_weights
 
         class_weights = balanced_class_weights(splits["train"]["label_id"])
     with tempfile.TemporaryDirectory() as tmp:

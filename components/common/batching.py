@@ -211,3 +211,17 @@ class Collator:
             "attention_mask": torch.from_numpy(mask),
             "labels": torch.from_numpy(self.examples.labels[np.asarray(indices)]),
         }
+
+
+def balanced_class_weights(label_ids: Any) -> list[float]:
+    """Weights per class id that make every class count alike in the loss: rows ÷ (classes × the class's rows)
+    (scikit-learn's ``class_weight="balanced"``).
+
+    Raises:
+        ValueError: A class has no row (its weight would be infinite).
+    """
+    counts = np.bincount(np.asarray(label_ids, dtype=np.int64), minlength=NUM_LABELS)
+    if (counts == 0).any():
+        missing = ", ".join(CLASS_NAMES[i] for i in np.flatnonzero(counts == 0))
+        raise ValueError(f"Class weights need rows of every class; the training split has none of: {missing}.")
+    return [float(w) for w in counts.sum() / (len(counts) * counts)]

@@ -10,7 +10,7 @@ dynamically padded inference over `batching.Examples` (`softmax` turns its logit
 from __future__ import annotations
 
 import os
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager, nullcontext
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -308,3 +308,19 @@ def softmax(logits: np.ndarray) -> np.ndarray:
     shifted = logits.astype(np.float64) - logits.max(axis=1, keepdims=True)
     exp = np.exp(shifted)
     return exp / exp.sum(axis=1, keepdims=True)
+
+
+def weighted_loss(weights: Sequence[float]) -> Callable[..., Any]:
+    """Trainer's ``compute_loss_func``: cross-entropy with a weight per class (``weights[label id]``), summed and
+    divided by ``num_items_in_batch`` as Trainer's contract for that function asks (the rows of the whole
+    accumulated batch, on every process under DDP); a batch mean where Trainer passes no count (evaluation)."""
+
+    def loss(outputs: Any, labels: Any, num_items_in_batch: Any = None) -> Any:
+        import torch
+
+        logits = outputs["logits"].float()
+        weight = torch.as_tensor(weights, dtype=logits.dtype, device=logits.device)
+        total = torch.nn.functional.cross_entropy(logits, labels, weight=weight, reduction="sum")
+        return total / (num_items_in_batch if num_items_in_batch is not None else labels.shape[0])
+
+    return loss

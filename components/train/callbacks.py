@@ -35,7 +35,7 @@ from components.common.metrics import classification_scores
 from components.train.health import HealthArguments, HealthMonitor
 
 if TYPE_CHECKING:  # pragma: no cover - typing only
-    from collections.abc import Callable, Sequence
+    from collections.abc import Callable
 
     import torch
 
@@ -108,22 +108,6 @@ def scores(prediction: EvalPrediction) -> dict[str, float]:
     """Trainer's ``compute_metrics``: accuracy and macro-F1 (`components.common.metrics`, as evaluate reports)."""
     result = classification_scores(prediction.label_ids, prediction.predictions.argmax(1))
     return {"accuracy": result.accuracy, "f1_macro": result.f1_macro}
-
-
-def weighted_loss(weights: Sequence[float]) -> Callable[..., Any]:
-    """Trainer's ``compute_loss_func``: cross-entropy with a weight per class (``weights[label id]``), summed and
-    divided by ``num_items_in_batch`` as Trainer's contract for that function asks (the rows of the whole
-    accumulated batch, on every process under DDP); a batch mean where Trainer passes no count (evaluation)."""
-
-    def loss(outputs: Any, labels: Any, num_items_in_batch: Any = None) -> Any:
-        import torch
-
-        logits = outputs["logits"].float()
-        weight = torch.as_tensor(weights, dtype=logits.dtype, device=logits.device)
-        total = torch.nn.functional.cross_entropy(logits, labels, weight=weight, reduction="sum")
-        return total / (num_items_in_batch if num_items_in_batch is not None else labels.shape[0])
-
-    return loss
 
 
 class CountingTrainer(Trainer):

@@ -181,20 +181,6 @@ def checkpoint_dirs(output_dir: str | Path) -> list[Path]:
     return [p for _, p in sorted(found)]
 
 
-def balanced_class_weights(label_ids: Any) -> list[float]:
-    """Weights per class id that make every class count alike in the loss: rows ÷ (classes × the class's rows)
-    (scikit-learn's ``class_weight="balanced"``).
-
-    Raises:
-        ValueError: A class has no row (its weight would be infinite).
-    """
-    counts = np.bincount(np.asarray(label_ids, dtype=np.int64), minlength=D.NUM_LABELS)
-    if (counts == 0).any():
-        missing = ", ".join(D.CLASS_NAMES[i] for i in np.flatnonzero(counts == 0))
-        raise ValueError(f"Class weights need rows of every class; the training split has none of: {missing}.")
-    return [float(w) for w in counts.sum() / (len(counts) * counts)]
-
-
 def fingerprint(model_name: str, data_args: DataArguments, args: TrainingArguments, world_size: int, rows: int) -> dict:
     """The settings a resumed run must share with the run that wrote the checkpoints."""
     same = ("per_device_train_batch_size", "gradient_accumulation_steps", "learning_rate", "seed", "max_steps")
@@ -271,8 +257,7 @@ def train(
     """Fine-tune with `transformers.Trainer` (see the module docstring) and write the final model to
     ``model_dir`` (default ``<output_dir>/model``) with ``training_outcome.json`` beside it for evaluate's gate.
     ``on_log`` is called on the main process with (metrics, step) at progress lines and evaluations.
-    ``class_weights`` (one per class id, e.g. `balanced_class_weights`): the training loss weighted by class
-    (`callbacks.weighted_loss`), for data that prepare did not balance; None: the model's own loss.
+    ``class_weights`` (per class id, e.g. `batching.balanced_class_weights`): the loss weighted by class.
 
     Raises:
         ValueError: Bad settings, bad or empty splits (`batching.to_examples`), a base model that is not there or
@@ -282,15 +267,8 @@ def train(
     import torch
     from transformers import DataCollatorWithPadding, EarlyStoppingCallback, PrinterCallback, set_seed
 
-    from components.common.modeling import first_token_id, load_classifier, pick_precision
-    from components.train.callbacks import (
-        CountingTrainer,
-        Throughput,
-        TrainingMonitor,
-        gpu_stats,
-        scores,
-        weighted_loss,
-    )
+    from components.common.modeling import first_token_id, load_classifier, pick_precision, weighted_loss
+    from components.train.callbacks import CountingTrainer, Throughput, TrainingMonitor, gpu_stats, scores
 
     health_args = health_args or HealthArguments()
     args.validate()

@@ -8,7 +8,7 @@ import pandas as pd
 import pytest
 
 from bench._course import all_data_features, course_features
-from components.train.core import balanced_class_weights
+from components.common.batching import balanced_class_weights
 
 
 def test_all_data_keeps_the_held_out_splits_and_trains_on_the_rest(tmp_path: Path, reviews_csv: Path) -> None:

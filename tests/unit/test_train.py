@@ -478,15 +478,15 @@ def test_ddp_on_two_cpu_processes_matches_one_process(tmp_path: Path, tiny: Path
 
 
 def test_balanced_class_weights_follow_scikit_learns_rule() -> None:
-    assert core.balanced_class_weights([0, 1, 1, 2, 2, 2]) == pytest.approx([2.0, 1.0, 2 / 3])
+    assert D.balanced_class_weights([0, 1, 1, 2, 2, 2]) == pytest.approx([2.0, 1.0, 2 / 3])
     with pytest.raises(ValueError, match="none of: neutral"):
-        core.balanced_class_weights([0, 2, 2])
+        D.balanced_class_weights([0, 2, 2])
 
 
 def test_weighted_loss_is_trainers_contract() -> None:
     import torch
 
-    from components.train.callbacks import weighted_loss
+    from components.common.modeling import weighted_loss
 
     logits = torch.tensor([[2.0, 0.5, -1.0], [0.1, 0.2, 0.3], [-1.0, 0.0, 3.0], [0.0, 1.0, 0.0]])
     labels = torch.tensor([0, 1, 2, 1])
