@@ -28,3 +28,14 @@ def result(name: str, value: float, baseline: float, unit: str, **details: Any) 
         "unit": unit,
         **details,
     }
+
+
+def label_scores(labels: Any, reference: Any, truth: Any) -> dict[str, float]:
+    """Share of ``labels`` equal to ``reference`` (PyTorch fp32's) and their accuracy against ``truth``."""
+    import numpy as np
+
+    labels = np.asarray(labels)
+    return {
+        "equal_to_pytorch": round(float((labels == np.asarray(reference)).mean()), 4),
+        "accuracy": round(float((labels == np.asarray(truth)).mean()), 4),
+    }

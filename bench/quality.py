@@ -42,7 +42,7 @@ from pathlib import Path
 from typing import Any
 
 from bench._course import all_data_features, course_csv, course_features
-from bench._util import result
+from bench._util import label_scores, result
 
 #: Test accuracy of the course's RoBERTa pipeline on this protocol (before tuning).
 COURSE_ACCURACY = 0.7023
@@ -232,23 +232,17 @@ def _fit(
 
 def served_variants(model_dir: str, test: Any) -> dict[str, dict[str, float]]:
     """Per inference variant the model directory has: test accuracy and the share of labels equal to PyTorch's."""
-    import numpy as np
-
     from components.common import batching as D
     from components.common import inference
 
     examples = D.to_examples(test, "test")
-    truth = np.asarray(test[D.LABEL_ID])
-    labels: dict[str, np.ndarray] = {}
-    for backend in inference.VARIANTS:
-        if backend == "pytorch" or inference.onnx_path(model_dir, int8=backend == "onnx-int8").is_file():
-            labels[backend] = inference.load(model_dir, backend).logits(examples).argmax(axis=1)
+    labels = {
+        backend: inference.load(model_dir, backend).logits(examples).argmax(axis=1)
+        for backend in inference.VARIANTS
+        if backend == "pytorch" or inference.onnx_path(model_dir, int8=backend == "onnx-int8").is_file()
+    }
     return {
-        inference.VARIANTS[b]: {
-            "accuracy": round(float((found == truth).mean()), 4),
-            "equal_to_pytorch": round(float((found == labels["pytorch"]).mean()), 4),
-        }
-        for b, found in labels.items()
+        inference.VARIANTS[b]: label_scores(found, labels["pytorch"], examples.labels) for b, found in labels.items()
     }
 
 

@@ -26,7 +26,7 @@ from typing import Any
 import numpy as np
 
 from bench._course import course_csv, course_features
-from bench._util import result
+from bench._util import label_scores, result
 
 
 def _ffn_outputs(path: Path) -> list[str]:
@@ -84,27 +84,25 @@ def main(argv: list[str]) -> dict:
             onnx_export.export_fp32(model, fp32)
         pytorch = inference.load(model, "pytorch", threads=1, cpu=True)
         reference = pytorch.logits(examples).argmax(axis=1)
-        accuracy = float((reference == examples.labels).mean())
         figures: dict[str, dict[str, float]] = {
-            "pytorch fp32": {"accuracy": round(accuracy, 4), "ms_per_review": round(ms_per_review(pytorch, rows), 2)},
+            "pytorch fp32": {
+                "accuracy": label_scores(reference, reference, examples.labels)["accuracy"],
+                "ms_per_review": round(ms_per_review(pytorch, rows), 2),
+            },
         }
-        onnx = inference.load(model, "onnx", threads=1)
-        labels = onnx.logits(examples).argmax(axis=1)
-        figures["onnx fp32"] = {
-            "equal_to_pytorch": round(float((labels == reference).mean()), 4),
-            "accuracy": round(float((labels == examples.labels).mean()), 4),
-            "ms_per_review": round(ms_per_review(onnx, rows), 2),
-        }
+
+        def scored(backend: str) -> dict[str, float]:
+            classifier = inference.load(model, backend, threads=1)
+            labels = classifier.logits(examples).argmax(axis=1)
+            return label_scores(labels, reference, examples.labels) | {
+                "ms_per_review": round(ms_per_review(classifier, rows), 2)
+            }
+
+        figures["onnx fp32"] = scored("onnx")
         for name, override in settings(fp32).items():
             q8.unlink(missing_ok=True)
             onnx_export.quantize(fp32, q8, **override)
-            int8 = inference.load(model, "onnx-int8", threads=1)
-            labels = int8.logits(examples).argmax(axis=1)
-            figures[f"onnx int8, {name}"] = {
-                "equal_to_pytorch": round(float((labels == reference).mean()), 4),
-                "accuracy": round(float((labels == examples.labels).mean()), 4),
-                "ms_per_review": round(ms_per_review(int8, rows), 2),
-            }
+            figures[f"onnx int8, {name}"] = scored("onnx-int8")
     trains = figures["onnx int8, train (per channel, 7-bit)"]["equal_to_pytorch"]
     return result(
         "quantize",

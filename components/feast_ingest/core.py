@@ -352,12 +352,9 @@ def write_online(store: FeatureStore, table: pa.Table, batch_rows: int) -> str:
     `FeatureStore.write_to_online_store`, ``batch_rows`` rows a call; returns how (for the report)."""
     table = table.select([schema.REVIEW_ID, *F.ONLINE_FEATURES, F.EVENT_TIMESTAMP])
     sqlite = _transactional(store.config)
+    cache = {"allow_registry_cache": False} if sqlite else {}
     for start in range(0, table.num_rows, batch_rows):
-        frame = table.slice(start, batch_rows).to_pandas()
-        if sqlite:
-            store.write_to_online_store(F.FEATURE_VIEW, frame, allow_registry_cache=False)
-        else:
-            store.write_to_online_store(F.FEATURE_VIEW, frame)
+        store.write_to_online_store(F.FEATURE_VIEW, table.slice(start, batch_rows).to_pandas(), **cache)
     if not sqlite:
         return f"write_to_online_store (batches of {batch_rows} rows, not transactional)"
     if table.num_rows <= batch_rows:
