@@ -26,7 +26,13 @@ def main(argv: list[str]) -> int:
         print(f"error: no benchmark {argv[0]!r}; choose one of {', '.join(names)}", file=sys.stderr)
         return 2
     if argv[0] != "all":
-        print(json.dumps(importlib.import_module(f"bench.{argv[0]}").main(argv[1:])))
+        try:
+            print(json.dumps(importlib.import_module(f"bench.{argv[0]}").main(argv[1:])))
+        except SystemExit as stop:  # a benchmark refusing its input (a missing CSV, a bad flag value): exit 2
+            if not isinstance(stop.code, str):
+                raise
+            print(stop.code, file=sys.stderr)
+            return 2
         return 0
     failed = []
     for name in names:  # one that cannot run here (mfu without a GPU) is reported and the rest go on

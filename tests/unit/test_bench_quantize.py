@@ -27,3 +27,13 @@ def test_each_setting_is_scored_against_pytorch(tmp_path: Path, reviews_csv: Pat
 def test_a_directory_without_a_model_is_refused(tmp_path: Path) -> None:
     with pytest.raises(SystemExit, match="not a model directory"):
         quantize.main(["--model-dir", str(tmp_path)])
+
+
+def test_the_command_refuses_bad_input_with_exit_2_and_one_line(tmp_path: Path, capsys) -> None:
+    from bench.__main__ import main
+
+    assert main(["quantize", "--model-dir", str(tmp_path)]) == 2
+    captured = capsys.readouterr()
+    assert captured.out == "" and captured.err.strip().splitlines() == [
+        f"error: --model-dir {str(tmp_path)!r} is not a model directory train wrote"
+    ]
