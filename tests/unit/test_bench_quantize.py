@@ -17,9 +17,13 @@ def test_each_setting_is_scored_against_pytorch(tmp_path: Path, reviews_csv: Pat
     found = quantize.main(["--model-dir", str(model), "--max-seq-length", "32"])
     variants = found["variants"]
     assert found["reviews"] == 708 and found["baseline"] == 0.99  # the balanced validation + test splits
-    assert len(variants) == 2 + 5 and variants["onnx fp32"]["equal_to_pytorch"] == 1.0
+    assert len(variants) == 2 + 5 + len(quantize.BLOCKS) and variants["onnx fp32"]["equal_to_pytorch"] == 1.0
     for name, figures in variants.items():
         assert figures["ms_per_review"] > 0 and 0 <= figures["accuracy"] <= 1, name
+        changed = figures.get("largest_margin_changed", 0.0)  # 0 where no label changed
+        assert (changed == 0.0) == (figures.get("equal_to_pytorch", 1.0) == 1.0), name
+    quantiles = found["pytorch_margin_quantiles"]
+    assert list(quantiles) == ["1%", "2%", "5%"] and 0 <= quantiles["1%"] <= quantiles["2%"] <= quantiles["5%"]
     assert found["value"] == variants["onnx int8, train (per channel, 7-bit)"]["equal_to_pytorch"]
     assert not (model / "onnx").exists()  # quantised in a copy: the model directory is left as it was
 
