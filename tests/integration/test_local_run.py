@@ -103,6 +103,7 @@ def test_summary_bias_matches_clarify_on_the_course_data(
             assert got == pytest.approx(metric["value"], abs=1e-12)
 
 
+@pytest.mark.slow  # about 25-60 s: runs in CI's `-m slow` pass
 def test_group_column_adds_cddl_and_a_failed_gate_skips_deployment(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:

@@ -124,6 +124,7 @@ def _private_store(home: Path) -> Path:
     return home / ".local" / "share" / "bert-kfp"
 
 
+@pytest.mark.slow  # about 25-60 s: runs in CI's `-m slow` pass
 def test_evaluate_sees_trains_run_on_the_tracking_server(
     mlflow_server_starting, data: dict[str, Path], mlflow_server, tmp_path: Path
 ) -> None:

@@ -360,6 +360,7 @@ def test_two_runs_into_one_output_one_proceeds_and_sigterm_stops_it_cleanly(tmp_
 
 
 @pytest.mark.integration
+@pytest.mark.slow  # about 25-60 s: runs in CI's `-m slow` pass
 def test_kill_9_of_a_run_leaves_no_orphan_and_overwrite_takes_its_directory_over(tmp_path: Path) -> None:
     out = tmp_path / "run"
     run = _start(out, tmp_path)

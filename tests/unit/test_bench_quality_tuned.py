@@ -11,6 +11,7 @@ from bench import quality
 from tests import testing
 
 
+@pytest.mark.slow  # about 25-60 s: runs in CI's `-m slow` pass
 def test_search_runs_a_study_on_the_train_subset_and_the_validation_split(tmp_path: Path) -> None:
     tiny = testing.tiny_model(tmp_path / "tiny", dropout=0.0)
     texts, labels, facets = testing.synthetic_reviews(90, seed=4)

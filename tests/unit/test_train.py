@@ -215,6 +215,7 @@ def real_subset(reviews_csv: Path) -> tuple[pd.DataFrame, pd.DataFrame]:
     return frame.iloc[:192].reset_index(drop=True), frame.iloc[192:].reset_index(drop=True)
 
 
+@pytest.mark.slow  # about 25-60 s: runs in CI's `-m slow` pass
 def test_bundled_model_learns_real_reviews(tmp_path: Path, real_subset) -> None:
     """A few steps of fine-tuning the bundled MiniLM: the loss falls and accuracy beats the majority class.
 
@@ -380,6 +381,7 @@ def _cli(tiny: Path, features: Path, out: Path) -> list[str]:
     ]  # fmt: skip
 
 
+@pytest.mark.slow  # about 25-60 s: runs in CI's `-m slow` pass
 def test_resume_after_sigkill_matches_an_uninterrupted_run(tmp_path: Path, tiny: Path) -> None:
     tiny_dropout = testing.tiny_model(tmp_path / "tiny-dropout", dropout=0.1)  # dropout: the RNG state matters
     texts, labels, facets = testing.synthetic_reviews(200, seed=9)

@@ -74,6 +74,7 @@ def _processes_using(path: Path) -> list[int]:
     return found
 
 
+@pytest.mark.slow  # about 25-60 s: runs in CI's `-m slow` pass
 def test_killed_study_resumes_prunes_the_poor_trial_and_returns_the_best(tmp_path: Path, data: dict) -> None:
     out, uri = tmp_path / "tune", f"sqlite:///{tmp_path / 'mlflow.db'}"
     env = {**os.environ, "PYTHONPATH": str(ROOT), "HF_HUB_OFFLINE": "1"}
