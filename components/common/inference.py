@@ -100,7 +100,8 @@ class Classifier:
         return out
 
     def batch_logits(self, rows: list[np.ndarray]) -> np.ndarray:
-        """Logits of ``rows`` in one padded forward pass (the server's batch)."""
+        """Logits of ``rows`` (the server's batch) in one padded forward pass; int8: a pass per row (see
+        `_onnx_runner`)."""
         return self._run(rows)
 
 
@@ -129,16 +130,25 @@ def onnx_session(path: Path, threads: int = 0) -> Any:
     return ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
 
 
-def _onnx_runner(path: Path, pad_token_id: int, threads: int) -> Any:
+def _onnx_runner(path: Path, pad_token_id: int, threads: int, each_alone: bool) -> Any:
+    """``rows`` → logits in one padded pass of ``path``'s model, or, with ``each_alone``, a pass per row.
+
+    The int8 model runs each review alone: dynamic quantisation takes one range per input tensor, so in a
+    shared padded pass a review's logits would change with its batch mates and the padding (the labels of
+    2-3 % of the course's held-out reviews did, with a fine-tuned model), and the server's answers would differ
+    from evaluate's, batched otherwise, beyond any tie the smoke check allows.  On one CPU thread a pass per
+    review costs what a padded pass does (docs/benchmarks.md, "Serving backends")."""
     session = onnx_session(path, threads)
     names = {i.name for i in session.get_inputs()}
 
-    def run(rows: list[np.ndarray]) -> np.ndarray:
+    def forward(rows: list[np.ndarray]) -> np.ndarray:
         ids, mask = pad(rows, pad_token_id)
         feed = {"input_ids": ids, "attention_mask": mask}
         return session.run(["logits"], {k: v for k, v in feed.items() if k in names})[0].astype(np.float32)
 
-    return run
+    if each_alone:
+        return lambda rows: np.vstack([forward([row]) for row in rows])
+    return forward
 
 
 def _torch_runner(model_dir: Path, pad_token_id: int, threads: int, cpu: bool) -> Any:
@@ -184,7 +194,8 @@ def load(model_dir: str | Path, backend: str = "auto", threads: int = 0, cpu: bo
         if chosen == "pytorch":
             run = _torch_runner(path, tokenizer.pad_token_id, threads, cpu)
         else:
-            run = _onnx_runner(onnx_path(path, chosen == "onnx-int8"), tokenizer.pad_token_id, threads)
+            int8 = chosen == "onnx-int8"
+            run = _onnx_runner(onnx_path(path, int8), tokenizer.pad_token_id, threads, each_alone=int8)
     except ValueError:
         raise
     except Exception as error:  # transformers: OSError, RuntimeError...; onnxruntime: its own errors

@@ -112,6 +112,20 @@ def test_batches_of_any_size_and_length_match_one_review_at_a_time(exported) -> 
     np.testing.assert_allclose(together, alone, atol=1e-4)
 
 
+def test_an_int8_answer_does_not_depend_on_the_reviews_batched_with_it(exported) -> None:
+    """Dynamic quantisation takes one range per input tensor: in a shared padded pass, a review's int8 logits
+    would change with its batch mates and the padding (and the smoke check, comparing the server's answers with
+    evaluate's differently batched ones, would fail on clear answers). Each review runs alone: the same logits,
+    to the bit, whatever it is batched with."""
+    path, _, checked = exported
+    engine = inference.load(path, "onnx-int8")
+    rows = checked.input_ids[:8]
+    alone = np.vstack([engine.batch_logits([r]) for r in rows])
+    np.testing.assert_array_equal(engine.batch_logits(rows), alone)
+    np.testing.assert_array_equal(engine.batch_logits(rows[::-1])[::-1], alone)
+    np.testing.assert_array_equal(engine.logits(D.Examples(input_ids=rows, labels=checked.labels[:8])), alone)
+
+
 def test_auto_picks_int8_then_fp32_then_pytorch_and_a_forced_missing_one_is_an_error(tmp_path: Path) -> None:
     assert inference.choose(tmp_path) == "pytorch"
     (tmp_path / "onnx").mkdir()
