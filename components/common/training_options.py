@@ -46,9 +46,14 @@ class IOArguments:
     model_dir: str = option("", "Final model directory (default <output-dir>/model).")
     report: str = option("", "Report JSON (default <output-dir>/training_report.json).")
     mlflow_tracking_uri: str = option("", tracking.TRACKING_URI_HELP)
-    mlflow: bool = option(True, "Log params, metrics and the model to MLflow.")
+    mlflow: bool = option(True, "Log params, metrics and the report (and the model: --mlflow-log-model) to MLflow.")
     mlflow_experiment: str = option(tracking.DEFAULT_EXPERIMENT, "MLflow experiment.")
     mlflow_child_run: str = option("", "Log into this child run (tuning trials).")
+    mlflow_log_model: bool = option(
+        True,
+        "Upload the model directory to the MLflow run (off in the pipeline's train step and its tuning trials: "
+        "evaluate logs the model it evaluated, as an MLflow model, and registers it).",
+    )
     pipeline_run_id: str = option("", "Pipeline run id: one MLflow run per pipeline run.")
     data_hash: str = option("", "Hash of the input data file (lineage tag).")
     nproc_per_node: int = option(0, "Processes (GPUs) for DDP; 0: every visible GPU (1 on CPU).")

@@ -44,6 +44,7 @@ NOT_HYPERPARAMETERS = frozenset(
         "mlflow_tracking_uri",
         "mlflow_experiment",
         "mlflow_child_run",
+        "mlflow_log_model",
         "nproc_per_node",
     }
 )

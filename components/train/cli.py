@@ -109,7 +109,14 @@ def component_options(
         output_dir = str(Path(checkpoint_root) / run_id / "train")
     else:
         output_dir = tempfile.mkdtemp(prefix="bert-kfp-train-")
-    return {**values, "output_dir": output_dir, "model_dir": model_dir, "report": report, **hyperparameters}
+    return {
+        **values,
+        "output_dir": output_dir,
+        "model_dir": model_dir,
+        "report": report,
+        **hyperparameters,
+        "mlflow_log_model": False,  # evaluate logs and registers the model it evaluates: one upload, not two
+    }
 
 
 def run_component(values: Mapping[str, Any], keep_checkpoints: bool) -> None:

@@ -2,8 +2,8 @@
 
 `run` is what every way of starting the step ends in (`cli`: the command line, torchrun's processes, the KFP
 component, each node of a TrainJob): the splits from the Feast store that feast_ingest wrote or from a features
-Parquet with a `split` column, `core.train`, the JSON report, and params, metrics, health, lineage tags and the
-model in the pipeline run's MLflow run.
+Parquet with a `split` column, `core.train`, the JSON report, and params, metrics, health, lineage tags and (with
+`--mlflow-log-model`, the CLI's default) the model directory in the pipeline run's MLflow run.
 """
 
 from __future__ import annotations
@@ -122,11 +122,9 @@ def run(
             tracker.log_metrics(finite(result.metrics), result.global_step, prefix="train_final/")
             tags = {f"health.{rule}": "fired" if v["fired"] else "ok" for rule, v in result.health["rules"].items()}
             tracker.set_tags({**tags, "train.stop_reason": result.stop_reason, "base_model": result.base_model})
-            report["mlflow"] = {
-                "run_id": tracker.run_id,
-                "experiment": tracker.experiment,
-                "model_uri": tracker.log_artifacts(model_dir, "model"),
-            }
+            report["mlflow"] = {"run_id": tracker.run_id, "experiment": tracker.experiment}
+            if io.mlflow_log_model:
+                report["mlflow"]["model_uri"] = tracker.log_artifacts(model_dir, "model")
             tracker.log_text(json.dumps(report, indent=1, default=str), "train/training_report.json")
             tracker.end()
         if main:

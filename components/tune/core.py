@@ -259,7 +259,8 @@ class _Trials:
             "model_dir": str(directory / "model"),
         }
         if self.tracking_uri:
-            values.update(mlflow_tracking_uri=self.tracking_uri, mlflow_child_run=key)
+            # a trial's metrics only: its model is discarded (the pipeline trains the best settings again)
+            values.update(mlflow_tracking_uri=self.tracking_uri, mlflow_child_run=key, mlflow_log_model=False)
             if self.pipeline_run_id:
                 values["pipeline_run_id"] = self.pipeline_run_id
         argv = O.to_argv(values)

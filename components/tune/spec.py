@@ -50,6 +50,7 @@ RESERVED_OPTIONS = frozenset(
         "mlflow_tracking_uri",
         "mlflow_experiment",
         "mlflow_child_run",
+        "mlflow_log_model",
         "pipeline_run_id",
         "data_hash",
     }

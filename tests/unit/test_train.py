@@ -163,6 +163,33 @@ def test_unreachable_mlflow_message(tmp_path: Path, tiny: Path, synthetic, capsy
         run_step(io, core.ModelArguments(str(tiny)), core.DataArguments(), _args(tmp_path), HealthArguments())
 
 
+@pytest.mark.parametrize("log_model", [True, False])
+def test_the_model_directory_is_uploaded_to_mlflow_only_when_asked(
+    tmp_path: Path, tiny: Path, synthetic, log_model: bool
+) -> None:
+    """The training CLI uploads the model directory by default; the pipeline's train step and tuning trials do
+    not (evaluate logs the model it evaluated as an MLflow model): params, metrics and the report still go."""
+    from mlflow import MlflowClient
+
+    features = pd.concat([synthetic[0].assign(split="train"), synthetic[1].assign(split="validation")])
+    features.to_parquet(tmp_path / "features.parquet")
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    io = IOArguments(
+        features=str(tmp_path / "features.parquet"), mlflow_tracking_uri=uri, mlflow_log_model=log_model,
+        report=str(tmp_path / "report.json"), pipeline_run_id="run-3",
+    )  # fmt: skip
+    args = _args(tmp_path, num_train_epochs=1)
+    run_step(io, core.ModelArguments(str(tiny)), core.DataArguments(max_seq_length=32), args, HealthArguments())
+    logged = json.loads((tmp_path / "report.json").read_text())["mlflow"]
+    client = MlflowClient(uri)
+    artifacts = {a.path for a in client.list_artifacts(logged["run_id"])}
+    assert "train" in artifacts and "train/loss" in client.get_run(logged["run_id"]).data.metrics
+    assert ("model" in artifacts, "model_uri" in logged) == (log_model, log_model)
+    if log_model:
+        names = {Path(a.path).name for a in client.list_artifacts(logged["run_id"], "model")}
+        assert {"config.json", "model.safetensors", "tokenizer.json"} <= names
+
+
 @pytest.mark.parametrize(
     ("override", "message"),
     [

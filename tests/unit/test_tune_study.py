@@ -133,6 +133,8 @@ def test_killed_study_resumes_prunes_the_poor_trial_and_returns_the_best(tmp_pat
         assert child.data.tags["mlflow.parentRunId"] == parent.info.run_id
         assert (child.info.status, child.data.tags["tune.state"]) == (status, state)
     assert runs["trial-0000"].data.params["train.learning_rate"] == "0.001"
+    trial_artifacts = {a.path for a in client.list_artifacts(runs["trial-0000"].info.run_id)}
+    assert "train" in trial_artifacts and "model" not in trial_artifacts  # a trial's metrics, not its model
 
 
 def test_katib_trials_child_runs_are_ended_with_their_state(tmp_path: Path) -> None:

@@ -133,7 +133,11 @@ def run(
     name = name or experiment_name(pipeline_run_id)
     training_args: dict[str, Any] = {**data, "metric_for_best_model": spec.objective.training_metric}
     if tracking_uri:
-        training_args |= {"mlflow_tracking_uri": tracking_uri, "mlflow_child_run": katib_trial.TRIAL_NAME_REF}
+        training_args |= {
+            "mlflow_tracking_uri": tracking_uri,
+            "mlflow_child_run": katib_trial.TRIAL_NAME_REF,
+            "mlflow_log_model": False,  # a trial's metrics only, as in the local engine
+        }
         if pipeline_run_id:
             training_args["pipeline_run_id"] = pipeline_run_id
     else:
