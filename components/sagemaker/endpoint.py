@@ -12,6 +12,10 @@ makes the calls):
    takes traffic for ``wait_interval_seconds`` while the CloudWatch alarms watch it, then all of it; any alarm
    rolls the update back (``AutoRollbackConfiguration``).
 
+After a successful rollout the Models and EndpointConfigs of earlier deployments of the endpoint are deleted
+(`earlier_resources`), but for the one it replaced: SageMaker keeps every one until deleted, and an account
+holds a limited number.  The model data in S3 and the MLflow versions stay, so any version can be deployed again.
+
 `plan` decides from DescribeEndpoint what to do (create, update, or nothing: this version is already live);
 `outcome` reads the endpoint once it has settled.  After a rollback SageMaker's endpoint is ``InService``
 again — on the *old* EndpointConfig, with the reason in ``FailureReason`` — so the config name is what tells
@@ -31,6 +35,7 @@ against the service model's own limits (`components.sagemaker.limits`) before th
 from __future__ import annotations
 
 import re
+from collections.abc import Iterable
 from dataclasses import asdict, dataclass
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any, Literal
@@ -43,7 +48,7 @@ NAME = re.compile(r"^[a-zA-Z0-9](-*[a-zA-Z0-9]){0,62}$")
 MAX_NAME = 63
 #: ContainerDefinition.ModelDataUrl: an S3 URI of a model.tar.gz (SageMaker unpacks it into /opt/ml/model).
 _MODEL_DATA = re.compile(r"^s3://[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]/\S+\.tar\.gz$")
-_STAMPED = re.compile(r"-v(\d+)-\d{14}$")
+_STAMPED = re.compile(r"-v(\d+)-(\d{14})$")
 #: Prefix of the model server's options in its environment (`serving.config.ENV_PREFIX`, `python -m serving serve`).
 SERVING_ENV_PREFIX = "SERVING_"
 #: Texts per InvokeEndpoint request of the smoke test (the server's default limit is 64).
@@ -164,6 +169,29 @@ def resource_name(endpoint_name: str, model_version: str, when: str) -> str:
     endpoint's name cut so the whole is at most 63 characters."""
     suffix = f"-v{model_version}-{when}"
     return endpoint_name[: MAX_NAME - len(suffix)].rstrip("-") + suffix
+
+
+def list_filter(endpoint_name: str) -> str:
+    """ListModels' and ListEndpointConfigs' ``NameContains`` that finds every name `resource_name` makes for the
+    endpoint (its first 40 characters: what stays of a long name beside a 6-digit version), and maybe more."""
+    return endpoint_name[:40].rstrip("-")
+
+
+def earlier_resources(names: Iterable[str], endpoint_name: str, before: str, keep: Iterable[str | None]) -> list[str]:
+    """The Models or EndpointConfigs among ``names`` that earlier deployments of ``endpoint_name`` made (named by
+    `resource_name`, stamped before ``before``, this attempt's stamp) and that are not in ``keep`` (the live
+    config and the one it replaced, for a rollback by hand): what a successful rollout removes.  A name made
+    after this attempt began is another run's, mid-deployment, and stays."""
+    kept = {name for name in keep if name}
+    found = ((name, _STAMPED.search(name)) for name in set(names))
+    return sorted(
+        name
+        for name, match in found
+        if match
+        and resource_name(endpoint_name, match.group(1), match.group(2)) == name
+        and match.group(2) < before
+        and name not in kept
+    )
 
 
 def live_version(config_name: str) -> str | None:

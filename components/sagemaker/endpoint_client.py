@@ -11,6 +11,10 @@
   still in service (``rolled_back``); then the smoke test — a canary that passed the alarms but answers
   otherwise than evaluate is rolled back by an UpdateEndpoint to the previous config (``rolled_back``).
 
+After ``created`` or ``promoted``, the Models and EndpointConfigs of earlier deployments of the endpoint are
+deleted, but for the one the update replaced (`remove_earlier`; a refused deletion is a warning: the rollout
+stands).
+
 Every request is first checked against the service model's limits (`components.sagemaker.limits`, through
 `jobs.call`).  The waiting polls DescribeEndpoint with the profile's backoff (`settings.Waiting`), prints each
 status change, and gives up after ``timeout_seconds`` (the endpoint keeps changing on SageMaker's side; the step
@@ -143,6 +147,50 @@ def _delete(client: Any, name: str, out: TextIO) -> str:
     return "; the endpoint was deleted (nothing served before)"
 
 
+#: (list operation, its answer's list, delete operation, name key) of the two resources each deployment makes.
+_RESOURCES = (
+    ("ListEndpointConfigs", "EndpointConfigs", "DeleteEndpointConfig", "EndpointConfigName"),
+    ("ListModels", "Models", "DeleteModel", "ModelName"),
+)
+
+
+def remove_earlier(client: Any, endpoint_name: str, before: str, keep: tuple[str | None, ...], out: TextIO) -> str:
+    """Delete the EndpointConfigs, then the Models, of earlier deployments of the endpoint, all but ``keep``
+    (`endpoint.earlier_resources`).  The rollout has succeeded by then: a refused call is reported, not raised.
+
+    Returns:
+        A note for the rollout's message ("" when there was nothing to remove).
+    """
+    from botocore.exceptions import ClientError
+
+    removed: list[str] = []
+    refused: list[str] = []
+    for list_operation, key, delete_operation, name_key in _RESOURCES:
+        params: dict[str, Any] = {"NameContains": E.list_filter(endpoint_name), "MaxResults": 100}
+        names: list[str] = []
+        try:
+            while True:
+                page = call(client, "sagemaker", list_operation, params)
+                names += [item[name_key] for item in page.get(key, [])]
+                if not page.get("NextToken"):
+                    break
+                params["NextToken"] = page["NextToken"]
+            for name in E.earlier_resources(names, endpoint_name, before, keep):
+                call(client, "sagemaker", delete_operation, {name_key: name})
+                removed.append(name)
+        except ClientError as error:
+            refused.append(f"{list_operation.removeprefix('List')}: {' '.join(str(error).split())[:200]}")
+    note = ""
+    if removed:
+        print(f"SageMaker endpoint {endpoint_name}: deleted earlier {', '.join(removed)}", file=out, flush=True)
+        note += f"; deleted {len(removed)} Model(s)/EndpointConfig(s) of earlier deployments"
+    if refused:
+        warning = f"could not delete earlier deployments' resources ({'; '.join(refused)}): delete them by hand"
+        print(f"SageMaker endpoint {endpoint_name}: {warning}", file=out, flush=True)
+        note += f"; {warning}"
+    return note
+
+
 def rollout(
     client: Any,
     runtime: Any,
@@ -226,4 +274,5 @@ def rollout(
         note = f"rolled back to {previous}" if back.ok else f"the rollback to {previous} did not settle: {back.message}"
         return E.Rollout("rolled_back", name, resource, previous, resource, f"{reason}; {note}")
     action = "created" if creating else "promoted"
-    return E.Rollout(action, name, resource, plan.previous_config, resource, f"{result.message}; {smoke}")
+    removed = remove_earlier(client, name, deployment.stamp, (resource, plan.previous_config), out)
+    return E.Rollout(action, name, resource, plan.previous_config, resource, f"{result.message}; {smoke}{removed}")

@@ -180,6 +180,19 @@ class Cloud:
             expected["DeploymentConfig"] = deployment
         self.sm.add_response("update_endpoint", {"EndpointArn": f"{ARN}:endpoint/{ENDPOINT}"}, expected)
 
+    def earlier(self, configs: list[str], models: list[str], deleted: list[str] = ()) -> None:  # type: ignore[assignment]
+        """ListEndpointConfigs and ListModels (one page each) answering ``configs`` and ``models``, each followed
+        by the deletions expected of those in ``deleted`` (in name order)."""
+        listing = {"NameContains": ENDPOINT, "MaxResults": 100}
+        for operation, key, names, arn in (
+            ("endpoint_config", "EndpointConfig", configs, "endpoint-config"),
+            ("model", "Model", models, "model"),
+        ):
+            items = [{f"{key}Name": n, f"{key}Arn": f"{ARN}:{arn}/{n}", "CreationTime": T0} for n in names]
+            self.sm.add_response(f"list_{operation}s", {f"{key}s": items}, listing)
+            for name in sorted(n for n in names if n in deleted):
+                self.sm.add_response(f"delete_{operation}", {}, {f"{key}Name": name})
+
     def invoke(self, server: ServerProcess, texts: list[str]) -> None:
         """InvokeEndpoint's answer to the smoke texts: the real server's /invocations answer to the same body."""
         body = json.dumps({"instances": texts}).encode()
@@ -281,6 +294,7 @@ def test_the_first_deployment_creates_the_endpoint_smoke_tests_it_and_promotes(
     )
     cloud.describe(described("Creating", name), described("Creating", name), described("InService", name))
     cloud.invoke(handoff.server, smoke_texts(handoff))
+    cloud.earlier([name], [name])  # nothing earlier to delete
     clock = Clock()
     report = deploy(handoff, cloud.activate(), tmp_path, version, clock=clock)
     cloud.done()
@@ -317,10 +331,46 @@ def test_an_update_is_a_blue_green_canary_and_promotes(
     cloud.update(new, CANARY)
     cloud.describe(described("Updating", live), described("InService", new))
     cloud.invoke(handoff.server, smoke_texts(handoff))
+    older, failed = config_name("1", "20261101000000"), config_name("3", "20261115000000")
+    later = config_name("4", "20261206040001")  # another run's, made after this attempt began: it stays
+    others = [f"{ENDPOINT}-v1-x", f"{ENDPOINT}-blue-v1-20261101000000"]  # not names this project makes
+    cloud.earlier([live, new, older, failed, later, *others], [older, live, new, failed], deleted=[older, failed])
     report = deploy(handoff, cloud.activate(), tmp_path, version)
     cloud.done()
     assert report.outcome == "promoted" and report.canary["previous_config"] == live
+    assert "deleted 4 Model(s)/EndpointConfig(s) of earlier deployments" in report.canary["message"]
     assert _champion(handoff) == version
+
+
+def test_earlier_resources_that_cannot_be_deleted_leave_the_promotion_standing(
+    handoff: Handoff, cloud: Cloud, tmp_path: Path, champion_at_version_one: None
+) -> None:
+    version = _second_version(handoff)
+    live, new, older = (
+        config_name(handoff.version, "20261201000000"),
+        config_name(version),
+        config_name("1", "20261101000000"),
+    )
+    cloud.describe(described("InService", live))
+    cloud.create_model_and_config(version)
+    cloud.update(new, CANARY)
+    cloud.describe(described("InService", new))
+    cloud.invoke(handoff.server, smoke_texts(handoff))
+    listing = {"NameContains": ENDPOINT, "MaxResults": 100}
+    cloud.sm.add_client_error(
+        "list_endpoint_configs", "AccessDeniedException", "not authorized to perform: sagemaker:ListEndpointConfigs",
+        400, expected_params=listing,
+    )  # fmt: skip
+    cloud.sm.add_response("list_models", {"Models": [
+        {"ModelName": n, "ModelArn": f"{ARN}:model/{n}", "CreationTime": T0} for n in (older, live, new)
+    ]}, listing)  # fmt: skip
+    cloud.sm.add_response("delete_model", {}, {"ModelName": older})
+    report = deploy(handoff, cloud.activate(), tmp_path, version)
+    cloud.done()
+    assert report.outcome == "promoted" and _champion(handoff) == version
+    message = report.canary["message"]
+    assert "deleted 1 Model(s)/EndpointConfig(s)" in message and "AccessDeniedException" in message
+    assert message.endswith("delete them by hand")
 
 
 def test_a_rollback_by_sagemaker_is_detected_and_the_champion_stays(

@@ -109,6 +109,20 @@ def test_names_carry_the_version_and_fit_sagemakers_limit() -> None:
     assert E.resource_name("ab", "7", "20261206040000") == "ab-v7-20261206040000"
 
 
+def test_earlier_resources_are_the_endpoints_own_names_made_before_this_attempt() -> None:
+    endpoint, now = "e" * 63, "20261206040000"
+    old, older = E.resource_name(endpoint, "123456", "20261101000000"), E.resource_name(endpoint, "7", "20251101000000")
+    live, new = E.resource_name(endpoint, "8", "20261201000000"), E.resource_name(endpoint, "9", now)
+    later = E.resource_name(endpoint, "10", "20261206040001")
+    assert len(old) == 63 and old.startswith(E.list_filter(endpoint)) and older.startswith(E.list_filter(endpoint))
+    names = [old, older, live, new, later, "hand-made-config", "e" * 30 + "-v1-20251101000000", old]
+    assert E.earlier_resources(names, endpoint, now, keep=(new, live)) == sorted([old, older])
+    assert E.earlier_resources(names, endpoint, now, keep=(new, None)) == sorted([old, older, live])
+    assert E.earlier_resources(["ab-v1-20251101000000", "abc-v1-20251101000000"], "ab", now, (None,)) == [
+        "ab-v1-20251101000000"
+    ]
+
+
 def described(status: str, config: str, reason: str = "") -> dict[str, Any]:
     return {"EndpointStatus": status, "EndpointConfigName": config, "FailureReason": reason}
 
