@@ -127,6 +127,35 @@ def train(
     return TrainOutcome(name, model_data, metrics, report)
 
 
+def open_mlflow_run(tracking_uri: str, pipeline_run_id: str, data_hash: str, step: str) -> Any:
+    """The pipeline run's MLflow run (a `tracking.PipelineRun`, opened on first use), after checking the store is
+    usable: the step calls this before it starts a job, so a bad URI costs no SageMaker time.
+
+    Raises:
+        ValueError: The tracking URI is unreachable or unusable.
+    """
+    from components.common import features as F
+    from components.common import tracking
+
+    uri = tracking.resolve_tracking_uri(tracking_uri)
+    tracking.check_tracking_uri(uri)
+    tags = tracking.lineage_tags(pipeline_run_id, data_hash, F.FEATURE_VIEW)
+    return tracking.PipelineRun(uri, tracking.DEFAULT_EXPERIMENT, pipeline_run_id, {**tags, "step": step})
+
+
+def log_training(run: Any, outcome: TrainOutcome) -> None:
+    """The training job in the pipeline run's MLflow run, as the kfp target's train step logs itself: its
+    hyperparameters as ``train.*`` params, its final metrics as ``train_final/…``, the job as tags, the report as
+    ``train/training_report.json`` (the model is logged by evaluate)."""
+    import json
+
+    run.log_params(outcome.report["hyperparameters"], prefix="train.")
+    run.log_metrics(outcome.metrics, prefix="train_final/")
+    run.set_tags({"train.engine": "sagemaker", "train.sagemaker_job": outcome.job_name})
+    run.log_text(json.dumps(outcome.report, indent=1, default=str), "train/training_report.json")
+    run.end()
+
+
 def list_trials(client: Any, name: str) -> list[dict[str, Any]]:
     """Every training job of the tuning job (ListTrainingJobsForHyperParameterTuningJob, all pages)."""
     params: dict[str, Any] = {"HyperParameterTuningJobName": name, "MaxResults": 100}

@@ -20,6 +20,7 @@ def train_on_sagemaker(
     health_policy: str,
     pipeline_run_id: str,
     data_hash: str,
+    mlflow_tracking_uri: str,
     model: Output[Model],
     metrics: Output[Metrics],
     report: Output[Artifact],
@@ -44,6 +45,8 @@ def train_on_sagemaker(
         health_policy: report (record firing health rules) or stop (end training when one fires).
         pipeline_run_id: The pipeline run's id: names the job (a retried task finds it) and its S3 folder.
         data_hash: Hash of the input data file (a hyperparameter, for lineage).
+        mlflow_tracking_uri: MLflow tracking URI (checked before the job starts; the job's hyperparameters, final
+            metrics and report go to the pipeline run's MLflow run); empty: $MLFLOW_TRACKING_URI.
         model: The model directory the job wrote (model.tar.gz unpacked); metadata: the job, and the
             model.tar.gz URI as model_data_url.
         metrics: The job's final metrics (validation accuracy, F1 and loss; training loss).
@@ -59,11 +62,13 @@ def train_on_sagemaker(
     from components.sagemaker.settings import SageMakerSettings
 
     settings = SageMakerSettings.from_env()
-    outputs = ("hyperparameters", "model", "metrics", "report", "summary_md")
+    outputs = ("hyperparameters", "model", "metrics", "report", "summary_md", "mlflow_tracking_uri")
     values = {k: v for k, v in parameters.items() if k not in outputs}
+    run = core.open_mlflow_run(mlflow_tracking_uri, pipeline_run_id, data_hash, "train")
     outcome = core.train(
         settings, aws.clients(settings), {**values, **hyperparameters}, settings.image("train"), model.path
     )
+    core.log_training(run, outcome)
     model.metadata.update({"sagemaker_training_job": outcome.job_name, "model_data_url": outcome.model_data})
     Path(report.path).write_text(json.dumps(outcome.report, indent=1, default=str))
     for name, value in sorted(outcome.metrics.items()):

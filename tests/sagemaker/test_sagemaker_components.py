@@ -94,6 +94,7 @@ def test_train_component_outputs_the_model_metrics_and_report(
             health_policy="report",
             pipeline_run_id=RUN,
             data_hash="h",
+            mlflow_tracking_uri=f"sqlite:///{tmp_path / 'mlflow.db'}",
             model=model,
             metrics=metrics,
             report=report,
@@ -109,6 +110,30 @@ def test_train_component_outputs_the_model_metrics_and_report(
     assert written["training_job"] == name
     summary = (tmp_path / "summary").read_text()
     assert summary.startswith("## Train (SageMaker)\n") and "| validation-accuracy | 0.8 |" in summary
+
+    from components.common import tracking
+
+    run = tracking.PipelineRun(f"sqlite:///{tmp_path / 'mlflow.db'}", pipeline_run_id=RUN)  # evaluate's, later
+    logged = run.client.get_run(run.run_id).data
+    assert logged.params["train.learning_rate"] == "3e-05" and logged.metrics["train_final/validation-accuracy"] == 0.8
+    assert logged.tags["train.sagemaker_job"] == name and logged.tags["data_hash"] == "h"
+    assert [a.path for a in run.client.list_artifacts(run.run_id, "train")] == ["train/training_report.json"]
+
+
+def test_train_component_checks_mlflow_before_anything_starts(
+    stubbed: tuple[Stubber, aws.Clients], feature_store: Path, tmp_path: Path
+) -> None:
+    stub, clients = stubbed
+    with stub, pytest.raises(ValueError, match=r"MLflow tracking server http://127\.0\.0\.1:9 is unreachable"):
+        train_on_sagemaker.python_func(
+            feature_store=str(feature_store), feast_config="local", base_model="", num_train_epochs=1,
+            learning_rate=5e-05, per_device_train_batch_size=16, max_seq_length=32, seed=1, hyperparameters={},
+            health_policy="report", pipeline_run_id=RUN, data_hash="h", mlflow_tracking_uri="http://127.0.0.1:9",
+            model=_artifact(dsl.Model, tmp_path, "model"), metrics=_artifact(dsl.Metrics, tmp_path, "metrics"),
+            report=_artifact(dsl.Artifact, tmp_path, "report"), summary_md=_artifact(dsl.Markdown, tmp_path, "md"),
+        )  # fmt: skip
+    stub.assert_no_pending_responses()  # no SageMaker call (the Stubber refuses any: none was queued)
+    assert clients.s3.list_objects_v2(Bucket="bert-test-bucket", Prefix=f"runs/{RUN}/").get("KeyCount", 0) == 0
 
 
 def test_tune_component_with_no_trials_returns_no_parameters(
@@ -139,6 +164,7 @@ def test_tune_component_with_no_trials_returns_no_parameters(
 def test_a_step_refuses_a_component_needing_what_the_pipeline_lacks() -> None:
     available = {"feature_store": "/mnt/feast", "seed": 1, "checkpoint_root": ""}  # the others are missing
     with pytest.raises(
-        ValueError, match=r"Component train-on-sagemaker needs \['feast_config', .*'data_hash'\], which"
+        ValueError,
+        match=r"Component train-on-sagemaker needs \['feast_config', .*'data_hash', 'mlflow_tracking_uri'\], which",
     ):
         Step(train_on_sagemaker, lambda task, profile: task)(None, **available)
