@@ -127,9 +127,22 @@ def train(
     return TrainOutcome(name, model_data, metrics, report)
 
 
+def checked_tracking_uri(tracking_uri: str) -> str:
+    """The MLflow tracking URI (``tracking_uri``, else $MLFLOW_TRACKING_URI), checked usable: the steps call this
+    before they start a job, so a bad URI costs no SageMaker time.
+
+    Raises:
+        ValueError: The tracking URI is unreachable or unusable.
+    """
+    from components.common import tracking
+
+    uri = tracking.resolve_tracking_uri(tracking_uri)
+    tracking.check_tracking_uri(uri)
+    return uri
+
+
 def open_mlflow_run(tracking_uri: str, pipeline_run_id: str, data_hash: str, step: str) -> Any:
-    """The pipeline run's MLflow run (a `tracking.PipelineRun`, opened on first use), after checking the store is
-    usable: the step calls this before it starts a job, so a bad URI costs no SageMaker time.
+    """The pipeline run's MLflow run (a `tracking.PipelineRun`, opened on first use) at `checked_tracking_uri`.
 
     Raises:
         ValueError: The tracking URI is unreachable or unusable.
@@ -137,9 +150,8 @@ def open_mlflow_run(tracking_uri: str, pipeline_run_id: str, data_hash: str, ste
     from components.common import features as F
     from components.common import tracking
 
-    uri = tracking.resolve_tracking_uri(tracking_uri)
-    tracking.check_tracking_uri(uri)
     tags = tracking.lineage_tags(pipeline_run_id, data_hash, F.FEATURE_VIEW)
+    uri = checked_tracking_uri(tracking_uri)
     return tracking.PipelineRun(uri, tracking.DEFAULT_EXPERIMENT, pipeline_run_id, {**tags, "step": step})
 
 
@@ -181,8 +193,10 @@ def tune(
     image: str,
     clock: jobs.Clock | None = None,
     out: TextIO = sys.stdout,
+    tracking_uri: str = "",
 ) -> Any:
-    """Run the search as a SageMaker tuning job; the tune step's outcome (`components.tune.core.TuneOutcome`).
+    """Run the search as a SageMaker tuning job; the tune step's outcome (`components.tune.core.TuneOutcome`),
+    logged on the pipeline run's MLflow run (``tune.*`` params, ``tune/…`` metrics) with ``tracking_uri``.
 
     Args:
         config: The tune step's options (`components.tune.core.TuneConfig`).
@@ -230,7 +244,4 @@ def tune(
             out,
         )
     result = tuning.study_result(spec, job, list_trials(clients.sagemaker, name), _tuning_seconds(job))
-    report = {"status": "completed", **result.to_dict(), "spec": spec.to_dict()}
-    report["trials"] = [t.row() for t in result.trials]
-    best_value = float(result.best_value) if result.best_value is not None else 0.0
-    return tune_core.TuneOutcome(dict(result.best_params), best_value, report, result)
+    return tune_core.outcome_of(spec, result, tracking_uri, str(config.pipeline_run_id or ""))

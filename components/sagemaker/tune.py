@@ -18,6 +18,7 @@ def tune_on_sagemaker(
     tuning_trials: int,
     tuning_spec: str,
     pipeline_run_id: str,
+    mlflow_tracking_uri: str,
     report_json: Output[Artifact],
     report_html: Output[HTML],
     trials: Output[Dataset],
@@ -39,6 +40,8 @@ def tune_on_sagemaker(
         tuning_trials: Trials to run (the spec's maxTrialCount); 0: no tuning (best_params {}).
         tuning_spec: Search spec, YAML file or text in the shape of a Katib Experiment spec; empty: the default.
         pipeline_run_id: The pipeline run's id: names the tuning job (a retried task finds it) and its S3 folder.
+        mlflow_tracking_uri: MLflow tracking URI (checked before the job starts; the search's algorithm, best
+            parameters and trial counts go to the pipeline run's MLflow run); empty: $MLFLOW_TRACKING_URI.
         report_json: Tuning report JSON (summary.json's `tuning`): algorithm, trials, best params and value.
         report_html: Objective per trial, one slice per parameter, the trials table.
         trials: Trials table (Parquet): state, value, parameters, training job.
@@ -55,7 +58,8 @@ def tune_on_sagemaker(
     settings = SageMakerSettings.from_env()
     config = options.from_mapping(tune_core.TuneConfig, parameters, ignore_unknown=True)
     data = {k: v for k, v in parameters.items() if k in tune_core.TRIAL_DATA_OPTIONS}
-    outcome = core.tune(settings, aws.clients(settings), config, data, settings.image("train"))
+    uri = core.checked_tracking_uri(mlflow_tracking_uri)
+    outcome = core.tune(settings, aws.clients(settings), config, data, settings.image("train"), tracking_uri=uri)
     tune_core.write_outputs(outcome, report_json.path, trials.path, report_html.path)
     for name, value in outcome.headline().items():
         metrics.log_metric(name, value)

@@ -369,7 +369,7 @@ def tune(config: TuneConfig, data: Mapping[str, Any], output_dir: str | Path) ->
         )
         if tracking_uri:  # an early-stopped trial's pod was killed before its run could end
             close_trial_runs(tracking_uri, config.pipeline_run_id, result.trials)
-        return _outcome(spec, result, tracking_uri, config.pipeline_run_id)
+        return outcome_of(spec, result, tracking_uri, config.pipeline_run_id)
     out = Path(output_dir)
     out.mkdir(parents=True, exist_ok=True)
     settings = optuna_engine.OptunaSettings(
@@ -393,11 +393,14 @@ def tune(config: TuneConfig, data: Mapping[str, Any], output_dir: str | Path) ->
         optuna_engine.redact(settings.storage),
     )
     result = optuna_engine.run(spec, runner, settings)
-    return _outcome(spec, result, tracking_uri, config.pipeline_run_id)
+    return outcome_of(spec, result, tracking_uri, config.pipeline_run_id)
 
 
-def _outcome(spec: S.SearchSpec, result: R.StudyResult, tracking_uri: str, pipeline_run_id: str) -> TuneOutcome:
-    """The step's outputs from a study's result, whichever engine ran it."""
+def outcome_of(
+    spec: S.SearchSpec, result: R.StudyResult, tracking_uri: str = "", pipeline_run_id: str = ""
+) -> TuneOutcome:
+    """The step's outputs from a study's result, whichever engine ran it (the SageMaker target's too); with
+    ``tracking_uri``, the outcome logged on the pipeline run's MLflow run."""
     report = {"status": "completed", **result.to_dict(), "spec": spec.to_dict()}
     report["trials"] = [t.row() for t in result.trials]
     if tracking_uri:

@@ -148,6 +148,7 @@ def test_tune_component_with_no_trials_returns_no_parameters(
             max_seq_length=32,
             seed=1,
             tuning_trials=0,
+            mlflow_tracking_uri=f"sqlite:///{tmp_path / 'mlflow.db'}",
             tuning_spec="",
             pipeline_run_id=RUN,
             report_json=_artifact(dsl.Artifact, tmp_path, "r.json"),

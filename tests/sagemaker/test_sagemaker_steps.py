@@ -241,9 +241,18 @@ def test_tune_step_fills_the_same_report_as_the_other_engines(
             {"TrainingJobSummaries": trials[2:]},
             {**listing, "NextToken": "p2"},
         )
-        outcome = core.tune(settings, clients, config, data, settings.image("train"), FakeClock(), io.StringIO())
+        uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+        outcome = core.tune(
+            settings, clients, config, data, settings.image("train"), FakeClock(), io.StringIO(), tracking_uri=uri
+        )
         sm.assert_no_pending_responses()
     assert outcome.best_params == {"learning_rate": 5e-05, "lr_scheduler_type": "cosine"}
+    from components.common import tracking
+
+    run = tracking.PipelineRun(uri, pipeline_run_id=str(config.pipeline_run_id))  # the pipeline run's MLflow run
+    logged = run.client.get_run(run.run_id).data
+    assert logged.params["tune.best.learning_rate"] == "5e-05" and logged.params["tune.algorithm"] == "random"
+    assert logged.metrics["tune/best_value"] == 0.74 and logged.metrics["tune/trials_fail"] == 1
     assert outcome.best_value == 0.74
     report = outcome.report
     assert report["engine"] == "sagemaker" and report["algorithm"] == "random" and report["best_trial"] == 1

@@ -165,7 +165,7 @@ def test_katib_trials_become_the_study_result() -> None:
     assert (result.algorithm, result.metric, result.direction) == ("tpe", "validation-accuracy", "maximize")
     assert result.stop_reason == "ExperimentMaxTrialsReached"
     assert result.counts() == {"complete": 2, "pruned": 1, "fail": 1, "retried": 0}
-    outcome = core._outcome(SPEC, result, "", "")
+    outcome = core.outcome_of(SPEC, result)
     assert outcome.best_params == {"learning_rate": 3e-05, "per_device_train_batch_size": 32}
     assert outcome.report["engine"] == "katib" and len(outcome.report["trials"]) == 4
 
