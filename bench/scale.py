@@ -2,15 +2,14 @@
 
     python -m bench scale [--sizes 100000,300000,1000000] [--balance] [--csv PATH] [--workdir DIR]
 
-Data: synthetic reviews drawn from the course CSV (``--csv``, else ``$REVIEWS_CSV``, else
-``../shared/data/womens_clothing_ecommerce_reviews.csv``; without it the benchmark refuses, as `bench featurize`
-does: there is no built-in distribution). Each synthetic review takes every column but the text from a course
-row drawn at random (rating, class name, division, department, age, title, ...: the course's mix of classes
-and ratings, and their joint distribution), and a text of as many words as that row's review has, each word
-drawn from the course's words by their frequency (no text where the course row has none, 3.6 % of rows). So the
-words-per-review distribution is the course's (and with it, about, the tokens per review). Made vectorised in
-chunks of ``--chunk-rows`` (Arrow takes and `binary_join`) and written with Arrow's CSV writer as a CSV with
-the course's header, which the prepare step reads as it reads the course CSV.
+Data: synthetic reviews drawn from the course CSV (``--csv``, else ``$REVIEWS_CSV``; without it the benchmark
+refuses, as the other benchmarks on the course data do: there is no built-in distribution). Each synthetic review
+takes every column but the text from a course row drawn at random (rating, class name, division, department, age,
+title, ...: the course's mix of classes and ratings, and their joint distribution), and a text of as many words as
+that row's review has, each word drawn from the course's words by their frequency (no text where the course row has
+none, 3.6 % of rows). So the words-per-review distribution is the course's (and with it, about, the tokens per
+review). Made vectorised in chunks of ``--chunk-rows`` (Arrow takes and `binary_join`) and written with Arrow's CSV
+writer as a CSV with the course's header, which the prepare step reads as it reads the course CSV.
 
 Each step runs in a process of its own (`bench._scale_step`), calling its core as the KFP component does, in
 the pipeline's order, on the previous step's outputs: ``check`` (a local run's data check before the steps,
@@ -66,7 +65,6 @@ EXPONENT_GOAL = 1.1
 PEAK_RSS_GOAL_MB = 3000.0
 #: The course CSV's text column (`PrepareConfig.text_column`'s default).
 TEXT = "Review Text"
-_DEFAULT_CSV = Path(__file__).resolve().parents[2] / "shared" / "data" / "womens_clothing_ecommerce_reviews.csv"
 
 
 # --- the synthetic reviews ---------------------------------------------------------------------------------
@@ -283,7 +281,7 @@ def main(argv: list[str]) -> dict:
     parser = argparse.ArgumentParser(prog="python -m bench scale")
     parser.add_argument("--sizes", default="100000,300000,1000000", help="review counts, comma-separated")
     parser.add_argument("--balance", action="store_true", help="prepare balances the classes (the pipeline default)")
-    parser.add_argument("--csv", default="", help="the course CSV (default: $REVIEWS_CSV, else ../shared/data/)")
+    parser.add_argument("--csv", default="", help="the course CSV (default: $REVIEWS_CSV)")
     parser.add_argument("--workdir", default="", help="where each size's files go (default: a temporary directory)")
     parser.add_argument("--keep", action="store_true", help="keep each size's files (default: removed when measured)")
     parser.add_argument("--seed", type=int, default=0)
@@ -297,7 +295,7 @@ def main(argv: list[str]) -> dict:
     )
     args = parser.parse_args(argv)
     sizes = _sizes(args.sizes)
-    csv = course_csv(args.csv or os.environ.get("REVIEWS_CSV") or str(_DEFAULT_CSV))
+    csv = course_csv(args.csv)
     profile = course_profile(csv)
     root = Path(args.workdir or tempfile.mkdtemp(prefix="bench-scale-"))
     measured = []
