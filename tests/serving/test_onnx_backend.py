@@ -124,6 +124,9 @@ def test_an_int8_answer_does_not_depend_on_the_reviews_batched_with_it(exported)
     np.testing.assert_array_equal(engine.batch_logits(rows), alone)
     np.testing.assert_array_equal(engine.batch_logits(rows[::-1])[::-1], alone)
     np.testing.assert_array_equal(engine.logits(D.Examples(input_ids=rows, labels=checked.labels[:8])), alone)
+    # one thread a pass, passes in parallel: the server's thread count and evaluate's give the same logits
+    for threads in (1, 3):
+        np.testing.assert_array_equal(inference.load(path, "onnx-int8", threads=threads).batch_logits(rows), alone)
 
 
 def test_auto_picks_int8_then_fp32_then_pytorch_and_a_forced_missing_one_is_an_error(tmp_path: Path) -> None:
