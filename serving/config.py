@@ -51,7 +51,11 @@ class ServeConfig:
     )
     torch_threads: int = field(
         default=0,
-        metadata={"help": "CPU threads of one forward pass (0: the runtime's default, one per core).", "min": 0},
+        metadata={
+            "help": "CPU threads of one forward pass (0: the runtime's default, one per core); int8: passes run at "
+            "a time, one thread each (0: one per usable CPU).",
+            "min": 0,
+        },
     )
     backend: Literal["auto", "pytorch", "onnx", "onnx-int8"] = field(
         default="auto",
