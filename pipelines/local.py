@@ -130,7 +130,7 @@ def check_inputs(options: RunOptions) -> None:
         load_tokenizer(arguments["base_model"])
     except ValueError as err:
         raise ValueError(f"--base-model: {err}") from err
-    tracking.check_tracking_uri(tracking.resolve_tracking_uri(arguments["mlflow_tracking_uri"]))
+    tracking.usable_tracking_uri(arguments["mlflow_tracking_uri"])
     if arguments["tuning_trials"]:  # the search spec, against the training CLI's own parser
         tune_core.load(parameters.config(tune_core.TuneConfig, arguments))
 

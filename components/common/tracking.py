@@ -210,6 +210,17 @@ def check_tracking_uri(uri: str, timeout: float = 5.0) -> None:
             ) from error
 
 
+def usable_tracking_uri(uri: str = "") -> str:
+    """`resolve_tracking_uri` of ``uri``, checked with `check_tracking_uri`: what a step calls before its work.
+
+    Raises:
+        ValueError: The tracking store cannot be used (the message says what to do).
+    """
+    resolved = resolve_tracking_uri(uri)
+    check_tracking_uri(resolved)
+    return resolved
+
+
 def code_version() -> str:
     """The package version, plus the git commit when running from a checkout (``0.1.0+g1a2b3c4``)."""
     from components.common.image import version

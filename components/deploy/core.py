@@ -248,8 +248,7 @@ def deploy(
     options.check(config)
     if max_seq_length < 3:
         raise ValueError(f"--max-seq-length must be at least 3, got {max_seq_length}.")
-    uri = tracking.resolve_tracking_uri(tracking_uri)
-    tracking.check_tracking_uri(uri)
+    uri = tracking.usable_tracking_uri(tracking_uri)
     name = registered_model_name or tracking.DEFAULT_REGISTERED_MODEL
     check_version(uri, name, model_version)
     report = DeploymentReport(DEPLOYED, reason, model_version, name, config.deploy_backend)

@@ -418,8 +418,7 @@ def run(
         _warn(report)
         write_outputs(report, json_path, html_path, predictions_path)
         return report
-    uri = tracking.resolve_tracking_uri(tracking_uri)
-    tracking.check_tracking_uri(uri)
+    uri = tracking.usable_tracking_uri(tracking_uri)
     name = registered_model_name or tracking.DEFAULT_REGISTERED_MODEL
     champion = tracking.get_alias(uri, name, tracking.CHAMPION)
     mlflow_run = tracking.PipelineRun(

@@ -127,22 +127,9 @@ def train(
     return TrainOutcome(name, model_data, metrics, report)
 
 
-def checked_tracking_uri(tracking_uri: str) -> str:
-    """The MLflow tracking URI (``tracking_uri``, else $MLFLOW_TRACKING_URI), checked usable: the steps call this
-    before they start a job, so a bad URI costs no SageMaker time.
-
-    Raises:
-        ValueError: The tracking URI is unreachable or unusable.
-    """
-    from components.common import tracking
-
-    uri = tracking.resolve_tracking_uri(tracking_uri)
-    tracking.check_tracking_uri(uri)
-    return uri
-
-
 def open_mlflow_run(tracking_uri: str, pipeline_run_id: str, data_hash: str, step: str) -> Any:
-    """The pipeline run's MLflow run (a `tracking.PipelineRun`, opened on first use) at `checked_tracking_uri`.
+    """The pipeline run's MLflow run (a `tracking.PipelineRun`, opened on first use), the store checked usable
+    first: the step calls this before it starts a job, so a bad URI costs no SageMaker time.
 
     Raises:
         ValueError: The tracking URI is unreachable or unusable.
@@ -151,7 +138,7 @@ def open_mlflow_run(tracking_uri: str, pipeline_run_id: str, data_hash: str, ste
     from components.common import tracking
 
     tags = tracking.lineage_tags(pipeline_run_id, data_hash, F.FEATURE_VIEW)
-    uri = checked_tracking_uri(tracking_uri)
+    uri = tracking.usable_tracking_uri(tracking_uri)
     return tracking.PipelineRun(uri, tracking.DEFAULT_EXPERIMENT, pipeline_run_id, {**tags, "step": step})
 
 

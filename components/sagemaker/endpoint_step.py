@@ -80,8 +80,7 @@ def deploy(
     if max_seq_length < 3:
         raise ValueError(f"--max-seq-length must be at least 3, got {max_seq_length}.")
     image = settings.image("serve")
-    uri = tracking.resolve_tracking_uri(tracking_uri)
-    tracking.check_tracking_uri(uri)
+    uri = tracking.usable_tracking_uri(tracking_uri)
     name = registered_model_name or tracking.DEFAULT_REGISTERED_MODEL
     check_version(uri, name, version)
     if clients is None:

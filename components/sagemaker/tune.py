@@ -49,7 +49,7 @@ def tune_on_sagemaker(
         summary_md: Trials by state and the best parameters, for the dashboard.
     """
     parameters = dict(locals())  # the options by name
-    from components.common import options
+    from components.common import options, tracking
     from components.sagemaker import aws, core
     from components.sagemaker.settings import SageMakerSettings
     from components.tune import core as tune_core
@@ -58,7 +58,7 @@ def tune_on_sagemaker(
     settings = SageMakerSettings.from_env()
     config = options.from_mapping(tune_core.TuneConfig, parameters, ignore_unknown=True)
     data = {k: v for k, v in parameters.items() if k in tune_core.TRIAL_DATA_OPTIONS}
-    uri = core.checked_tracking_uri(mlflow_tracking_uri)
+    uri = tracking.usable_tracking_uri(mlflow_tracking_uri)  # before the job starts: a bad URI costs no SageMaker time
     outcome = core.tune(settings, aws.clients(settings), config, data, settings.image("train"), tracking_uri=uri)
     tune_core.write_outputs(outcome, report_json.path, trials.path, report_html.path)
     for name, value in outcome.headline().items():

@@ -63,8 +63,7 @@ def open_tracker(io: IOArguments, extra_tags: dict[str, str]) -> tracking.Pipeli
     """
     if not io.mlflow:
         return None
-    uri = tracking.resolve_tracking_uri(io.mlflow_tracking_uri)
-    tracking.check_tracking_uri(uri)
+    uri = tracking.usable_tracking_uri(io.mlflow_tracking_uri)
     from components.common import features as F
 
     tags = tracking.lineage_tags(io.pipeline_run_id, io.data_hash, F.FEATURE_VIEW if io.feature_store else "")

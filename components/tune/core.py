@@ -358,8 +358,7 @@ def tune(config: TuneConfig, data: Mapping[str, Any], output_dir: str | Path) ->
         katib.check(spec)
     tracking_uri = ""
     if config.mlflow:
-        tracking_uri = tracking.resolve_tracking_uri(config.mlflow_tracking_uri)
-        tracking.check_tracking_uri(tracking_uri)
+        tracking_uri = tracking.usable_tracking_uri(config.mlflow_tracking_uri)
     if engine == "katib":  # the profile's choice: an Experiment on the cluster instead of trials in this pod
         from components.tune.engines import katib_engine
 
